@@ -1,0 +1,102 @@
+/* The configuration file: "key = value" lines, '#' comments. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../shared/log.h"
+#include "options.h"
+
+#define CONF_LINE_MAX 4096
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	char *e = s + strlen(s);
+	while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r' || e[-1] == '\n'))
+		*--e = '\0';
+	return s;
+}
+
+/* NAME:HASH; the name may itself hold ':' (RFC 1929 allows any octet), a
+ * crypt(3) hash never does. */
+static int parse_user(char *value, struct user_list *users, bool admin, char *err, size_t errlen)
+{
+	char *colon = strrchr(value, ':');
+	if (!colon || colon == value) {
+		snprintf(err, errlen, "expected NAME:HASH");
+		return -EINVAL;
+	}
+	*colon = '\0';
+	const char *hash = colon + 1;
+	if (strlen(value) > SHM_USER_NAME_MAX) {
+		snprintf(err, errlen, "user name longer than %d bytes", SHM_USER_NAME_MAX);
+		return -EINVAL;
+	}
+	if (!pwhash_is_hash(hash)) {
+		snprintf(err, errlen,
+		         "the password of '%s' is not a crypt(3) hash (make one with socks5d "
+		         "--hash-password)",
+		         value);
+		return -EINVAL;
+	}
+	if (user_list_add(users, value, hash, admin) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+int conffile_load(const char *path, struct settings *s, struct user_list *users)
+{
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		int e = errno;
+		log_error("cannot read config file %s: %s", path, strerror(e));
+		return -e;
+	}
+	char line[CONF_LINE_MAX];
+	unsigned lineno = 0, errors = 0;
+	while (fgets(line, sizeof line, f)) {
+		lineno++;
+		char err[512] = "";
+		size_t len = strlen(line);
+		if (len == sizeof line - 1 && line[len - 1] != '\n') {
+			log_error("%s:%u: line longer than %d bytes", path, lineno, CONF_LINE_MAX - 2);
+			errors++;
+			int c;
+			while ((c = fgetc(f)) != EOF && c != '\n')
+				;
+			continue;
+		}
+		char *p = trim(line);
+		if (*p == '\0' || *p == '#')
+			continue;
+		char *eq = strchr(p, '=');
+		if (!eq) {
+			log_error("%s:%u: expected 'key = value'", path, lineno);
+			errors++;
+			continue;
+		}
+		*eq = '\0';
+		char *key = trim(p);
+		char *value = trim(eq + 1);
+		int rc;
+		if (strcmp(key, "user") == 0 || strcmp(key, "admin") == 0)
+			rc = parse_user(value, users, key[0] == 'a', err, sizeof err);
+		else
+			rc = settings_set(s, key, value, err, sizeof err);
+		if (rc < 0) {
+			log_error("%s:%u: %s: %s", path, lineno, key, err);
+			errors++;
+		}
+	}
+	int rerr = ferror(f);
+	fclose(f);
+	if (rerr) {
+		log_error("%s: read error", path);
+		return -EIO;
+	}
+	return errors ? -EINVAL : 0;
+}

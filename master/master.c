@@ -1,0 +1,511 @@
+#include "master.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../shared/ctrl.h"
+#include "../shared/log.h"
+#include "../worker/worker.h"
+
+#define LISTEN_BACKLOG 4096
+/* A worker that dies sooner than this after its start counts as a crash loop. */
+#define CRASH_WINDOW_MS 5000
+#define BACKOFF_MAX_MS 30000
+/* How long after the grace period the master waits before killing workers. */
+#define KILL_AFTER_GRACE_MS 3000
+
+struct wslot {
+	pid_t pid;
+	int ctrl_fd;
+	bool wanted;
+	unsigned quick_deaths;
+	int64_t started;
+	struct loop_timer respawn;
+	struct master *m;
+};
+
+struct master {
+	struct loop loop;
+	const struct options *opts;
+	struct settings cfg;
+	struct shm_segment *seg;
+	char shm_name[64];
+	int sig_fd;
+	struct loop_watch sig_w;
+	struct loop_watch log_w[2];
+	size_t nlisten;
+	int listen_fds[SETTINGS_MAX_LISTEN + 1];
+	struct wslot workers[SHM_MAX_WORKERS];
+	struct loop_tlist misc_tl;
+	struct loop_timer kill_timer;
+	bool draining;
+	bool is_child; /* this process is a forked worker unwinding to main() */
+	int child_status;
+};
+
+/* ---- listeners ---------------------------------------------------------- */
+
+static int open_listener(struct master *m, const char *addr, uint16_t port, bool dual)
+{
+	struct sockaddr_storage ss;
+	memset(&ss, 0, sizeof ss);
+	socklen_t len;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(port);
+		len = sizeof *s4;
+	} else if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(port);
+		len = sizeof *s6;
+	} else {
+		return -EINVAL;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1, v6only = dual ? 0 : 1;
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	if (ss.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	m->listen_fds[m->nlisten++] = fd;
+	log_info("listening on %s port %u%s", addr, port, dual ? " (IPv4 and IPv6)" : "");
+	return 0;
+}
+
+static int open_listeners(struct master *m)
+{
+	const struct settings *s = &m->cfg;
+	if (s->nlisten == 0) {
+		int rc = open_listener(m, "::", s->port, true);
+		if (rc == -EAFNOSUPPORT)
+			rc = open_listener(m, "0.0.0.0", s->port, false);
+		if (rc < 0)
+			log_error("cannot listen on port %u: %s", s->port, strerror(-rc));
+		return rc;
+	}
+	for (uint32_t i = 0; i < s->nlisten; i++) {
+		int rc = open_listener(m, s->listen[i], s->port, false);
+		if (rc < 0) {
+			log_error("cannot listen on %s port %u: %s", s->listen[i], s->port, strerror(-rc));
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static void close_listeners(struct master *m)
+{
+	for (size_t i = 0; i < m->nlisten; i++)
+		close(m->listen_fds[i]);
+	m->nlisten = 0;
+}
+
+/* ---- users and settings ------------------------------------------------- */
+
+/* Make the users table hold exactly `users`; returns the number of errors. */
+static int sync_users(struct master *m, const struct user_list *users)
+{
+	int errors = 0;
+	for (uint32_t i = 0; i < SHM_MAX_USERS; i++) {
+		const struct shm_user *u = &m->seg->users[i];
+		if (!u->used)
+			continue;
+		bool keep = false;
+		for (size_t j = 0; j < users->n && !keep; j++)
+			keep = strcmp(users->v[j].name, u->name) == 0;
+		if (!keep) {
+			char name[SHM_USER_NAME_MAX + 1];
+			memcpy(name, u->name, sizeof name);
+			shm_user_del(m->seg, name);
+			log_info("user '%s' removed", name);
+		}
+	}
+	for (size_t j = 0; j < users->n; j++) {
+		const struct user_spec *u = &users->v[j];
+		int rc = shm_user_put(m->seg, u->name, u->hash, u->admin);
+		if (rc < 0) {
+			log_error("cannot add user '%s': %s", u->name,
+			          rc == -ENOSPC ? "the users table is full" : strerror(-rc));
+			errors++;
+		}
+	}
+	return errors;
+}
+
+static void notify_workers(struct master *m, enum ctrl_type type)
+{
+	struct ctrl_msg msg = {.type = type};
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		struct wslot *w = &m->workers[i];
+		if (w->pid > 0 && w->ctrl_fd >= 0 &&
+		    send(w->ctrl_fd, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_warn("cannot notify worker %u: %s", i, strerror(errno));
+	}
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void spawn(struct master *m, uint32_t i);
+
+static void on_respawn(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct wslot *w = t->data;
+	if (!w->m->draining && w->wanted && w->pid == 0)
+		spawn(w->m, (uint32_t)(w - w->m->workers));
+}
+
+static void spawn(struct master *m, uint32_t i)
+{
+	struct wslot *w = &m->workers[i];
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_error("worker %u: socketpair: %s", i, strerror(errno));
+		loop_timer_start_at(&m->misc_tl, &w->respawn, m->loop.now + 1000);
+		return;
+	}
+	(void)log_flush();
+	pid_t pid = fork();
+	if (pid < 0) {
+		log_error("worker %u: fork: %s", i, strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		loop_timer_start_at(&m->misc_tl, &w->respawn, m->loop.now + 1000);
+		return;
+	}
+	if (pid == 0) {
+		/* The child: drop what belongs to the master, run the worker, then
+		 * unwind to main() so that everything is freed on the way out. */
+		log_after_fork();
+		close(sv[0]);
+		for (uint32_t j = 0; j < SHM_MAX_WORKERS; j++) {
+			if (m->workers[j].ctrl_fd >= 0)
+				close(m->workers[j].ctrl_fd);
+			m->workers[j].ctrl_fd = -1;
+		}
+		close(m->sig_fd);
+		m->sig_fd = -1;
+		close(m->loop.epfd);
+		m->loop.epfd = -1;
+		struct worker_args a = {
+		    .index = i,
+		    .seg = m->seg,
+		    .ctrl_fd = sv[1],
+		    .listen_fds = m->listen_fds,
+		    .nlisten = m->nlisten,
+		};
+		m->child_status = worker_main(&a);
+		m->nlisten = 0; /* closed by the worker */
+		m->is_child = true;
+		loop_stop(&m->loop);
+		return;
+	}
+	close(sv[1]);
+	w->pid = pid;
+	w->ctrl_fd = sv[0];
+	w->started = m->loop.now;
+	log_debug("worker %u started: pid %d", i, (int)pid);
+}
+
+static void reap(struct master *m)
+{
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		uint32_t i;
+		for (i = 0; i < SHM_MAX_WORKERS; i++)
+			if (m->workers[i].pid == pid)
+				break;
+		if (i == SHM_MAX_WORKERS)
+			continue;
+		struct wslot *w = &m->workers[i];
+		w->pid = 0;
+		close(w->ctrl_fd);
+		w->ctrl_fd = -1;
+		shm_worker_retire(m->seg, i);
+		bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+		if (m->draining || !w->wanted) {
+			if (!clean)
+				log_warn("worker %u (pid %d) ended with status %d", i, (int)pid, status);
+			continue;
+		}
+		if (WIFSIGNALED(status))
+			log_error("worker %u (pid %d) killed by signal %d (%s)%s", i, (int)pid,
+			          WTERMSIG(status), strsignal(WTERMSIG(status)),
+			          WCOREDUMP(status) ? ", core dumped" : "");
+		else
+			log_error("worker %u (pid %d) exited with status %d", i, (int)pid,
+			          WEXITSTATUS(status));
+		__atomic_fetch_add(&m->seg->worker_restarts, 1, __ATOMIC_RELAXED);
+		if (m->loop.now - w->started < CRASH_WINDOW_MS)
+			w->quick_deaths++;
+		else
+			w->quick_deaths = 0;
+		int64_t delay = 0;
+		if (w->quick_deaths > 1) {
+			delay = 250ll << (w->quick_deaths - 2 < 8 ? w->quick_deaths - 2 : 8);
+			if (delay > BACKOFF_MAX_MS)
+				delay = BACKOFF_MAX_MS;
+			log_warn("worker %u keeps dying: restarting it in %lld ms", i, (long long)delay);
+		}
+		loop_timer_start_at(&m->misc_tl, &w->respawn, m->loop.now + delay);
+	}
+	if (m->draining) {
+		for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+			if (m->workers[i].pid > 0)
+				return;
+		loop_stop(&m->loop);
+	}
+}
+
+static void set_worker_count(struct master *m, uint32_t n)
+{
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		struct wslot *w = &m->workers[i];
+		bool want = i < n;
+		if (want && !w->wanted) {
+			w->wanted = true;
+			w->quick_deaths = 0;
+			if (w->pid == 0)
+				spawn(m, i);
+			if (m->is_child)
+				return;
+		} else if (!want && w->wanted) {
+			w->wanted = false;
+			loop_timer_stop(&w->respawn);
+			if (w->pid > 0) {
+				struct ctrl_msg msg = {.type = CTRL_DRAIN};
+				(void)send(w->ctrl_fd, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+			}
+		}
+	}
+	m->seg->nworkers = n;
+}
+
+/* ---- signals ------------------------------------------------------------ */
+
+static void reload(struct master *m)
+{
+	if (!m->opts->config_path) {
+		log_info("SIGHUP: no configuration file to reload");
+		return;
+	}
+	struct settings s;
+	struct user_list users;
+	int rc = options_effective(m->opts, &s, &users);
+	if (rc < 0) {
+		log_error("configuration %s not reloaded: keeping the running configuration",
+		          m->opts->config_path);
+		return;
+	}
+	if (s.port != m->cfg.port || s.nlisten != m->cfg.nlisten ||
+	    memcmp(s.listen, m->cfg.listen, sizeof s.listen) != 0)
+		log_warn("listening addresses changed: they take effect at the next start");
+	/* Listening addresses stay as opened. */
+	s.port = m->cfg.port;
+	s.nlisten = m->cfg.nlisten;
+	memcpy(s.listen, m->cfg.listen, sizeof s.listen);
+	sync_users(m, &users);
+	user_list_free(&users);
+	m->cfg = s;
+	log_set_level((enum log_level)s.log_level);
+	shm_settings_publish(m->seg, &s);
+	notify_workers(m, CTRL_CONFIG);
+	set_worker_count(m, s.workers);
+	if (m->is_child)
+		return;
+	log_info("configuration %s reloaded (%u users)", m->opts->config_path,
+	         shm_user_count(m->seg));
+}
+
+static void on_kill_timer(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct master *m = t->data;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		if (m->workers[i].pid > 0) {
+			log_warn("worker %u did not stop in time: killing it", i);
+			kill(m->workers[i].pid, SIGKILL);
+		}
+}
+
+static void start_drain(struct master *m, int signo)
+{
+	if (m->draining)
+		return;
+	m->draining = true;
+	log_info("%s: draining sessions (grace %u s)", strsignal(signo), m->cfg.grace_s);
+	close_listeners(m);
+	notify_workers(m, CTRL_DRAIN);
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		loop_timer_stop(&m->workers[i].respawn);
+	loop_timer_start_at(&m->misc_tl, &m->kill_timer,
+	                    m->loop.now + (int64_t)m->cfg.grace_s * 1000 + KILL_AFTER_GRACE_MS);
+	reap(m);
+}
+
+static void on_signal(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	(void)events;
+	struct master *m = w->data;
+	struct signalfd_siginfo si;
+	while (!m->is_child && read(m->sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+		switch (si.ssi_signo) {
+		case SIGCHLD:
+			reap(m);
+			break;
+		case SIGHUP:
+			if (!m->draining)
+				reload(m);
+			break;
+		case SIGTERM:
+		case SIGINT:
+			start_drain(m, (int)si.ssi_signo);
+			break;
+		}
+	}
+}
+
+static void on_log_writable(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	(void)w;
+	(void)events;
+}
+
+static void before_sleep(struct loop *l, void *arg)
+{
+	struct master *m = arg;
+	unsigned want = log_flush();
+	for (int i = 0; i < 2; i++) {
+		struct loop_watch *w = &m->log_w[i];
+		if ((want & (1u << i)) && !loop_watch_active(w))
+			(void)loop_watch_add(l, w, log_fd((enum log_stream)i), EPOLLOUT, on_log_writable, m);
+		else if (!(want & (1u << i)) && loop_watch_active(w))
+			loop_watch_del(l, w);
+	}
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("cannot raise the descriptor limit: %s", strerror(errno));
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		log_debug("descriptor limit: %llu per process", (unsigned long long)rl.rlim_cur);
+}
+
+static int setup(struct master *m, const struct settings *s, const struct user_list *users)
+{
+	m->cfg = *s;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		m->workers[i].ctrl_fd = -1;
+		m->workers[i].m = m;
+		loop_timer_init(&m->workers[i].respawn, on_respawn, &m->workers[i]);
+	}
+	m->sig_fd = -1;
+	int rc = loop_init(&m->loop);
+	if (rc < 0)
+		return rc;
+	loop_tlist_init(&m->loop, &m->misc_tl, 0);
+	loop_timer_init(&m->kill_timer, on_kill_timer, m);
+	m->loop.before_sleep = before_sleep;
+	m->loop.before_sleep_arg = m;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	m->sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (m->sig_fd < 0)
+		return -errno;
+	if ((rc = loop_watch_add(&m->loop, &m->sig_w, m->sig_fd, EPOLLIN, on_signal, m)) < 0)
+		return rc;
+
+	raise_nofile();
+	snprintf(m->shm_name, sizeof m->shm_name, "/socks5d-%d", (int)getpid());
+	if ((rc = shm_create(m->shm_name, &m->seg)) < 0) {
+		log_error("cannot create the shared segment %s: %s", m->shm_name, strerror(-rc));
+		m->shm_name[0] = '\0';
+		return rc;
+	}
+	shm_settings_publish(m->seg, s);
+	if (sync_users(m, users))
+		return -EINVAL;
+	if ((rc = open_listeners(m)) < 0)
+		return rc;
+	return 0;
+}
+
+static void teardown(struct master *m)
+{
+	close_listeners(m);
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		if (m->workers[i].ctrl_fd >= 0)
+			close(m->workers[i].ctrl_fd);
+	if (m->sig_fd >= 0)
+		close(m->sig_fd);
+	loop_free(&m->loop);
+	if (m->seg)
+		shm_destroy(m->is_child ? NULL : (m->shm_name[0] ? m->shm_name : NULL), m->seg);
+}
+
+int master_run(const struct options *o, const struct settings *s, const struct user_list *users)
+{
+	struct master *m = calloc(1, sizeof *m);
+	if (!m)
+		return EXIT_OSERR;
+	m->opts = o;
+	int status = 0;
+	int rc = setup(m, s, users);
+	if (rc < 0) {
+		status = rc == -EINVAL ? EXIT_CONFIG : EXIT_OSERR;
+	} else {
+		set_worker_count(m, s->workers);
+		if (!m->is_child) {
+			log_info("ready: %u workers", s->workers);
+			rc = loop_run(&m->loop);
+			if (rc < 0) {
+				log_error("event loop failed: %s", strerror(-rc));
+				status = EXIT_OSERR;
+			}
+		}
+		if (m->is_child)
+			status = m->child_status;
+		else if (!status)
+			log_info("stopped");
+	}
+	teardown(m);
+	free(m);
+	return status;
+}

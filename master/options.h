@@ -1,0 +1,61 @@
+/*
+ * options: the command line and the configuration file of the master.
+ * Both feed the same settings parser (shared/settings.c); the file also
+ * holds users (NAME:HASH).  Flags given on the command line win over the
+ * file, at start and after every reload.
+ */
+#ifndef SOCKS5D_OPTIONS_H
+#define SOCKS5D_OPTIONS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../shared/pwhash.h"
+#include "../shared/settings.h"
+#include "../shared/shm.h"
+
+enum {
+	EXIT_USAGE = 64,   /* EX_USAGE */
+	EXIT_NOINPUT = 66, /* EX_NOINPUT: config file cannot be read */
+	EXIT_OSERR = 71,   /* EX_OSERR */
+	EXIT_CONFIG = 78,  /* EX_CONFIG: invalid config file */
+};
+
+struct user_spec {
+	char name[SHM_USER_NAME_MAX + 1];
+	char hash[PWHASH_MAX];
+	bool admin;
+};
+
+struct user_list {
+	struct user_spec *v;
+	size_t n, cap;
+};
+
+struct options {
+	struct settings cli;   /* defaults + command-line values */
+	uint64_t cli_mask;     /* which settings the command line gave */
+	struct user_list cli_users;
+	const char *config_path;
+	bool hash_password;
+	bool exit_now; /* --help or --version done */
+};
+
+/* Parse argv.  Returns 0, or an exit status after printing the error. */
+int options_parse(struct options *o, int argc, char **argv);
+void options_free(struct options *o);
+
+int user_list_add(struct user_list *l, const char *name, const char *hash, bool admin);
+void user_list_free(struct user_list *l);
+
+/* Read a config file into *s (already holding defaults) and *users.
+ * Every error is logged as "FILE:LINE: message".  Returns 0, -ENOENT-like
+ * negative errno when the file cannot be read, or -EINVAL when invalid. */
+int conffile_load(const char *path, struct settings *s, struct user_list *users);
+
+/* The settings and users in force: defaults, then the file, then the
+ * command line.  Returns 0 or the conffile_load error. */
+int options_effective(const struct options *o, struct settings *s, struct user_list *users);
+
+#endif

@@ -1,0 +1,248 @@
+#include "shm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int init_robust(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+	int rc = pthread_mutexattr_init(&a);
+	if (rc)
+		return -rc;
+	rc = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED);
+	if (!rc)
+		rc = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST);
+	if (!rc)
+		rc = pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+	return -rc;
+}
+
+int shm_create(const char *name, struct shm_segment **out)
+{
+	size_t size = sizeof(struct shm_segment);
+	void *p;
+	if (name) {
+		int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST) {
+			/* Left behind by a master that was killed; its pid is in the name. */
+			shm_unlink(name);
+			fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		}
+		if (fd < 0)
+			return -errno;
+		if (ftruncate(fd, (off_t)size) < 0) {
+			int e = errno;
+			close(fd);
+			shm_unlink(name);
+			return -e;
+		}
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		close(fd);
+	} else {
+		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	}
+	if (p == MAP_FAILED) {
+		int e = errno;
+		if (name)
+			shm_unlink(name);
+		return -e;
+	}
+	struct shm_segment *seg = p;
+	memset(seg, 0, size);
+	int rc = init_robust(&seg->settings_lock);
+	if (!rc)
+		rc = init_robust(&seg->users_lock);
+	if (rc) {
+		munmap(p, size);
+		if (name)
+			shm_unlink(name);
+		return rc;
+	}
+	seg->next_user_id = 1;
+	seg->size = (uint32_t)size;
+	seg->layout_version = SHM_LAYOUT_VERSION;
+	seg->master_pid = (int32_t)getpid();
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		seg->slots[i].index = i;
+	__atomic_store_n(&seg->magic, SHM_MAGIC, __ATOMIC_RELEASE);
+	*out = seg;
+	return 0;
+}
+
+int shm_check(const struct shm_segment *seg)
+{
+	if (__atomic_load_n(&seg->magic, __ATOMIC_ACQUIRE) != SHM_MAGIC)
+		return -EBADMSG;
+	if (seg->layout_version != SHM_LAYOUT_VERSION || seg->size != sizeof *seg)
+		return -EPROTO;
+	return 0;
+}
+
+void shm_destroy(const char *name, struct shm_segment *seg)
+{
+	if (!seg)
+		return;
+	munmap(seg, sizeof *seg);
+	if (name)
+		shm_unlink(name);
+}
+
+int shm_lock(pthread_mutex_t *m)
+{
+	int rc = pthread_mutex_lock(m);
+	if (rc == EOWNERDEAD) {
+		/* The holder died mid-update.  Every update below writes whole
+		 * records before publishing them, so the data is usable. */
+		pthread_mutex_consistent(m);
+		return 1;
+	}
+	return 0;
+}
+
+void shm_unlock(pthread_mutex_t *m)
+{
+	pthread_mutex_unlock(m);
+}
+
+void shm_settings_publish(struct shm_segment *seg, const struct settings *s)
+{
+	shm_lock(&seg->settings_lock);
+	seg->settings = *s;
+	seg->settings_gen++;
+	shm_unlock(&seg->settings_lock);
+}
+
+uint64_t shm_settings_read(struct shm_segment *seg, struct settings *out)
+{
+	shm_lock(&seg->settings_lock);
+	*out = seg->settings;
+	uint64_t gen = seg->settings_gen;
+	shm_unlock(&seg->settings_lock);
+	return gen;
+}
+
+static int find_user(struct shm_segment *seg, const char *name)
+{
+	for (int i = 0; i < SHM_MAX_USERS; i++)
+		if (seg->users[i].used && strcmp(seg->users[i].name, name) == 0)
+			return i;
+	return -ENOENT;
+}
+
+int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bool admin)
+{
+	size_t nlen = strlen(name);
+	if (nlen == 0 || nlen > SHM_USER_NAME_MAX)
+		return -ENAMETOOLONG;
+	if (strlen(hash) >= SHM_HASH_MAX)
+		return -EINVAL;
+	shm_lock(&seg->users_lock);
+	int slot = find_user(seg, name);
+	if (slot >= 0) {
+		struct shm_user *u = &seg->users[slot];
+		if (strcmp(u->hash, hash) != 0) {
+			memcpy(u->hash, hash, strlen(hash) + 1);
+			u->cred_gen++;
+		}
+		u->admin = admin;
+	} else {
+		for (slot = 0; slot < SHM_MAX_USERS; slot++)
+			if (!seg->users[slot].used)
+				break;
+		if (slot == SHM_MAX_USERS) {
+			shm_unlock(&seg->users_lock);
+			return -ENOSPC;
+		}
+		struct shm_user *u = &seg->users[slot];
+		memset(u, 0, sizeof *u);
+		memcpy(u->name, name, nlen + 1);
+		memcpy(u->hash, hash, strlen(hash) + 1);
+		u->admin = admin;
+		u->id = seg->next_user_id++;
+		u->cred_gen = 1;
+		u->used = 1;
+		seg->nusers++;
+	}
+	seg->users_gen++;
+	shm_unlock(&seg->users_lock);
+	return slot;
+}
+
+int shm_user_del(struct shm_segment *seg, const char *name)
+{
+	shm_lock(&seg->users_lock);
+	int slot = find_user(seg, name);
+	if (slot >= 0) {
+		seg->users[slot].used = 0;
+		seg->users[slot].id = 0;
+		memset(seg->users[slot].hash, 0, SHM_HASH_MAX);
+		seg->nusers--;
+		seg->users_gen++;
+	}
+	shm_unlock(&seg->users_lock);
+	return slot < 0 ? slot : 0;
+}
+
+int shm_user_get(struct shm_segment *seg, const char *name, struct shm_user *out)
+{
+	shm_lock(&seg->users_lock);
+	int slot = find_user(seg, name);
+	if (slot >= 0)
+		*out = seg->users[slot];
+	shm_unlock(&seg->users_lock);
+	return slot;
+}
+
+bool shm_user_alive(struct shm_segment *seg, uint32_t slot, uint64_t id)
+{
+	if (slot >= SHM_MAX_USERS)
+		return false;
+	return __atomic_load_n(&seg->users[slot].id, __ATOMIC_RELAXED) == id;
+}
+
+uint32_t shm_user_count(struct shm_segment *seg)
+{
+	return __atomic_load_n(&seg->nusers, __ATOMIC_RELAXED);
+}
+
+uint64_t shm_counter_sum(const struct shm_segment *seg, enum shm_counter c)
+{
+	uint64_t n = __atomic_load_n(&seg->retired[c], __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		n += __atomic_load_n(&seg->slots[i].counters[c], __ATOMIC_RELAXED);
+	return n;
+}
+
+uint64_t shm_gauge_sum(const struct shm_segment *seg, enum shm_gauge g)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		n += __atomic_load_n(&seg->slots[i].gauges[g], __ATOMIC_RELAXED);
+	return n;
+}
+
+uint64_t shm_user_conns_sum(const struct shm_segment *seg, uint32_t user_slot)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		n += __atomic_load_n(&seg->slots[i].user_conns[user_slot], __ATOMIC_RELAXED);
+	return n;
+}
+
+void shm_worker_retire(struct shm_segment *seg, uint32_t index)
+{
+	struct shm_worker_slot *w = &seg->slots[index];
+	for (int c = 0; c < M_COUNTERS; c++) {
+		__atomic_fetch_add(&seg->retired[c], __atomic_load_n(&w->counters[c], __ATOMIC_RELAXED),
+		                   __ATOMIC_RELAXED);
+		__atomic_store_n(&w->counters[c], 0, __ATOMIC_RELAXED);
+	}
+	memset(w->gauges, 0, sizeof w->gauges);
+	memset(w->user_conns, 0, sizeof w->user_conns);
+	w->pid = 0;
+}

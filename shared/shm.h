@@ -1,0 +1,138 @@
+/*
+ * shm: the POSIX shared-memory segment shared by the master and its workers.
+ *
+ * Layout (fixed size, versioned): a header with a magic and a layout
+ * version, the published settings with a generation number, the users
+ * table, and one metrics slot per worker.  The settings and the users table
+ * are guarded by process-shared robust mutexes: a process that dies while
+ * holding one leaves it recoverable (EOWNERDEAD is made consistent), never
+ * wedged.  Each metrics slot is written by its own worker only, without a
+ * lock, with relaxed atomic adds; readers sum the slots.
+ *
+ * The master creates and unlinks the segment; workers inherit the mapping
+ * across fork().
+ */
+#ifndef SOCKS5D_SHM_H
+#define SOCKS5D_SHM_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "settings.h"
+
+#define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
+#define SHM_LAYOUT_VERSION 1u
+#define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
+#define SHM_MAX_USERS 1024
+#define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
+#define SHM_HASH_MAX 160
+
+struct shm_user {
+	uint32_t used;
+	uint32_t admin;
+	uint64_t id;       /* unique for the life of the segment; 0 = none */
+	uint64_t cred_gen; /* changes whenever the password changes */
+	char name[SHM_USER_NAME_MAX + 1];
+	char hash[SHM_HASH_MAX];
+};
+
+enum shm_counter {
+	M_CONN_TOTAL,       /* sessions accepted */
+	M_REQUESTS,         /* SOCKS requests answered */
+	M_BYTES_UP,         /* client -> target */
+	M_BYTES_DOWN,       /* target -> client */
+	M_AUTH_FAIL,        /* RFC 1929 failures */
+	M_NO_METHOD,        /* greeting answered 0xFF */
+	M_HANDSHAKE_TIMEOUT,
+	M_IDLE_TIMEOUT,
+	M_ACCEPT_PAUSED,    /* EMFILE/ENFILE pauses */
+	M_DNS_LOOKUPS,
+	M_DNS_FAILURES,
+	M_LOG_DROPPED,      /* absolute, copied from log_dropped_total() */
+	M_REPLY_0,          /* M_REPLY_0 + code, codes 0..8 */
+	M_COUNTERS = M_REPLY_0 + 9,
+};
+
+enum shm_gauge {
+	G_CONN_CURRENT,
+	G_CONN_RELAYING,
+	G_GAUGES,
+};
+
+struct shm_worker_slot {
+	_Alignas(64) int32_t pid;
+	uint32_t index;
+	uint64_t started_ms;
+	uint64_t counters[M_COUNTERS];
+	uint64_t gauges[G_GAUGES];
+	uint32_t user_conns[SHM_MAX_USERS]; /* current sessions per user slot */
+};
+
+struct shm_segment {
+	uint64_t magic;
+	uint32_t layout_version;
+	uint32_t size;
+	int32_t master_pid;
+	uint32_t nworkers;
+	uint64_t worker_restarts;
+
+	pthread_mutex_t settings_lock;
+	uint64_t settings_gen;
+	struct settings settings;
+
+	pthread_mutex_t users_lock;
+	uint64_t users_gen; /* bumped on every change of the table */
+	uint64_t next_user_id;
+	uint32_t nusers;
+	struct shm_user users[SHM_MAX_USERS];
+
+	/* Historic counters of workers that have exited, folded in by the master. */
+	uint64_t retired[M_COUNTERS];
+	struct shm_worker_slot slots[SHM_MAX_WORKERS];
+};
+
+/* Create a named segment (name NULL: an anonymous shared mapping, for tests). */
+int shm_create(const char *name, struct shm_segment **out);
+/* Unmap; with a name, also unlink (the owner, at exit). */
+void shm_destroy(const char *name, struct shm_segment *seg);
+int shm_check(const struct shm_segment *seg);
+
+/* Lock a robust process-shared mutex; a lock whose holder died is made
+ * consistent and taken.  Returns 0, or 1 when the previous holder died. */
+int shm_lock(pthread_mutex_t *m);
+void shm_unlock(pthread_mutex_t *m);
+
+void shm_settings_publish(struct shm_segment *seg, const struct settings *s);
+uint64_t shm_settings_read(struct shm_segment *seg, struct settings *out);
+
+/* Users.  Names are compared exactly.  All return 0 or a negative errno. */
+int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bool admin);
+int shm_user_del(struct shm_segment *seg, const char *name);
+/* Copy the user's record; returns its slot or -ENOENT. */
+int shm_user_get(struct shm_segment *seg, const char *name, struct shm_user *out);
+/* Is the user with this id still present (at this slot)? */
+bool shm_user_alive(struct shm_segment *seg, uint32_t slot, uint64_t id);
+uint32_t shm_user_count(struct shm_segment *seg);
+
+/* Metrics: the owner worker adds; readers sum. */
+static inline void shm_count(struct shm_worker_slot *w, enum shm_counter c, uint64_t n)
+{
+	__atomic_store_n(&w->counters[c], __atomic_load_n(&w->counters[c], __ATOMIC_RELAXED) + n,
+	                 __ATOMIC_RELAXED);
+}
+static inline void shm_gauge_add(struct shm_worker_slot *w, enum shm_gauge g, int64_t n)
+{
+	__atomic_store_n(&w->gauges[g], __atomic_load_n(&w->gauges[g], __ATOMIC_RELAXED) + (uint64_t)n,
+	                 __ATOMIC_RELAXED);
+}
+uint64_t shm_counter_sum(const struct shm_segment *seg, enum shm_counter c);
+uint64_t shm_gauge_sum(const struct shm_segment *seg, enum shm_gauge g);
+uint64_t shm_user_conns_sum(const struct shm_segment *seg, uint32_t user_slot);
+
+/* The master, after a worker exited: fold its counters into the retired
+ * totals and clear its gauges so that nothing stays counted for it. */
+void shm_worker_retire(struct shm_segment *seg, uint32_t index);
+
+#endif

@@ -1,0 +1,214 @@
+#include "loop.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "../shared/clock.h"
+
+#define LOOP_BATCH 256
+
+int loop_init(struct loop *l)
+{
+	memset(l, 0, sizeof *l);
+	l->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (l->epfd < 0)
+		return -errno;
+	l->now = clock_ms();
+	return 0;
+}
+
+static void run_deferred(struct loop *l)
+{
+	while (l->deferred) {
+		struct loop_deferred *d = l->deferred;
+		l->deferred = d->next;
+		d->fn(d->p);
+	}
+}
+
+void loop_free(struct loop *l)
+{
+	run_deferred(l);
+	if (l->epfd >= 0)
+		close(l->epfd);
+	l->epfd = -1;
+}
+
+void loop_stop(struct loop *l)
+{
+	l->stop = true;
+}
+
+int loop_watch_add(struct loop *l, struct loop_watch *w, int fd, uint32_t events, loop_io_fn *fn,
+                   void *data)
+{
+	struct epoll_event ev = {.events = events, .data.ptr = w};
+	w->fd = fd;
+	w->events = events;
+	w->fn = fn;
+	w->data = data;
+	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int e = errno;
+		w->fn = NULL;
+		return -e;
+	}
+	return 0;
+}
+
+int loop_watch_mod(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	if (w->events == events)
+		return 0;
+	struct epoll_event ev = {.events = events, .data.ptr = w};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+		return -errno;
+	w->events = events;
+	return 0;
+}
+
+void loop_watch_del(struct loop *l, struct loop_watch *w)
+{
+	if (!w->fn)
+		return;
+	(void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	w->fn = NULL;
+}
+
+static void list_unlink(struct list_node *n)
+{
+	n->prev->next = n->next;
+	n->next->prev = n->prev;
+	n->prev = n->next = NULL;
+}
+
+static void list_insert_after(struct list_node *pos, struct list_node *n)
+{
+	n->prev = pos;
+	n->next = pos->next;
+	pos->next->prev = n;
+	pos->next = n;
+}
+
+void loop_tlist_init(struct loop *l, struct loop_tlist *tl, int64_t duration_ms)
+{
+	tl->head.prev = tl->head.next = &tl->head;
+	tl->duration_ms = duration_ms;
+	tl->next_list = l->tlists;
+	l->tlists = tl;
+}
+
+void loop_tlist_detach(struct loop *l, struct loop_tlist *tl)
+{
+	for (struct loop_tlist **p = &l->tlists; *p; p = &(*p)->next_list)
+		if (*p == tl) {
+			*p = tl->next_list;
+			break;
+		}
+}
+
+void loop_timer_init(struct loop_timer *t, loop_timer_fn *fn, void *data)
+{
+	memset(t, 0, sizeof *t);
+	t->fn = fn;
+	t->data = data;
+}
+
+void loop_timer_stop(struct loop_timer *t)
+{
+	if (t->node.next)
+		list_unlink(&t->node);
+}
+
+void loop_timer_start_at(struct loop_tlist *tl, struct loop_timer *t, int64_t at)
+{
+	loop_timer_stop(t);
+	t->deadline = at;
+	/* From the tail: on a fixed-duration list this stops at once. */
+	struct list_node *pos = tl->head.prev;
+	while (pos != &tl->head && ((struct loop_timer *)pos)->deadline > at)
+		pos = pos->prev;
+	list_insert_after(pos, &t->node);
+}
+
+void loop_timer_start(struct loop *l, struct loop_tlist *tl, struct loop_timer *t)
+{
+	loop_timer_start_at(tl, t, l->now + (tl->duration_ms > 0 ? tl->duration_ms : 0));
+}
+
+void loop_tlist_set(struct loop_tlist *tl, int64_t duration_ms)
+{
+	if (tl->duration_ms == duration_ms)
+		return;
+	tl->duration_ms = duration_ms;
+	/* Deadlines already set stay; a shorter duration can put new timers
+	 * before old ones, which start_at's insertion from the tail handles. */
+}
+
+void loop_defer_free(struct loop *l, struct loop_deferred *d, loop_free_fn *fn, void *p)
+{
+	d->fn = fn;
+	d->p = p;
+	d->next = l->deferred;
+	l->deferred = d;
+}
+
+static int next_timeout(struct loop *l)
+{
+	int64_t soonest = -1;
+	for (struct loop_tlist *tl = l->tlists; tl; tl = tl->next_list) {
+		if (tl->head.next == &tl->head)
+			continue;
+		int64_t d = ((struct loop_timer *)tl->head.next)->deadline;
+		if (soonest < 0 || d < soonest)
+			soonest = d;
+	}
+	if (soonest < 0)
+		return -1;
+	int64_t wait = soonest - l->now;
+	if (wait < 0)
+		wait = 0;
+	return wait > 60000 ? 60000 : (int)wait;
+}
+
+static void run_timers(struct loop *l)
+{
+	for (struct loop_tlist *tl = l->tlists; tl; tl = tl->next_list) {
+		/* Bounded: timers started by a callback land after now. */
+		while (tl->head.next != &tl->head) {
+			struct loop_timer *t = (struct loop_timer *)tl->head.next;
+			if (t->deadline > l->now)
+				break;
+			list_unlink(&t->node);
+			t->fn(l, t);
+		}
+	}
+}
+
+int loop_run(struct loop *l)
+{
+	struct epoll_event evs[LOOP_BATCH];
+	while (!l->stop) {
+		if (l->before_sleep)
+			l->before_sleep(l, l->before_sleep_arg);
+		if (l->stop)
+			break;
+		int n = epoll_wait(l->epfd, evs, LOOP_BATCH, next_timeout(l));
+		if (n < 0 && errno != EINTR)
+			return -errno;
+		l->now = clock_ms();
+		for (int i = 0; i < n; i++) {
+			struct loop_watch *w = evs[i].data.ptr;
+			/* A watch deleted by an earlier event of this batch has fn NULL;
+			 * its owner is freed only after the batch. */
+			if (w->fn)
+				w->fn(l, w, evs[i].events);
+		}
+		run_deferred(l);
+		run_timers(l);
+		run_deferred(l);
+	}
+	return 0;
+}

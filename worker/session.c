@@ -1,0 +1,905 @@
+#include "session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../shared/log.h"
+#include "auth.h"
+#include "resolver.h"
+#include "socks5.h"
+#include "worker.h"
+
+/* Greeting (<= 257) + auth (<= 513) + request (<= 262) fit, with room for
+ * early data sent before the reply. */
+#define HS_BUF 2048
+/* After a failure reply: how long unread client input is drained before
+ * closing, so that the reply is not destroyed by a reset. */
+#define LINGER_MS 2000
+
+enum phase {
+	PH_GREETING,
+	PH_AUTH,
+	PH_AUTH_WAIT,
+	PH_REQUEST,
+	PH_RESOLVING,
+	PH_CONNECTING,
+	PH_RELAY,
+	PH_LINGER,
+};
+
+/* Everything only the handshake needs; freed when the relay starts. */
+struct handshake {
+	uint32_t len;
+	uint8_t in[HS_BUF];
+	struct socks5_greeting greeting;
+	struct socks5_auth auth;
+	struct socks5_request req;
+	size_t naddrs, next_addr;
+	struct sockaddr_storage addrs[RESOLVER_MAX_ADDRS];
+};
+
+struct session {
+	struct list_node link;
+	struct loop_deferred deferred;
+	struct worker *wk;
+	struct handshake *hs;
+	uint64_t id;
+	enum phase phase;
+
+	int cfd, tfd;
+	struct loop_watch cw, tw;
+	bool c_readable, c_writable, t_readable, t_writable;
+	bool c_eof, t_eof;   /* EOF read from that side */
+	bool c_shut, t_shut; /* SHUT_WR sent to that side */
+	struct rbuf *up;     /* client -> target */
+	struct rbuf *down;   /* target -> client (replies during the handshake) */
+
+	struct loop_timer timer;  /* handshake, then idle, or linger */
+	struct loop_timer ctimer; /* current connect attempt */
+	struct auth_job *auth_job;
+	struct resolver_query *query;
+
+	int user_slot; /* -1: anonymous or none yet */
+	uint64_t user_id;
+	char user[SHM_USER_NAME_MAX + 1];
+
+	struct sockaddr_storage peer;
+	char dest[256];
+	uint16_t dport;
+	bool requested;
+	uint8_t rep;
+	uint8_t best_fail;
+	uint64_t bytes_up, bytes_down;
+	int64_t start_ms;
+	int64_t start_wall;
+};
+
+static void finalize(struct session *s);
+static void on_client(struct loop *l, struct loop_watch *w, uint32_t events);
+static void on_target(struct loop *l, struct loop_watch *w, uint32_t events);
+static void handshake_step(struct session *s);
+static void try_next_address(struct session *s);
+static void relay(struct session *s);
+
+static bool is_loopback(const struct sockaddr_storage *ss)
+{
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+		if (IN6_IS_ADDR_LOOPBACK(a))
+			return true;
+		return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+	}
+	return false;
+}
+
+static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len, uint16_t *port)
+{
+	if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)ss;
+		if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr))
+			inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], out, (socklen_t)len);
+		else
+			inet_ntop(AF_INET6, &s6->sin6_addr, out, (socklen_t)len);
+		*port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &s4->sin_addr, out, (socklen_t)len);
+		*port = ntohs(s4->sin_port);
+	}
+}
+
+/* Copy untrusted text for a log line: bytes outside printable ASCII, and
+ * the backslash, become \xHH; the result is truncated to fit. */
+static void sanitize(char *out, size_t outlen, const char *in)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (; *in && o + 5 < outlen; in++) {
+		unsigned char c = (unsigned char)*in;
+		if (c > 0x20 && c < 0x7f && c != '\\') {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
+/* ---- timers ------------------------------------------------------------ */
+
+static void on_handshake_timeout(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct session *s = t->data;
+	if (s->phase == PH_LINGER) {
+		finalize(s);
+		return;
+	}
+	shm_count(s->wk->slot, M_HANDSHAKE_TIMEOUT, 1);
+	log_debug("session %llu: handshake timeout", (unsigned long long)s->id);
+	finalize(s);
+}
+
+static void on_idle_timeout(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct session *s = t->data;
+	shm_count(s->wk->slot, M_IDLE_TIMEOUT, 1);
+	log_debug("session %llu: idle timeout", (unsigned long long)s->id);
+	finalize(s);
+}
+
+static void touch_idle(struct session *s)
+{
+	if (s->wk->cfg.idle_cleanup)
+		loop_timer_start(&s->wk->loop, &s->wk->idle_tl, &s->timer);
+}
+
+/* ---- writing to the client during the handshake ------------------------ */
+
+/* Queue bytes for the client and try to send them now. */
+static int client_send(struct session *s, const void *p, size_t n)
+{
+	if (!s->down) {
+		s->down = worker_buf_get(s->wk);
+		if (!s->down)
+			return -ENOMEM;
+	}
+	struct rbuf *b = s->down;
+	if (b->cap - b->last < n)
+		return -ENOBUFS;
+	memcpy(b->data + b->last, p, n);
+	b->last += (uint32_t)n;
+	while (b->pos < b->last && s->c_writable) {
+		ssize_t w = send(s->cfd, b->data + b->pos, b->last - b->pos, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				s->c_writable = false;
+			else
+				return -errno;
+		} else {
+			b->pos += (uint32_t)w;
+		}
+	}
+	if (b->pos == b->last) {
+		worker_buf_put(s->wk, b);
+		s->down = NULL;
+	}
+	return 0;
+}
+
+/* Answer with a failure, then half-close and discard input until the client
+ * closes or LINGER_MS pass. */
+static void fail(struct session *s, uint8_t rep)
+{
+	uint8_t out[SOCKS5_REPLY_MAX];
+	s->rep = rep;
+	if (s->requested)
+		shm_count(s->wk->slot, (enum shm_counter)(M_REPLY_0 + rep), 1);
+	size_t n = socks5_reply_encode(out, rep, NULL);
+	if (client_send(s, out, n) < 0) {
+		finalize(s);
+		return;
+	}
+	if (s->tfd >= 0) {
+		loop_watch_del(&s->wk->loop, &s->tw);
+		close(s->tfd);
+		s->tfd = -1;
+	}
+	s->phase = PH_LINGER;
+	loop_timer_stop(&s->ctimer);
+	loop_timer_start_at(&s->wk->misc_tl, &s->timer, s->wk->loop.now + LINGER_MS);
+	if (!s->down) {
+		shutdown(s->cfd, SHUT_WR);
+		s->c_shut = true;
+	}
+	handshake_step(s);
+}
+
+/* Reply in the greeting or auth phases that ends the session (05 FF, 01 01). */
+static void refuse(struct session *s, const uint8_t *msg, size_t n)
+{
+	if (client_send(s, msg, n) < 0) {
+		finalize(s);
+		return;
+	}
+	s->phase = PH_LINGER;
+	loop_timer_start_at(&s->wk->misc_tl, &s->timer, s->wk->loop.now + LINGER_MS);
+	if (!s->down) {
+		shutdown(s->cfd, SHUT_WR);
+		s->c_shut = true;
+	}
+	handshake_step(s);
+}
+
+/* ---- handshake ---------------------------------------------------------- */
+
+static bool anonymous_allowed(struct session *s, bool users_exist)
+{
+	switch (s->wk->cfg.anonymous) {
+	case ANON_ALWAYS:
+		return true;
+	case ANON_NEVER:
+		return false;
+	default:
+		return !users_exist && is_loopback(&s->peer);
+	}
+}
+
+static void consume(struct handshake *hs, size_t n)
+{
+	memmove(hs->in, hs->in + n, hs->len - n);
+	hs->len -= (uint32_t)n;
+}
+
+static void set_user(struct session *s, int slot, const struct shm_user *u)
+{
+	s->user_slot = slot;
+	s->user_id = u->id;
+	__atomic_fetch_add(&s->wk->slot->user_conns[slot], 1, __ATOMIC_RELAXED);
+}
+
+static void auth_done(void *arg, bool ok)
+{
+	struct session *s = arg;
+	s->auth_job = NULL;
+	if (!ok) {
+		static const uint8_t no[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_FAILURE};
+		char name[sizeof s->user];
+		shm_count(s->wk->slot, M_AUTH_FAIL, 1);
+		sanitize(name, sizeof name, s->user);
+		log_info("authentication failed for user '%s'", name);
+		refuse(s, no, sizeof no);
+		return;
+	}
+	struct shm_user u;
+	int slot = shm_user_get(s->wk->seg, s->user, &u);
+	if (slot < 0) { /* deleted while being checked */
+		auth_done(arg, false);
+		return;
+	}
+	set_user(s, slot, &u);
+	static const uint8_t yes[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_SUCCESS};
+	if (client_send(s, yes, sizeof yes) < 0) {
+		finalize(s);
+		return;
+	}
+	s->phase = PH_REQUEST;
+	handshake_step(s);
+}
+
+static void start_auth(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	memcpy(s->user, hs->auth.user, sizeof s->user);
+	struct shm_user u;
+	int slot = shm_user_get(s->wk->seg, hs->auth.user, &u);
+	s->phase = PH_AUTH_WAIT;
+	enum auth_result r = auth_check(s->wk->auth, slot, slot >= 0 ? &u : NULL, hs->auth.pass,
+	                                auth_done, s, &s->auth_job);
+	explicit_bzero(hs->auth.pass, sizeof hs->auth.pass);
+	if (r != AUTH_PENDING)
+		auth_done(s, r == AUTH_OK);
+}
+
+static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
+{
+	struct session *s = arg;
+	s->query = NULL;
+	shm_count(s->wk->slot, M_DNS_LOOKUPS, 1);
+	if (status < 0) {
+		shm_count(s->wk->slot, M_DNS_FAILURES, 1);
+		log_info("session %llu: cannot resolve '%s': %s", (unsigned long long)s->id, s->dest,
+		         strerror(-status));
+		fail(s, SOCKS5_REP_HOST_UNREACH);
+		return;
+	}
+	memcpy(s->hs->addrs, addrs, n * sizeof *addrs);
+	s->hs->naddrs = n;
+	s->hs->next_addr = 0;
+	try_next_address(s);
+}
+
+static void start_request(struct session *s)
+{
+	struct socks5_request *r = &s->hs->req;
+	s->requested = true;
+	s->start_wall = (int64_t)time(NULL);
+	s->dport = r->port;
+	if (r->atyp == SOCKS5_ATYP_DOMAIN)
+		sanitize(s->dest, sizeof s->dest, r->host);
+	else
+		inet_ntop(r->atyp == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, s->dest,
+		          sizeof s->dest);
+	shm_count(s->wk->slot, M_REQUESTS, 1);
+	if (r->cmd != SOCKS5_CMD_CONNECT) {
+		fail(s, SOCKS5_REP_CMD_NOT_SUPPORTED);
+		return;
+	}
+	struct handshake *hs = s->hs;
+	hs->naddrs = 0;
+	hs->next_addr = 0;
+	s->best_fail = SOCKS5_REP_GENERAL_FAILURE;
+	if (r->atyp == SOCKS5_ATYP_IPV4) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&hs->addrs[0];
+		memset(s4, 0, sizeof *s4);
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, r->addr, 4);
+		s4->sin_port = htons(r->port);
+		hs->naddrs = 1;
+	} else if (r->atyp == SOCKS5_ATYP_IPV6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&hs->addrs[0];
+		memset(s6, 0, sizeof *s6);
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, r->addr, 16);
+		s6->sin6_port = htons(r->port);
+		hs->naddrs = 1;
+	} else {
+		/* A literal address sent as a name is used as it is. */
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&hs->addrs[0];
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&hs->addrs[0];
+		memset(&hs->addrs[0], 0, sizeof hs->addrs[0]);
+		if (inet_pton(AF_INET, r->host, &s4->sin_addr) == 1) {
+			s4->sin_family = AF_INET;
+			s4->sin_port = htons(r->port);
+			hs->naddrs = 1;
+		} else if (inet_pton(AF_INET6, r->host, &s6->sin6_addr) == 1) {
+			s6->sin6_family = AF_INET6;
+			s6->sin6_port = htons(r->port);
+			hs->naddrs = 1;
+		} else if (strlen(r->host) != r->alen) {
+			fail(s, SOCKS5_REP_HOST_UNREACH); /* a NUL inside the name */
+			return;
+		}
+	}
+	if (hs->naddrs) {
+		try_next_address(s);
+		return;
+	}
+	s->phase = PH_RESOLVING;
+	int rc = resolver_lookup(s->wk->resolver, r->host, r->port, resolved, s, &s->query);
+	if (rc < 0) {
+		s->query = NULL;
+		fail(s, SOCKS5_REP_GENERAL_FAILURE);
+	}
+}
+
+/* Parse what the client sent so far, as far as the phase allows. */
+static void handshake_parse(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	size_t used;
+	int rc;
+	for (;;) {
+		switch (s->phase) {
+		case PH_GREETING:
+			rc = socks5_greeting_feed(&hs->greeting, hs->in, hs->len, &used);
+			consume(hs, used);
+			if (rc == SOCKS5_MORE)
+				return;
+			if (rc == SOCKS5_ERROR && hs->greeting.error == SOCKS5_GREETING_BAD_VERSION) {
+				log_debug("session %llu: not a SOCKS5 greeting", (unsigned long long)s->id);
+				finalize(s);
+				return;
+			}
+			{
+				bool users_exist = shm_user_count(s->wk->seg) > 0;
+				uint8_t method = SOCKS5_METHOD_NO_ACCEPTABLE;
+				if (rc == SOCKS5_DONE && hs->greeting.offers_userpass && users_exist)
+					method = SOCKS5_METHOD_USERPASS;
+				else if (rc == SOCKS5_DONE && hs->greeting.offers_no_auth &&
+				         anonymous_allowed(s, users_exist))
+					method = SOCKS5_METHOD_NO_AUTH;
+				uint8_t msg[2] = {SOCKS5_VERSION, method};
+				if (method == SOCKS5_METHOD_NO_ACCEPTABLE) {
+					shm_count(s->wk->slot, M_NO_METHOD, 1);
+					refuse(s, msg, 2);
+					return;
+				}
+				if (client_send(s, msg, 2) < 0) {
+					finalize(s);
+					return;
+				}
+				if (method == SOCKS5_METHOD_USERPASS) {
+					socks5_auth_init(&hs->auth);
+					s->phase = PH_AUTH;
+				} else {
+					snprintf(s->user, sizeof s->user, "anonymous");
+					s->phase = PH_REQUEST;
+				}
+			}
+			break;
+		case PH_AUTH:
+			rc = socks5_auth_feed(&hs->auth, hs->in, hs->len, &used);
+			consume(hs, used);
+			if (rc == SOCKS5_MORE)
+				return;
+			if (rc == SOCKS5_ERROR) {
+				static const uint8_t no[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_FAILURE};
+				shm_count(s->wk->slot, M_AUTH_FAIL, 1);
+				refuse(s, no, sizeof no);
+				return;
+			}
+			start_auth(s);
+			return;
+		case PH_REQUEST:
+			rc = socks5_request_feed(&hs->req, hs->in, hs->len, &used);
+			consume(hs, used);
+			if (rc == SOCKS5_MORE)
+				return;
+			if (rc == SOCKS5_ERROR) {
+				s->requested = true;
+				s->start_wall = (int64_t)time(NULL);
+				shm_count(s->wk->slot, M_REQUESTS, 1);
+				fail(s, hs->req.rep);
+				return;
+			}
+			start_request(s);
+			return;
+		default:
+			return;
+		}
+	}
+}
+
+/* Read client bytes during the handshake (and discard them after a refusal). */
+static void handshake_step(struct session *s)
+{
+	if (s->phase == PH_LINGER) {
+		char sink[512];
+		if (s->down && s->c_writable) {
+			if (client_send(s, "", 0) < 0) {
+				finalize(s);
+				return;
+			}
+			if (!s->down && !s->c_shut) {
+				shutdown(s->cfd, SHUT_WR);
+				s->c_shut = true;
+			}
+		}
+		while (s->c_readable) {
+			ssize_t n = recv(s->cfd, sink, sizeof sink, 0);
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+				finalize(s);
+				return;
+			}
+			if (n < 0 && errno == EAGAIN)
+				s->c_readable = false;
+		}
+		return;
+	}
+	if (s->down && s->c_writable && client_send(s, "", 0) < 0) {
+		finalize(s);
+		return;
+	}
+	struct handshake *hs = s->hs;
+	while (s->c_readable && hs->len < sizeof hs->in) {
+		ssize_t n = recv(s->cfd, hs->in + hs->len, sizeof hs->in - hs->len, 0);
+		if (n > 0) {
+			hs->len += (uint32_t)n;
+			continue;
+		}
+		if (n == 0) {
+			s->c_eof = true;
+			s->c_readable = false;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			s->c_readable = false;
+			break;
+		}
+		finalize(s);
+		return;
+	}
+	handshake_parse(s);
+	/* A client that closed before its request was complete is gone. */
+	if (s->c_eof && s->phase <= PH_REQUEST && s->phase != PH_AUTH_WAIT)
+		finalize(s);
+}
+
+/* ---- outbound connection ------------------------------------------------ */
+
+static void close_target(struct session *s)
+{
+	if (s->tfd < 0)
+		return;
+	loop_watch_del(&s->wk->loop, &s->tw);
+	close(s->tfd);
+	s->tfd = -1;
+}
+
+static void attempt_failed(struct session *s, int err)
+{
+	char text[INET6_ADDRSTRLEN];
+	uint16_t port;
+	addr_text(&s->hs->addrs[s->hs->next_addr - 1], text, sizeof text, &port);
+	log_debug("session %llu: connect to %s port %u: %s", (unsigned long long)s->id, text, port,
+	          strerror(err));
+	s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(err));
+	loop_timer_stop(&s->ctimer);
+	close_target(s);
+	try_next_address(s);
+}
+
+static void on_connect_timeout(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	attempt_failed(t->data, ETIMEDOUT);
+}
+
+static void connected(struct session *s)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof local;
+	loop_timer_stop(&s->ctimer);
+	loop_timer_stop(&s->timer);
+	if (getsockname(s->tfd, (struct sockaddr *)&local, &len) < 0) {
+		fail(s, SOCKS5_REP_GENERAL_FAILURE);
+		return;
+	}
+	int one = 1;
+	(void)setsockopt(s->tfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	uint8_t out[SOCKS5_REPLY_MAX];
+	size_t n = socks5_reply_encode(out, SOCKS5_REP_SUCCEEDED, (struct sockaddr *)&local);
+	s->rep = SOCKS5_REP_SUCCEEDED;
+	shm_count(s->wk->slot, M_REPLY_0, 1);
+	if (client_send(s, out, n) < 0) {
+		finalize(s);
+		return;
+	}
+	/* Early data the client sent behind its request goes first. */
+	struct handshake *hs = s->hs;
+	if (hs->len) {
+		s->up = worker_buf_get(s->wk);
+		if (!s->up) {
+			finalize(s);
+			return;
+		}
+		memcpy(s->up->data, hs->in, hs->len);
+		s->up->last = hs->len;
+	}
+	free(s->hs);
+	s->hs = NULL;
+	s->phase = PH_RELAY;
+	s->timer.fn = on_idle_timeout;
+	shm_gauge_add(s->wk->slot, G_CONN_RELAYING, 1);
+	touch_idle(s);
+	relay(s);
+}
+
+static void try_next_address(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	s->phase = PH_CONNECTING;
+	while (hs->next_addr < hs->naddrs) {
+		const struct sockaddr_storage *a = &hs->addrs[hs->next_addr++];
+		socklen_t alen = a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+		                                          : sizeof(struct sockaddr_in);
+		int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(errno));
+			continue;
+		}
+		if (connect(fd, (const struct sockaddr *)a, alen) < 0 && errno != EINPROGRESS) {
+			int e = errno;
+			close(fd);
+			s->tfd = -1;
+			char text[INET6_ADDRSTRLEN];
+			uint16_t port;
+			addr_text(a, text, sizeof text, &port);
+			log_debug("session %llu: connect to %s port %u: %s", (unsigned long long)s->id,
+			          text, port, strerror(e));
+			s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(e));
+			continue;
+		}
+		s->tfd = fd;
+		s->t_readable = s->t_writable = false;
+		if (loop_watch_add(&s->wk->loop, &s->tw, fd,
+		                   EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_target, s) < 0) {
+			close(fd);
+			s->tfd = -1;
+			continue;
+		}
+		loop_timer_start(&s->wk->loop, &s->wk->connect_tl, &s->ctimer);
+		return;
+	}
+	fail(s, s->best_fail);
+}
+
+/* ---- relay -------------------------------------------------------------- */
+
+/* Move bytes from src to dst through *bp.  Returns 0 or a negative errno. */
+static int pump(struct session *s, int src, bool *src_readable, bool *src_eof, int dst,
+                bool *dst_writable, bool *dst_shut, struct rbuf **bp, uint64_t *total,
+                enum shm_counter counter, bool *moved)
+{
+	struct rbuf *b = *bp;
+	for (;;) {
+		bool progress = false;
+		if (b && b->pos < b->last && *dst_writable) {
+			size_t want = b->last - b->pos;
+			ssize_t w = send(dst, b->data + b->pos, want, MSG_NOSIGNAL);
+			if (w > 0) {
+				b->pos += (uint32_t)w;
+				*total += (uint64_t)w;
+				shm_count(s->wk->slot, counter, (uint64_t)w);
+				progress = true;
+				/* A short write means the socket buffer is full: wait for EPOLLOUT. */
+				if ((size_t)w < want)
+					*dst_writable = false;
+			} else if (w < 0 && errno == EAGAIN) {
+				*dst_writable = false;
+			} else if (w < 0 && errno != EINTR) {
+				return -errno;
+			}
+			if (b->pos == b->last) {
+				worker_buf_put(s->wk, b);
+				b = *bp = NULL;
+			}
+		}
+		if (!*src_eof && *src_readable) {
+			if (!b) {
+				b = *bp = worker_buf_get(s->wk);
+				if (!b)
+					return -ENOMEM;
+			}
+			if (b->pos == b->last)
+				b->pos = b->last = 0;
+			else if (b->last == b->cap && b->pos > 0) {
+				memmove(b->data, b->data + b->pos, b->last - b->pos);
+				b->last -= b->pos;
+				b->pos = 0;
+			}
+			size_t space = b->cap - b->last;
+			if (space > 0) {
+				ssize_t r = recv(src, b->data + b->last, space, 0);
+				if (r > 0) {
+					b->last += (uint32_t)r;
+					progress = true;
+					if ((size_t)r < space)
+						*src_readable = false;
+				} else if (r == 0) {
+					*src_eof = true;
+					progress = true;
+				} else if (errno == EAGAIN) {
+					*src_readable = false;
+				} else if (errno != EINTR) {
+					return -errno;
+				}
+			}
+			if (b->pos == b->last) {
+				worker_buf_put(s->wk, b);
+				b = *bp = NULL;
+			}
+		}
+		if (!progress)
+			break;
+		*moved = true;
+	}
+	if (*src_eof && !b && !*dst_shut) {
+		shutdown(dst, SHUT_WR);
+		*dst_shut = true;
+	}
+	return 0;
+}
+
+static void relay(struct session *s)
+{
+	bool moved = false;
+	int rc = pump(s, s->cfd, &s->c_readable, &s->c_eof, s->tfd, &s->t_writable, &s->t_shut,
+	              &s->up, &s->bytes_up, M_BYTES_UP, &moved);
+	if (rc == 0)
+		rc = pump(s, s->tfd, &s->t_readable, &s->t_eof, s->cfd, &s->c_writable, &s->c_shut,
+		          &s->down, &s->bytes_down, M_BYTES_DOWN, &moved);
+	if (rc < 0 || (s->c_shut && s->t_shut)) {
+		finalize(s);
+		return;
+	}
+	if (moved)
+		touch_idle(s);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+static void on_client(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	struct session *s = w->data;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->c_readable = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		s->c_writable = true;
+	if (s->phase == PH_RELAY)
+		relay(s);
+	else if (s->phase == PH_LINGER || s->hs)
+		handshake_step(s);
+}
+
+static void on_target(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	struct session *s = w->data;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->t_readable = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		s->t_writable = true;
+	if (s->phase == PH_CONNECTING) {
+		int err = 0;
+		socklen_t len = sizeof err;
+		if (getsockopt(s->tfd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			attempt_failed(s, err);
+			return;
+		}
+		if (!s->t_writable)
+			return;
+		connected(s);
+		return;
+	}
+	if (s->phase == PH_RELAY)
+		relay(s);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+static void session_free(void *p)
+{
+	free(p);
+}
+
+static void access_log(struct session *s)
+{
+	char date[21], src[INET6_ADDRSTRLEN], line[LOG_LINE_MAX];
+	uint16_t sport;
+	log_iso8601(date, s->start_wall);
+	addr_text(&s->peer, src, sizeof src, &sport);
+	int n = snprintf(line, sizeof line, "%s\t%s\tA\t%s\t%u\t%s\t%u\t%u\t%llu\t%llu\t%lld", date,
+	                 s->user[0] ? s->user : "anonymous", src, sport, s->dest[0] ? s->dest : "-",
+	                 s->dport, s->rep,
+	                 (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down,
+	                 (long long)(s->wk->loop.now - s->start_ms));
+	if (n > 0)
+		log_record(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+static void finalize(struct session *s)
+{
+	struct worker *wk = s->wk;
+	if (s->cfd < 0)
+		return; /* already finalized in this batch */
+	if (s->requested)
+		access_log(s);
+	if (s->phase == PH_RELAY)
+		shm_gauge_add(wk->slot, G_CONN_RELAYING, -1);
+	if (s->user_slot >= 0)
+		__atomic_fetch_sub(&wk->slot->user_conns[s->user_slot], 1, __ATOMIC_RELAXED);
+	shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
+	auth_cancel(s->auth_job);
+	resolver_cancel(s->query);
+	loop_timer_stop(&s->timer);
+	loop_timer_stop(&s->ctimer);
+	loop_watch_del(&wk->loop, &s->cw);
+	close(s->cfd);
+	s->cfd = -1;
+	close_target(s);
+	if (s->up)
+		worker_buf_put(wk, s->up);
+	if (s->down)
+		worker_buf_put(wk, s->down);
+	s->up = s->down = NULL;
+	free(s->hs);
+	s->hs = NULL;
+	s->link.prev->next = s->link.next;
+	s->link.next->prev = s->link.prev;
+	wk->nsessions--;
+	loop_defer_free(&wk->loop, &s->deferred, session_free, s);
+	worker_session_gone(wk);
+}
+
+void session_abort(struct session *s)
+{
+	finalize(s);
+}
+
+int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer)
+{
+	struct session *s = calloc(1, sizeof *s);
+	if (!s)
+		return -ENOMEM;
+	s->hs = malloc(sizeof *s->hs);
+	if (!s->hs) {
+		free(s);
+		return -ENOMEM;
+	}
+	s->hs->len = 0;
+	socks5_greeting_init(&s->hs->greeting);
+	socks5_request_init(&s->hs->req);
+	s->wk = wk;
+	s->id = ++wk->next_session_id;
+	s->cfd = fd;
+	s->tfd = -1;
+	s->user_slot = -1;
+	s->peer = *peer;
+	s->start_ms = wk->loop.now;
+	s->phase = PH_GREETING;
+	loop_timer_init(&s->timer, on_handshake_timeout, s);
+	loop_timer_init(&s->ctimer, on_connect_timeout, s);
+	if (loop_watch_add(&wk->loop, &s->cw, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_client,
+	                   s) < 0) {
+		free(s->hs);
+		free(s);
+		return -errno;
+	}
+	s->link.next = wk->sessions.next;
+	s->link.prev = &wk->sessions;
+	wk->sessions.next->prev = &s->link;
+	wk->sessions.next = &s->link;
+	wk->nsessions++;
+	shm_count(wk->slot, M_CONN_TOTAL, 1);
+	shm_gauge_add(wk->slot, G_CONN_CURRENT, 1);
+	loop_timer_start(&wk->loop, &wk->handshake_tl, &s->timer);
+	return 0;
+}
+
+void session_reconfigure(struct worker *wk)
+{
+	struct list_node *n = wk->sessions.next;
+	while (n != &wk->sessions) {
+		struct session *s = (struct session *)n;
+		n = n->next;
+		if (s->user_slot >= 0 && !shm_user_alive(wk->seg, (uint32_t)s->user_slot, s->user_id)) {
+			log_info("session %llu: user '%s' was removed: closing", (unsigned long long)s->id,
+			         s->user);
+			finalize(s);
+			continue;
+		}
+		if (s->phase == PH_RELAY) {
+			if (!wk->cfg.idle_cleanup)
+				loop_timer_stop(&s->timer);
+			else if (!loop_timer_active(&s->timer))
+				touch_idle(s);
+		}
+	}
+}

@@ -1,0 +1,25 @@
+/*
+ * session: one SOCKS5 client connection in a worker — handshake, request,
+ * resolution, outbound connection attempts, relay and the single finalize
+ * that writes the reply, logs, counts and frees.
+ *
+ * The state is the handler that runs on the next event; each step is one
+ * small function.  Loop thread only.
+ */
+#ifndef SOCKS5D_SESSION_H
+#define SOCKS5D_SESSION_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+struct worker;
+struct session;
+
+/* Take ownership of an accepted client socket (non-blocking). */
+int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
+/* Close now (drain timeout, admin action, shutdown). */
+void session_abort(struct session *s);
+/* Close the sessions whose user was removed; apply a new idle setting. */
+void session_reconfigure(struct worker *wk);
+
+#endif

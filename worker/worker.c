@@ -1,0 +1,330 @@
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../shared/ctrl.h"
+#include "../shared/log.h"
+#include "auth.h"
+#include "resolver.h"
+#include "session.h"
+
+#define ACCEPT_BATCH 64
+#define ACCEPT_PAUSE_MS 100
+/* Spare relay buffers kept for reuse; beyond this they are freed. */
+#define MAX_FREE_BUFS 1024
+
+struct rbuf *worker_buf_get(struct worker *wk)
+{
+	struct rbuf *b = wk->free_bufs;
+	if (b && b->cap == wk->cfg.buffer_size) {
+		wk->free_bufs = b->next_free;
+		wk->nfree_bufs--;
+	} else {
+		b = malloc(sizeof *b + wk->cfg.buffer_size);
+		if (!b)
+			return NULL;
+		b->cap = wk->cfg.buffer_size;
+	}
+	b->pos = b->last = 0;
+	b->next_free = NULL;
+	return b;
+}
+
+void worker_buf_put(struct worker *wk, struct rbuf *b)
+{
+	if (wk->nfree_bufs >= MAX_FREE_BUFS || b->cap != wk->cfg.buffer_size) {
+		free(b);
+		return;
+	}
+	b->next_free = wk->free_bufs;
+	wk->free_bufs = b;
+	wk->nfree_bufs++;
+}
+
+static void free_bufs(struct worker *wk)
+{
+	while (wk->free_bufs) {
+		struct rbuf *b = wk->free_bufs;
+		wk->free_bufs = b->next_free;
+		free(b);
+	}
+	wk->nfree_bufs = 0;
+}
+
+/* ---- accepting ---------------------------------------------------------- */
+
+static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events);
+
+static void accept_enable(struct worker *wk, bool on)
+{
+	if (wk->accepting == on)
+		return;
+	for (size_t i = 0; i < wk->nlisteners; i++) {
+		struct listener *ls = &wk->listeners[i];
+		if (on) {
+			/* EPOLLEXCLUSIVE: one worker is woken per connection, not all. */
+			if (loop_watch_add(&wk->loop, &ls->w, ls->fd, EPOLLIN | EPOLLEXCLUSIVE, on_accept,
+			                   wk) < 0)
+				log_error("cannot watch a listening socket: %s", strerror(errno));
+		} else {
+			loop_watch_del(&wk->loop, &ls->w);
+		}
+	}
+	wk->accepting = on;
+}
+
+static void on_accept_resume(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct worker *wk = t->data;
+	if (!wk->draining)
+		accept_enable(wk, true);
+}
+
+static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)events;
+	struct worker *wk = w->data;
+	for (int i = 0; i < ACCEPT_BATCH && wk->accepting; i++) {
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof peer;
+		int fd = accept4(w->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+				return;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				/* Out of descriptors or memory: the pending connection stays
+				 * queued, so a level-triggered watch would spin.  Stop
+				 * watching for a moment; running sessions go on. */
+				shm_count(wk->slot, M_ACCEPT_PAUSED, 1);
+				if (l->now - wk->last_accept_warn >= 1000) {
+					log_warn("accept: %s; pausing accepts for %d ms (%zu sessions)",
+					         strerror(errno), ACCEPT_PAUSE_MS, wk->nsessions);
+					wk->last_accept_warn = l->now;
+				}
+				accept_enable(wk, false);
+				loop_timer_start_at(&wk->misc_tl, &wk->accept_timer, l->now + ACCEPT_PAUSE_MS);
+				return;
+			}
+			log_error("accept: %s", strerror(errno));
+			return;
+		}
+		if (session_start(wk, fd, &peer) < 0) {
+			log_warn("cannot start a session: out of memory");
+			close(fd);
+		}
+	}
+}
+
+/* ---- configuration and control ------------------------------------------ */
+
+static void apply_settings(struct worker *wk)
+{
+	struct settings old = wk->cfg;
+	wk->cfg_gen = shm_settings_read(wk->seg, &wk->cfg);
+	log_set_level((enum log_level)wk->cfg.log_level);
+	loop_tlist_set(&wk->handshake_tl, (int64_t)wk->cfg.handshake_timeout_s * 1000);
+	loop_tlist_set(&wk->connect_tl, (int64_t)wk->cfg.connect_timeout_s * 1000);
+	loop_tlist_set(&wk->idle_tl, (int64_t)wk->cfg.idle_timeout_s * 1000);
+	if (old.buffer_size != wk->cfg.buffer_size)
+		free_bufs(wk);
+	if (wk->resolver && strcmp(old.dns_server, wk->cfg.dns_server) != 0 &&
+	    resolver_set_servers(wk->resolver, wk->cfg.dns_server) < 0)
+		log_error("invalid DNS servers '%s'", wk->cfg.dns_server);
+}
+
+static void drain_done(struct worker *wk)
+{
+	loop_stop(&wk->loop);
+}
+
+void worker_session_gone(struct worker *wk)
+{
+	if (wk->draining && wk->nsessions == 0)
+		drain_done(wk);
+}
+
+static void on_grace_over(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct worker *wk = t->data;
+	if (wk->nsessions)
+		log_info("grace period over: closing %zu sessions", wk->nsessions);
+	while (wk->sessions.next != &wk->sessions)
+		session_abort((struct session *)wk->sessions.next);
+	drain_done(wk);
+}
+
+static void start_drain(struct worker *wk)
+{
+	if (wk->draining)
+		return;
+	wk->draining = true;
+	accept_enable(wk, false);
+	loop_timer_stop(&wk->accept_timer);
+	if (wk->nsessions == 0) {
+		drain_done(wk);
+		return;
+	}
+	loop_timer_start_at(&wk->misc_tl, &wk->grace_timer,
+	                    wk->loop.now + (int64_t)wk->cfg.grace_s * 1000);
+}
+
+static void on_ctrl(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	(void)events;
+	struct worker *wk = w->data;
+	for (;;) {
+		struct ctrl_msg m;
+		ssize_t n = recv(wk->ctrl_fd, &m, sizeof m, MSG_DONTWAIT);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && errno == EAGAIN)
+			return;
+		if (n <= 0) {
+			/* The master is gone: finish what we have and leave. */
+			loop_watch_del(&wk->loop, &wk->ctrl_w);
+			start_drain(wk);
+			return;
+		}
+		if ((size_t)n != sizeof m)
+			continue;
+		if (m.type == CTRL_CONFIG) {
+			apply_settings(wk);
+			session_reconfigure(wk);
+		} else if (m.type == CTRL_DRAIN) {
+			start_drain(wk);
+		}
+	}
+}
+
+static void on_signal(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	(void)events;
+	struct worker *wk = w->data;
+	struct signalfd_siginfo si;
+	while (read(wk->sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
+		if (si.ssi_signo == SIGTERM)
+			start_drain(wk);
+}
+
+/* ---- log streams -------------------------------------------------------- */
+
+static void on_log_writable(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	(void)w;
+	(void)events;
+	/* before_sleep flushes and updates the watches. */
+}
+
+static void before_sleep(struct loop *l, void *arg)
+{
+	struct worker *wk = arg;
+	unsigned want = log_flush();
+	for (int i = 0; i < 2; i++) {
+		struct loop_watch *w = &wk->log_w[i];
+		if ((want & (1u << i)) && !loop_watch_active(w))
+			/* Fails for regular files, which never make a writer wait. */
+			(void)loop_watch_add(l, w, log_fd((enum log_stream)i), EPOLLOUT, on_log_writable,
+			                     wk);
+		else if (!(want & (1u << i)) && loop_watch_active(w))
+			loop_watch_del(l, w);
+	}
+	__atomic_store_n(&wk->slot->counters[M_LOG_DROPPED], log_dropped_total(), __ATOMIC_RELAXED);
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int setup(struct worker *wk, const struct worker_args *a)
+{
+	int rc = loop_init(&wk->loop);
+	if (rc < 0)
+		return rc;
+	wk->seg = a->seg;
+	wk->index = a->index;
+	wk->slot = &a->seg->slots[a->index];
+	wk->ctrl_fd = a->ctrl_fd;
+	wk->sig_fd = -1;
+	wk->sessions.next = wk->sessions.prev = &wk->sessions;
+	loop_tlist_init(&wk->loop, &wk->handshake_tl, 1);
+	loop_tlist_init(&wk->loop, &wk->connect_tl, 1);
+	loop_tlist_init(&wk->loop, &wk->idle_tl, 1);
+	loop_tlist_init(&wk->loop, &wk->misc_tl, 0);
+	loop_timer_init(&wk->accept_timer, on_accept_resume, wk);
+	loop_timer_init(&wk->grace_timer, on_grace_over, wk);
+	apply_settings(wk);
+	wk->loop.before_sleep = before_sleep;
+	wk->loop.before_sleep_arg = wk;
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	wk->sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (wk->sig_fd < 0)
+		return -errno;
+	if ((rc = loop_watch_add(&wk->loop, &wk->sig_w, wk->sig_fd, EPOLLIN, on_signal, wk)) < 0)
+		return rc;
+	if ((rc = loop_watch_add(&wk->loop, &wk->ctrl_w, wk->ctrl_fd, EPOLLIN, on_ctrl, wk)) < 0)
+		return rc;
+	if ((rc = resolver_new(&wk->loop, wk->cfg.dns_server, &wk->resolver)) < 0)
+		return rc;
+	if ((rc = auth_new(&wk->loop, &wk->auth)) < 0)
+		return rc;
+	for (size_t i = 0; i < a->nlisten; i++)
+		wk->listeners[wk->nlisteners++].fd = a->listen_fds[i];
+	accept_enable(wk, true);
+	return 0;
+}
+
+static void teardown(struct worker *wk)
+{
+	while (wk->sessions.next != &wk->sessions)
+		session_abort((struct session *)wk->sessions.next);
+	accept_enable(wk, false);
+	for (size_t i = 0; i < wk->nlisteners; i++)
+		close(wk->listeners[i].fd);
+	auth_free(wk->auth);
+	resolver_free(wk->resolver);
+	for (int i = 0; i < 2; i++)
+		loop_watch_del(&wk->loop, &wk->log_w[i]);
+	loop_watch_del(&wk->loop, &wk->ctrl_w);
+	loop_watch_del(&wk->loop, &wk->sig_w);
+	if (wk->sig_fd >= 0)
+		close(wk->sig_fd);
+	close(wk->ctrl_fd);
+	loop_free(&wk->loop);
+	free_bufs(wk);
+}
+
+int worker_main(const struct worker_args *a)
+{
+	struct worker *wk = calloc(1, sizeof *wk);
+	if (!wk)
+		return 71;
+	int status = 0;
+	int rc = setup(wk, a);
+	if (rc < 0) {
+		log_error("worker %u: cannot start: %s", a->index, strerror(-rc));
+		status = 71;
+	} else {
+		__atomic_store_n(&wk->slot->pid, (int32_t)getpid(), __ATOMIC_RELAXED);
+		rc = loop_run(&wk->loop);
+		if (rc < 0) {
+			log_error("worker %u: event loop failed: %s", a->index, strerror(-rc));
+			status = 70;
+		}
+	}
+	teardown(wk);
+	free(wk);
+	return status;
+}

@@ -1,0 +1,86 @@
+/*
+ * worker: one worker process — its loop, listeners, sessions, resolver,
+ * password checker and relay buffer pool.  Runs in the forked child.
+ */
+#ifndef SOCKS5D_WORKER_H
+#define SOCKS5D_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../shared/settings.h"
+#include "../shared/shm.h"
+#include "loop.h"
+
+struct resolver;
+struct auth;
+
+/* A relay buffer: start/end of the allocation, pos/last of the data. */
+struct rbuf {
+	struct rbuf *next_free;
+	uint32_t cap;
+	uint32_t pos;
+	uint32_t last;
+	uint8_t data[];
+};
+
+struct listener {
+	struct loop_watch w;
+	int fd;
+};
+
+struct worker {
+	struct loop loop;
+	struct shm_segment *seg;
+	struct shm_worker_slot *slot;
+	uint32_t index;
+	struct settings cfg;
+	uint64_t cfg_gen;
+	struct resolver *resolver;
+	struct auth *auth;
+
+	int ctrl_fd;
+	struct loop_watch ctrl_w;
+	int sig_fd;
+	struct loop_watch sig_w;
+	struct loop_watch log_w[2];
+
+	size_t nlisteners;
+	struct listener listeners[SETTINGS_MAX_LISTEN + 1];
+	bool accepting;
+	bool draining;
+	int64_t last_accept_warn;
+
+	struct loop_tlist handshake_tl; /* greeting to reply */
+	struct loop_tlist connect_tl;   /* one connect attempt */
+	struct loop_tlist idle_tl;      /* relay idle timeout */
+	struct loop_tlist misc_tl;      /* any deadline: accept pause, grace, linger */
+	struct loop_timer accept_timer;
+	struct loop_timer grace_timer;
+
+	struct list_node sessions;
+	size_t nsessions;
+	uint64_t next_session_id;
+
+	struct rbuf *free_bufs;
+	size_t nfree_bufs;
+};
+
+struct worker_args {
+	uint32_t index;
+	struct shm_segment *seg;
+	int ctrl_fd;
+	const int *listen_fds;
+	size_t nlisten;
+};
+
+/* Run the worker; returns the process exit status. */
+int worker_main(const struct worker_args *args);
+
+struct rbuf *worker_buf_get(struct worker *wk);
+void worker_buf_put(struct worker *wk, struct rbuf *b);
+/* Called by a session when it ends. */
+void worker_session_gone(struct worker *wk);
+
+#endif
