@@ -147,9 +147,16 @@ void log_vmsg(enum log_level level, const char *fmt, va_list ap)
 		return;
 	char line[LOG_LINE_MAX];
 	char date[21];
-	log_iso8601(date, (int64_t)time(NULL));
-	int n = snprintf(line, sizeof line, "%s socks5d[%d] %s: ", date, (int)getpid(),
-	                 level_names[level]);
+	int n;
+	if (lg.active) {
+		log_iso8601(date, (int64_t)time(NULL));
+		n = snprintf(line, sizeof line, "%s socks5d[%d] %s: ", date, (int)getpid(),
+		             level_names[level]);
+	} else {
+		/* Before the server runs (command line, config file): the plain
+		 * form of a command-line tool's errors. */
+		n = snprintf(line, sizeof line, "socks5d: ");
+	}
 	int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
 	size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
 	if (len > sizeof line - 2)

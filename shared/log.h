@@ -26,7 +26,8 @@ enum log_stream { LOG_STREAM_OUT = 0, LOG_STREAM_ERR = 1 };
 #define LOG_QUEUE_BYTES (1u << 20)
 
 /* Make stdout and stderr non-blocking and start queueing.  Before this is
- * called (and after log_shutdown) diagnostics are written directly. */
+ * called (and after log_shutdown) diagnostics are written directly, as
+ * "socks5d: message". */
 int log_init(enum log_level level);
 void log_set_level(enum log_level level);
 int log_parse_level(const char *s, enum log_level *out);

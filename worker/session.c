@@ -59,6 +59,7 @@ struct session {
 	int cfd, tfd;
 	struct loop_watch cw, tw;
 	bool c_readable, c_writable, t_readable, t_writable;
+	bool c_hup, t_hup;   /* the side has shut down its sending (EPOLLRDHUP) */
 	bool c_eof, t_eof;   /* EOF read from that side */
 	bool c_shut, t_shut; /* SHUT_WR sent to that side */
 	struct rbuf *up;     /* client -> target */
@@ -650,7 +651,7 @@ static void try_next_address(struct session *s)
 /* ---- relay -------------------------------------------------------------- */
 
 /* Move bytes from src to dst through *bp.  Returns 0 or a negative errno. */
-static int pump(struct session *s, int src, bool *src_readable, bool *src_eof, int dst,
+static int pump(struct session *s, int src, bool *src_readable, bool src_hup, bool *src_eof, int dst,
                 bool *dst_writable, bool *dst_shut, struct rbuf **bp, uint64_t *total,
                 enum shm_counter counter, bool *moved)
 {
@@ -697,7 +698,10 @@ static int pump(struct session *s, int src, bool *src_readable, bool *src_eof, i
 				if (r > 0) {
 					b->last += (uint32_t)r;
 					progress = true;
-					if ((size_t)r < space)
+					/* A short read drained the socket, and new data raises a
+					 * new edge; but an EOF that came with this data raises
+					 * none, so after EPOLLRDHUP read on until it shows. */
+					if ((size_t)r < space && !src_hup)
 						*src_readable = false;
 				} else if (r == 0) {
 					*src_eof = true;
@@ -727,11 +731,11 @@ static int pump(struct session *s, int src, bool *src_readable, bool *src_eof, i
 static void relay(struct session *s)
 {
 	bool moved = false;
-	int rc = pump(s, s->cfd, &s->c_readable, &s->c_eof, s->tfd, &s->t_writable, &s->t_shut,
-	              &s->up, &s->bytes_up, M_BYTES_UP, &moved);
+	int rc = pump(s, s->cfd, &s->c_readable, s->c_hup, &s->c_eof, s->tfd, &s->t_writable,
+	              &s->t_shut, &s->up, &s->bytes_up, M_BYTES_UP, &moved);
 	if (rc == 0)
-		rc = pump(s, s->tfd, &s->t_readable, &s->t_eof, s->cfd, &s->c_writable, &s->c_shut,
-		          &s->down, &s->bytes_down, M_BYTES_DOWN, &moved);
+		rc = pump(s, s->tfd, &s->t_readable, s->t_hup, &s->t_eof, s->cfd, &s->c_writable,
+		          &s->c_shut, &s->down, &s->bytes_down, M_BYTES_DOWN, &moved);
 	if (rc < 0 || (s->c_shut && s->t_shut)) {
 		finalize(s);
 		return;
@@ -748,6 +752,8 @@ static void on_client(struct loop *l, struct loop_watch *w, uint32_t events)
 	struct session *s = w->data;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		s->c_readable = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->c_hup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		s->c_writable = true;
 	if (s->phase == PH_RELAY)
@@ -762,6 +768,8 @@ static void on_target(struct loop *l, struct loop_watch *w, uint32_t events)
 	struct session *s = w->data;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		s->t_readable = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		s->t_hup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		s->t_writable = true;
 	if (s->phase == PH_CONNECTING) {
