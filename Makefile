@@ -61,17 +61,22 @@ run: deps build/socks5d
 	./build/socks5d $(RUN_ARGS)
 
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@fail=0; for t in $(UNIT_BIN); do echo "== $$t"; $$t || fail=1; done; exit $$fail
 
 integration: build/test/socks5d
 	SOCKS5D=build/test/socks5d $(PYTHON) -m pytest -q tests/integration
 
-# Each fuzz target runs briefly over its seed corpus: proof that it builds and
-# holds; longer campaigns: make fuzz FUZZ_SECONDS=600.
+# Each fuzz target runs briefly from its seed corpus (tests/fuzz/corpus/NAME;
+# what it finds is kept in build/fuzz/corpus/NAME): proof that it builds and
+# holds.  Longer campaigns: make fuzz FUZZ_SECONDS=600.
 FUZZ_SECONDS ?= 10
 fuzz: $(FUZZ_BIN)
-	@set -e; for f in $(FUZZ_BIN); do echo "== $$f"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 2>&1 | tail -n 2; done
+	@fail=0; for f in $(FUZZ_BIN); do n=$$(basename $$f); echo "== $$n"; \
+	  mkdir -p build/fuzz/corpus/$$n; \
+	  if $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus/$$n \
+	       tests/fuzz/corpus/$$n >build/fuzz/$$n.log 2>&1; then \
+	    grep -E '^stat::number_of_executed_units' build/fuzz/$$n.log; \
+	  else tail -n 40 build/fuzz/$$n.log; fail=1; fi; done; exit $$fail
 
 # The code must stay warning-free under clang too.
 clang-check:

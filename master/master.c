@@ -171,7 +171,7 @@ static void on_respawn(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct wslot *w = t->data;
-	if (!w->m->draining && w->wanted && w->pid == 0)
+	if (!w->m->is_child && !w->m->draining && w->wanted && w->pid == 0)
 		spawn(w->m, (uint32_t)(w - w->m->workers));
 }
 
@@ -313,6 +313,12 @@ static void reload(struct master *m)
 	struct settings s;
 	struct user_list users;
 	int rc = options_effective(m->opts, &s, &users);
+	if (rc == 0 && users.n > SHM_MAX_USERS) {
+		log_error("%s: %zu users, more than the %d the users table holds",
+		          m->opts->config_path, users.n, SHM_MAX_USERS);
+		user_list_free(&users);
+		rc = -EINVAL;
+	}
 	if (rc < 0) {
 		log_error("configuration %s not reloaded: keeping the running configuration",
 		          m->opts->config_path);
@@ -460,6 +466,10 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		return rc;
 	}
 	shm_settings_publish(m->seg, s);
+	if (users->n > SHM_MAX_USERS) {
+		log_error("%zu users, more than the %d the users table holds", users->n, SHM_MAX_USERS);
+		return -EINVAL;
+	}
 	if (sync_users(m, users))
 		return -EINVAL;
 	if ((rc = open_listeners(m)) < 0)

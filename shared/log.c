@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +51,32 @@ void log_set_level(enum log_level level)
 	lg.level = level;
 }
 
+/* O_NONBLOCK is a property of the open file description, which a pipe or a
+ * terminal shares with the shell and its other programs.  Where possible,
+ * reopen the stream for a description of our own; otherwise (a socket) set
+ * the flag on the shared one and restore it at shutdown.  Regular files
+ * never make a writer wait and stay as they are. */
+static void make_nonblocking(struct outq *q)
+{
+	struct stat st;
+	q->saved_flags = -1;
+	if (fstat(q->fd, &st) < 0 || S_ISREG(st.st_mode))
+		return;
+	if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode)) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%d", q->fd);
+		int fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY);
+		if (fd >= 0) {
+			dup2(fd, q->fd);
+			close(fd);
+			return;
+		}
+	}
+	q->saved_flags = fcntl(q->fd, F_GETFL);
+	if (q->saved_flags >= 0)
+		(void)fcntl(q->fd, F_SETFL, q->saved_flags | O_NONBLOCK);
+}
+
 int log_init(enum log_level level)
 {
 	lg.level = level;
@@ -59,9 +86,7 @@ int log_init(enum log_level level)
 		if (!q->buf)
 			return -ENOMEM;
 		q->len = 0;
-		q->saved_flags = fcntl(q->fd, F_GETFL);
-		if (q->saved_flags >= 0)
-			(void)fcntl(q->fd, F_SETFL, q->saved_flags | O_NONBLOCK);
+		make_nonblocking(q);
 	}
 	lg.active = 1;
 	return 0;
@@ -187,6 +212,7 @@ void log_after_fork(void)
 {
 	for (int i = 0; i < 2; i++) {
 		lg.q[i].len = 0;
+		lg.q[i].dropped = 0;
 		lg.q[i].dropped_unreported = 0;
 	}
 }

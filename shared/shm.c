@@ -137,7 +137,9 @@ static int find_user(struct shm_segment *seg, const char *name)
 int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bool admin)
 {
 	size_t nlen = strlen(name);
-	if (nlen == 0 || nlen > SHM_USER_NAME_MAX)
+	if (nlen == 0)
+		return -EINVAL;
+	if (nlen > SHM_USER_NAME_MAX)
 		return -ENAMETOOLONG;
 	if (strlen(hash) >= SHM_HASH_MAX)
 		return -EINVAL;
@@ -163,10 +165,10 @@ int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bo
 		memcpy(u->name, name, nlen + 1);
 		memcpy(u->hash, hash, strlen(hash) + 1);
 		u->admin = admin;
-		u->id = seg->next_user_id++;
 		u->cred_gen = 1;
 		u->used = 1;
-		seg->nusers++;
+		__atomic_store_n(&u->id, seg->next_user_id++, __ATOMIC_RELAXED);
+		__atomic_store_n(&seg->nusers, seg->nusers + 1, __ATOMIC_RELAXED);
 	}
 	seg->users_gen++;
 	shm_unlock(&seg->users_lock);
@@ -179,9 +181,9 @@ int shm_user_del(struct shm_segment *seg, const char *name)
 	int slot = find_user(seg, name);
 	if (slot >= 0) {
 		seg->users[slot].used = 0;
-		seg->users[slot].id = 0;
+		__atomic_store_n(&seg->users[slot].id, 0, __ATOMIC_RELAXED);
 		memset(seg->users[slot].hash, 0, SHM_HASH_MAX);
-		seg->nusers--;
+		__atomic_store_n(&seg->nusers, seg->nusers - 1, __ATOMIC_RELAXED);
 		seg->users_gen++;
 	}
 	shm_unlock(&seg->users_lock);

@@ -107,7 +107,9 @@ void shm_unlock(pthread_mutex_t *m);
 void shm_settings_publish(struct shm_segment *seg, const struct settings *s);
 uint64_t shm_settings_read(struct shm_segment *seg, struct settings *out);
 
-/* Users.  Names are compared exactly.  All return 0 or a negative errno. */
+/* Users.  Names are compared exactly.  put adds or updates (a new hash
+ * bumps cred_gen) and returns the slot; del returns 0; errors are negative
+ * errnos (-EINVAL empty name, -ENAMETOOLONG, -ENOSPC table full, -ENOENT). */
 int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bool admin);
 int shm_user_del(struct shm_segment *seg, const char *name);
 /* Copy the user's record; returns its slot or -ENOENT. */

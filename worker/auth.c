@@ -195,10 +195,10 @@ enum auth_result auth_check(struct auth *a, int slot, const struct shm_user *use
 		}
 	}
 	if (a->pending >= AUTH_MAX_PENDING)
-		return AUTH_FAIL;
+		return AUTH_BUSY;
 	struct auth_job *j = calloc(1, sizeof *j);
 	if (!j)
-		return AUTH_FAIL;
+		return AUTH_BUSY;
 	j->cb = cb;
 	j->arg = arg;
 	j->slot = user ? slot : -1;
@@ -223,9 +223,23 @@ enum auth_result auth_check(struct auth *a, int slot, const struct shm_user *use
 	return AUTH_PENDING;
 }
 
-void auth_cancel(struct auth_job *job)
+void auth_cancel(struct auth *a, struct auth_job *job)
 {
-	/* The thread may be working on it: only the callback is dropped. */
-	if (job)
-		job->cb = NULL;
+	if (!job)
+		return;
+	job->cb = NULL;
+	/* Not started yet: take it off the queue.  Otherwise the thread is
+	 * working on it and it comes back, without a callback, through done. */
+	pthread_mutex_lock(&a->mu);
+	for (struct auth_job **pp = &a->todo; *pp; pp = &(*pp)->next) {
+		if (*pp != job)
+			continue;
+		*pp = job->next;
+		if (!*pp)
+			a->todo_tail = pp;
+		a->pending--;
+		free_job(job);
+		break;
+	}
+	pthread_mutex_unlock(&a->mu);
 }

@@ -25,7 +25,12 @@ struct auth_job;
 
 typedef void auth_cb(void *arg, bool ok);
 
-enum auth_result { AUTH_FAIL = 0, AUTH_OK = 1, AUTH_PENDING = 2 };
+enum auth_result {
+	AUTH_FAIL = 0,
+	AUTH_OK = 1,
+	AUTH_PENDING = 2,
+	AUTH_BUSY = 3, /* too many checks queued: the client should retry later */
+};
 
 int auth_new(struct loop *l, struct auth **out);
 void auth_free(struct auth *a);
@@ -35,6 +40,7 @@ void auth_free(struct auth *a);
  * later unless auth_cancel(*job) is called first. */
 enum auth_result auth_check(struct auth *a, int slot, const struct shm_user *user, const char *pass,
                             auth_cb *cb, void *arg, struct auth_job **job);
-void auth_cancel(struct auth_job *job);
+/* The callback will not run; a check not yet started is dropped. */
+void auth_cancel(struct auth *a, struct auth_job *job);
 
 #endif

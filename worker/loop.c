@@ -138,13 +138,21 @@ void loop_timer_start(struct loop *l, struct loop_tlist *tl, struct loop_timer *
 	loop_timer_start_at(tl, t, l->now + (tl->duration_ms > 0 ? tl->duration_ms : 0));
 }
 
-void loop_tlist_set(struct loop_tlist *tl, int64_t duration_ms)
+void loop_tlist_set(struct loop *l, struct loop_tlist *tl, int64_t duration_ms)
 {
 	if (tl->duration_ms == duration_ms)
 		return;
+	/* A shorter duration pulls running deadlines in, so that the list stays
+	 * sorted for appends (min with a constant keeps the order). */
+	if (duration_ms < tl->duration_ms) {
+		int64_t cap = l->now + duration_ms;
+		for (struct list_node *n = tl->head.next; n != &tl->head; n = n->next) {
+			struct loop_timer *t = (struct loop_timer *)n;
+			if (t->deadline > cap)
+				t->deadline = cap;
+		}
+	}
 	tl->duration_ms = duration_ms;
-	/* Deadlines already set stay; a shorter duration can put new timers
-	 * before old ones, which start_at's insertion from the tail handles. */
 }
 
 void loop_defer_free(struct loop *l, struct loop_deferred *d, loop_free_fn *fn, void *p)
@@ -173,17 +181,26 @@ static int next_timeout(struct loop *l)
 	return wait > 60000 ? 60000 : (int)wait;
 }
 
+/* Fire the timers due now.  They are moved to a local list first, so a
+ * callback that starts a timer at or before now does not run it again in
+ * this pass (it fires after the next, zero-timeout, wait). */
 static void run_timers(struct loop *l)
 {
+	struct list_node due = {&due, &due};
 	for (struct loop_tlist *tl = l->tlists; tl; tl = tl->next_list) {
-		/* Bounded: timers started by a callback land after now. */
 		while (tl->head.next != &tl->head) {
-			struct loop_timer *t = (struct loop_timer *)tl->head.next;
-			if (t->deadline > l->now)
+			struct list_node *n = tl->head.next;
+			if (((struct loop_timer *)n)->deadline > l->now)
 				break;
-			list_unlink(&t->node);
-			t->fn(l, t);
+			list_unlink(n);
+			list_insert_after(due.prev, n);
 		}
+	}
+	while (due.next != &due) {
+		struct loop_timer *t = (struct loop_timer *)due.next;
+		list_unlink(&t->node);
+		if (!l->stop)
+			t->fn(l, t);
 	}
 }
 
@@ -199,7 +216,7 @@ int loop_run(struct loop *l)
 		if (n < 0 && errno != EINTR)
 			return -errno;
 		l->now = clock_ms();
-		for (int i = 0; i < n; i++) {
+		for (int i = 0; i < n && !l->stop; i++) {
 			struct loop_watch *w = evs[i].data.ptr;
 			/* A watch deleted by an earlier event of this batch has fn NULL;
 			 * its owner is freed only after the batch. */

@@ -85,8 +85,9 @@ static inline bool loop_watch_active(const struct loop_watch *w)
 }
 
 void loop_tlist_init(struct loop *l, struct loop_tlist *tl, int64_t duration_ms);
-/* Change a list's duration; running timers are re-sorted. */
-void loop_tlist_set(struct loop_tlist *tl, int64_t duration_ms);
+/* Change a list's duration; a shorter one also brings running deadlines
+ * forward to now + duration (so none waits longer than the new duration). */
+void loop_tlist_set(struct loop *l, struct loop_tlist *tl, int64_t duration_ms);
 void loop_tlist_detach(struct loop *l, struct loop_tlist *tl);
 
 void loop_timer_init(struct loop_timer *t, loop_timer_fn *fn, void *data);

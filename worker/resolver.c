@@ -12,6 +12,7 @@
 struct ares_watch {
 	struct loop_watch w;
 	struct ares_watch *next;
+	struct loop_deferred deferred;
 };
 
 struct resolver_query {
@@ -80,9 +81,11 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 	uint32_t ev = (readable ? EPOLLIN : 0) | (writable ? EPOLLOUT : 0);
 	if (!readable && !writable) {
 		if (aw) {
+			/* c-ares closes all its sockets when the last query ends: events
+			 * of this batch may still name this watch, so free it after. */
 			loop_watch_del(r->loop, &aw->w);
 			*pp = aw->next;
-			free(aw);
+			loop_defer_free(r->loop, &aw->deferred, free, aw);
 		}
 		return;
 	}
@@ -107,7 +110,7 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 int resolver_set_servers(struct resolver *r, const char *servers)
 {
 	if (!servers || !*servers)
-		return 0;
+		return 0; /* the system's servers, read when the channel was made */
 	int rc = ares_set_servers_ports_csv(r->ch, servers);
 	return rc == ARES_SUCCESS ? 0 : -EINVAL;
 }

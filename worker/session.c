@@ -25,6 +25,10 @@
 /* After a failure reply: how long unread client input is drained before
  * closing, so that the reply is not destroyed by a reset. */
 #define LINGER_MS 2000
+/* At most this much discarded per event while lingering. */
+#define LINGER_READ_MAX 65536
+/* s->rep before any reply was sent. */
+#define REP_NONE 0xff
 
 enum phase {
 	PH_GREETING,
@@ -315,9 +319,21 @@ static void start_auth(struct session *s)
 	struct shm_user u;
 	int slot = shm_user_get(s->wk->seg, hs->auth.user, &u);
 	s->phase = PH_AUTH_WAIT;
-	enum auth_result r = auth_check(s->wk->auth, slot, slot >= 0 ? &u : NULL, hs->auth.pass,
-	                                auth_done, s, &s->auth_job);
+	/* RFC 1929 fields may hold any octet; a NUL would cut the name or
+	 * password short once it reaches C strings, so it cannot match. */
+	bool nul = strlen(hs->auth.user) != hs->auth.ulen || strlen(hs->auth.pass) != hs->auth.plen;
+	enum auth_result r = nul ? AUTH_FAIL
+	                         : auth_check(s->wk->auth, slot, slot >= 0 ? &u : NULL,
+	                                      hs->auth.pass, auth_done, s, &s->auth_job);
 	explicit_bzero(hs->auth.pass, sizeof hs->auth.pass);
+	if (r == AUTH_BUSY) {
+		if (s->wk->last_auth_busy_warn + 1000 <= s->wk->loop.now) {
+			log_warn("too many password checks queued: closing new logins until they drain");
+			s->wk->last_auth_busy_warn = s->wk->loop.now;
+		}
+		finalize(s);
+		return;
+	}
 	if (r != AUTH_PENDING)
 		auth_done(s, r == AUTH_OK);
 }
@@ -343,6 +359,9 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
 static void start_request(struct session *s)
 {
 	struct socks5_request *r = &s->hs->req;
+	/* From here on the resolver's and the connect timeouts bound the wait,
+	 * and every outcome is answered with a reply. */
+	loop_timer_stop(&s->timer);
 	s->requested = true;
 	s->start_wall = (int64_t)time(NULL);
 	s->dport = r->port;
@@ -486,7 +505,7 @@ static void handshake_parse(struct session *s)
 static void handshake_step(struct session *s)
 {
 	if (s->phase == PH_LINGER) {
-		char sink[512];
+		char sink[4096];
 		if (s->down && s->c_writable) {
 			if (client_send(s, "", 0) < 0) {
 				finalize(s);
@@ -497,7 +516,9 @@ static void handshake_step(struct session *s)
 				s->c_shut = true;
 			}
 		}
-		while (s->c_readable) {
+		/* Bounded per event so that a fast sender cannot hold the loop;
+		 * the linger timer ends a client that never stops. */
+		for (size_t total = 0; s->c_readable && total < LINGER_READ_MAX;) {
 			ssize_t n = recv(s->cfd, sink, sizeof sink, 0);
 			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
 				finalize(s);
@@ -505,6 +526,8 @@ static void handshake_step(struct session *s)
 			}
 			if (n < 0 && errno == EAGAIN)
 				s->c_readable = false;
+			if (n > 0)
+				total += (size_t)n;
 		}
 		return;
 	}
@@ -817,6 +840,16 @@ static void finalize(struct session *s)
 	struct worker *wk = s->wk;
 	if (s->cfd < 0)
 		return; /* already finalized in this batch */
+	if (s->requested && s->rep == REP_NONE) {
+		/* Closed before an answer (drain, removed user): a request always
+		 * gets one, sent best-effort. */
+		uint8_t out[SOCKS5_REPLY_MAX];
+		size_t n = socks5_reply_encode(out, SOCKS5_REP_GENERAL_FAILURE, NULL);
+		if (!s->down)
+			(void)send(s->cfd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+		s->rep = SOCKS5_REP_GENERAL_FAILURE;
+		shm_count(wk->slot, (enum shm_counter)(M_REPLY_0 + s->rep), 1);
+	}
 	if (s->requested)
 		access_log(s);
 	if (s->phase == PH_RELAY)
@@ -824,7 +857,7 @@ static void finalize(struct session *s)
 	if (s->user_slot >= 0)
 		__atomic_fetch_sub(&wk->slot->user_conns[s->user_slot], 1, __ATOMIC_RELAXED);
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
-	auth_cancel(s->auth_job);
+	auth_cancel(wk->auth, s->auth_job);
 	resolver_cancel(s->query);
 	loop_timer_stop(&s->timer);
 	loop_timer_stop(&s->ctimer);
@@ -869,6 +902,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	s->cfd = fd;
 	s->tfd = -1;
 	s->user_slot = -1;
+	s->rep = REP_NONE;
 	s->peer = *peer;
 	s->start_ms = wk->loop.now;
 	s->phase = PH_GREETING;

@@ -66,26 +66,35 @@ static void accept_enable(struct worker *wk, bool on)
 {
 	if (wk->accepting == on)
 		return;
+	bool failed = false;
 	for (size_t i = 0; i < wk->nlisteners; i++) {
 		struct listener *ls = &wk->listeners[i];
-		if (on) {
-			/* EPOLLEXCLUSIVE: one worker is woken per connection, not all. */
-			if (loop_watch_add(&wk->loop, &ls->w, ls->fd, EPOLLIN | EPOLLEXCLUSIVE, on_accept,
-			                   wk) < 0)
-				log_error("cannot watch a listening socket: %s", strerror(errno));
-		} else {
+		if (!on) {
 			loop_watch_del(&wk->loop, &ls->w);
+			continue;
+		}
+		/* EPOLLEXCLUSIVE: one worker is woken per connection, not all. */
+		int rc = loop_watch_active(&ls->w) ? 0
+		                                    : loop_watch_add(&wk->loop, &ls->w, ls->fd,
+		                                                     EPOLLIN | EPOLLEXCLUSIVE, on_accept, wk);
+		if (rc < 0) {
+			log_error("cannot watch a listening socket: %s; retrying", strerror(-rc));
+			failed = true;
 		}
 	}
 	wk->accepting = on;
+	if (failed)
+		loop_timer_start_at(&wk->misc_tl, &wk->accept_timer, wk->loop.now + ACCEPT_PAUSE_MS);
 }
 
 static void on_accept_resume(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct worker *wk = t->data;
-	if (!wk->draining)
+	if (!wk->draining) {
+		wk->accepting = false;
 		accept_enable(wk, true);
+	}
 }
 
 static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
@@ -130,14 +139,17 @@ static void apply_settings(struct worker *wk)
 	struct settings old = wk->cfg;
 	wk->cfg_gen = shm_settings_read(wk->seg, &wk->cfg);
 	log_set_level((enum log_level)wk->cfg.log_level);
-	loop_tlist_set(&wk->handshake_tl, (int64_t)wk->cfg.handshake_timeout_s * 1000);
-	loop_tlist_set(&wk->connect_tl, (int64_t)wk->cfg.connect_timeout_s * 1000);
-	loop_tlist_set(&wk->idle_tl, (int64_t)wk->cfg.idle_timeout_s * 1000);
+	loop_tlist_set(&wk->loop, &wk->handshake_tl, (int64_t)wk->cfg.handshake_timeout_s * 1000);
+	loop_tlist_set(&wk->loop, &wk->connect_tl, (int64_t)wk->cfg.connect_timeout_s * 1000);
+	loop_tlist_set(&wk->loop, &wk->idle_tl, (int64_t)wk->cfg.idle_timeout_s * 1000);
 	if (old.buffer_size != wk->cfg.buffer_size)
 		free_bufs(wk);
-	if (wk->resolver && strcmp(old.dns_server, wk->cfg.dns_server) != 0 &&
-	    resolver_set_servers(wk->resolver, wk->cfg.dns_server) < 0)
-		log_error("invalid DNS servers '%s'", wk->cfg.dns_server);
+	if (wk->resolver && strcmp(old.dns_server, wk->cfg.dns_server) != 0) {
+		if (!wk->cfg.dns_server[0])
+			log_warn("dns-server removed: /etc/resolv.conf is read again at the next start");
+		else if (resolver_set_servers(wk->resolver, wk->cfg.dns_server) < 0)
+			log_error("invalid DNS servers '%s'", wk->cfg.dns_server);
+	}
 }
 
 static void drain_done(struct worker *wk)
@@ -247,15 +259,17 @@ static void before_sleep(struct loop *l, void *arg)
 
 static int setup(struct worker *wk, const struct worker_args *a)
 {
-	int rc = loop_init(&wk->loop);
-	if (rc < 0)
-		return rc;
 	wk->seg = a->seg;
 	wk->index = a->index;
 	wk->slot = &a->seg->slots[a->index];
 	wk->ctrl_fd = a->ctrl_fd;
 	wk->sig_fd = -1;
 	wk->sessions.next = wk->sessions.prev = &wk->sessions;
+	for (size_t i = 0; i < a->nlisten; i++)
+		wk->listeners[wk->nlisteners++].fd = a->listen_fds[i];
+	int rc = loop_init(&wk->loop);
+	if (rc < 0)
+		return rc;
 	loop_tlist_init(&wk->loop, &wk->handshake_tl, 1);
 	loop_tlist_init(&wk->loop, &wk->connect_tl, 1);
 	loop_tlist_init(&wk->loop, &wk->idle_tl, 1);
@@ -280,8 +294,6 @@ static int setup(struct worker *wk, const struct worker_args *a)
 		return rc;
 	if ((rc = auth_new(&wk->loop, &wk->auth)) < 0)
 		return rc;
-	for (size_t i = 0; i < a->nlisten; i++)
-		wk->listeners[wk->nlisteners++].fd = a->listen_fds[i];
 	accept_enable(wk, true);
 	return 0;
 }

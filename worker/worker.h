@@ -51,6 +51,7 @@ struct worker {
 	bool accepting;
 	bool draining;
 	int64_t last_accept_warn;
+	int64_t last_auth_busy_warn;
 
 	struct loop_tlist handshake_tl; /* greeting to reply */
 	struct loop_tlist connect_tl;   /* one connect attempt */
