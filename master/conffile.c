@@ -1,10 +1,16 @@
 /* The configuration file: "key = value" lines, '#' comments. */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../shared/log.h"
+#include <stdbool.h>
+
 #include "options.h"
 
 #define CONF_LINE_MAX 4096
@@ -99,4 +105,91 @@ int conffile_load(const char *path, struct settings *s, struct user_list *users)
 		return -EIO;
 	}
 	return errors ? -EINVAL : 0;
+}
+
+static bool is_user_line(const char *line)
+{
+	while (*line == ' ' || *line == '\t')
+		line++;
+	const char *keys[] = {"user", "admin"};
+	for (int i = 0; i < 2; i++) {
+		size_t n = strlen(keys[i]);
+		if (strncmp(line, keys[i], n) != 0)
+			continue;
+		const char *p = line + n;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '=')
+			return true;
+	}
+	return false;
+}
+
+static int write_users(FILE *out, const struct user_list *users)
+{
+	for (size_t i = 0; i < users->n; i++)
+		if (fprintf(out, "%s = %s:%s\n", users->v[i].admin ? "admin" : "user", users->v[i].name,
+		            users->v[i].hash) < 0)
+			return -EIO;
+	return 0;
+}
+
+int conffile_save_users(const char *path, const struct user_list *users)
+{
+	FILE *in = fopen(path, "re");
+	if (!in)
+		return -errno;
+	struct stat st;
+	if (fstat(fileno(in), &st) < 0) {
+		int e = errno;
+		fclose(in);
+		return -e;
+	}
+	char tmp[4096];
+	snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
+	FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
+	if (!out) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		fclose(in);
+		return -e;
+	}
+	char line[CONF_LINE_MAX];
+	bool written = false;
+	int rc = 0;
+	/* The users take the place of the first user line; other lines stay. */
+	while (rc == 0 && fgets(line, sizeof line, in)) {
+		if (is_user_line(line)) {
+			if (!written)
+				rc = write_users(out, users);
+			written = true;
+			continue;
+		}
+		if (fputs(line, out) < 0)
+			rc = -EIO;
+	}
+	if (rc == 0 && !written)
+		rc = write_users(out, users);
+	fclose(in);
+	if (rc == 0 && (fflush(out) != 0 || fsync(fileno(out)) != 0))
+		rc = -errno;
+	if (fclose(out) != 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -errno;
+	if (rc != 0) {
+		unlink(tmp);
+		return rc;
+	}
+	/* Make the rename itself durable. */
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s", path);
+	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	return 0;
 }

@@ -46,8 +46,8 @@ int main(int argc, char **argv)
 		return hash_password();
 	}
 	struct settings s;
-	struct user_list users;
-	int rc = options_effective(&o, &s, &users);
+	struct user_list users, file_users;
+	int rc = options_effective(&o, &s, &users, &file_users);
 	if (rc < 0) {
 		options_free(&o);
 		return rc == -EINVAL ? EXIT_CONFIG : EXIT_NOINPUT;
@@ -56,9 +56,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "socks5d: out of memory\n");
 		status = EXIT_OSERR;
 	} else {
-		status = master_run(&o, &s, &users);
+		status = master_run(&o, &s, &users, &file_users);
 	}
 	user_list_free(&users);
+	user_list_free(&file_users);
 	options_free(&o);
 	log_shutdown(2000);
 	return status;

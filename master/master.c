@@ -15,9 +15,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "../admin/pipo.h"
+#include "../shared/clock.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "../worker/worker.h"
+#include "admin.h"
 
 #define LISTEN_BACKLOG 4096
 /* A worker that dies sooner than this after its start counts as a crash loop. */
@@ -29,6 +32,7 @@
 struct wslot {
 	pid_t pid;
 	int ctrl_fd;
+	struct loop_watch ctrl_w;
 	bool wanted;
 	unsigned quick_deaths;
 	int64_t started;
@@ -50,6 +54,9 @@ struct master {
 	struct wslot workers[SHM_MAX_WORKERS];
 	struct loop_tlist misc_tl;
 	struct loop_timer kill_timer;
+	struct admin *admin;
+	struct user_list file_users; /* the users the configuration file holds */
+	uint8_t *ctrl_buf;           /* one worker answer */
 	bool draining;
 	bool is_child; /* this process is a forked worker unwinding to main() */
 	int child_status;
@@ -167,6 +174,22 @@ static void notify_workers(struct master *m, enum ctrl_type type)
 
 static void spawn(struct master *m, uint32_t i);
 
+static void on_worker_ctrl(struct loop *l, struct loop_watch *lw, uint32_t events)
+{
+	(void)l;
+	(void)events;
+	struct wslot *w = lw->data;
+	struct master *m = w->m;
+	size_t cap = sizeof(struct ctrl_msg) + PIPO_SESSIONS_PAGE_MAX * sizeof(struct pipo_session);
+	for (int i = 0; i < 64; i++) {
+		ssize_t n = recv(w->ctrl_fd, m->ctrl_buf, cap, MSG_DONTWAIT);
+		if (n <= 0)
+			return; /* EOF: the worker is gone, SIGCHLD tells the rest */
+		if (m->admin)
+			admin_worker_msg(m->admin, (uint32_t)(w - m->workers), m->ctrl_buf, (size_t)n);
+	}
+}
+
 static void on_respawn(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
@@ -185,7 +208,10 @@ static void spawn(struct master *m, uint32_t i)
 		return;
 	}
 	(void)log_flush();
+	admin_before_fork(m->admin);
 	pid_t pid = fork();
+	if (pid != 0)
+		admin_after_fork(m->admin);
 	if (pid < 0) {
 		log_error("worker %u: fork: %s", i, strerror(errno));
 		close(sv[0]);
@@ -198,6 +224,13 @@ static void spawn(struct master *m, uint32_t i)
 		 * unwind to main() so that everything is freed on the way out. */
 		log_after_fork();
 		close(sv[0]);
+		/* The epoll instance is shared with the master: close it before
+		 * anything below deletes a watch, which would delete the
+		 * master's registration. */
+		close(m->loop.epfd);
+		m->loop.epfd = -1;
+		admin_forget(m->admin);
+		m->admin = NULL;
 		for (uint32_t j = 0; j < SHM_MAX_WORKERS; j++) {
 			if (m->workers[j].ctrl_fd >= 0)
 				close(m->workers[j].ctrl_fd);
@@ -205,8 +238,6 @@ static void spawn(struct master *m, uint32_t i)
 		}
 		close(m->sig_fd);
 		m->sig_fd = -1;
-		close(m->loop.epfd);
-		m->loop.epfd = -1;
 		struct worker_args a = {
 		    .index = i,
 		    .seg = m->seg,
@@ -224,6 +255,8 @@ static void spawn(struct master *m, uint32_t i)
 	w->pid = pid;
 	w->ctrl_fd = sv[0];
 	w->started = m->loop.now;
+	if (loop_watch_add(&m->loop, &w->ctrl_w, w->ctrl_fd, EPOLLIN, on_worker_ctrl, w) < 0)
+		log_warn("worker %u: cannot watch its control socket", i);
 	log_debug("worker %u started: pid %d", i, (int)pid);
 }
 
@@ -240,6 +273,7 @@ static void reap(struct master *m)
 			continue;
 		struct wslot *w = &m->workers[i];
 		w->pid = 0;
+		loop_watch_del(&m->loop, &w->ctrl_w);
 		close(w->ctrl_fd);
 		w->ctrl_fd = -1;
 		shm_worker_retire(m->seg, i);
@@ -304,26 +338,29 @@ static void set_worker_count(struct master *m, uint32_t n)
 
 /* ---- signals ------------------------------------------------------------ */
 
-static void reload(struct master *m)
+int master_reload(struct master *m)
 {
 	if (!m->opts->config_path) {
-		log_info("SIGHUP: no configuration file to reload");
-		return;
+		log_info("reload: no configuration file");
+		return -ENOENT;
 	}
 	struct settings s;
-	struct user_list users;
-	int rc = options_effective(m->opts, &s, &users);
+	struct user_list users, file_users;
+	int rc = options_effective(m->opts, &s, &users, &file_users);
 	if (rc == 0 && users.n > SHM_MAX_USERS) {
 		log_error("%s: %zu users, more than the %d the users table holds",
 		          m->opts->config_path, users.n, SHM_MAX_USERS);
 		user_list_free(&users);
+		user_list_free(&file_users);
 		rc = -EINVAL;
 	}
 	if (rc < 0) {
 		log_error("configuration %s not reloaded: keeping the running configuration",
 		          m->opts->config_path);
-		return;
+		return -EINVAL;
 	}
+	user_list_free(&m->file_users);
+	m->file_users = file_users;
 	if (s.port != m->cfg.port || s.nlisten != m->cfg.nlisten ||
 	    memcmp(s.listen, m->cfg.listen, sizeof s.listen) != 0)
 		log_warn("listening addresses changed: they take effect at the next start");
@@ -339,9 +376,10 @@ static void reload(struct master *m)
 	notify_workers(m, CTRL_CONFIG);
 	set_worker_count(m, s.workers);
 	if (m->is_child)
-		return;
+		return 0;
 	log_info("configuration %s reloaded (%u users)", m->opts->config_path,
 	         shm_user_count(m->seg));
+	return 0;
 }
 
 static void on_kill_timer(struct loop *l, struct loop_timer *t)
@@ -383,7 +421,7 @@ static void on_signal(struct loop *l, struct loop_watch *w, uint32_t events)
 			break;
 		case SIGHUP:
 			if (!m->draining)
-				reload(m);
+				(void)master_reload(m);
 			break;
 		case SIGTERM:
 		case SIGINT:
@@ -411,6 +449,97 @@ static void before_sleep(struct loop *l, void *arg)
 		else if (!(want & (1u << i)) && loop_watch_active(w))
 			loop_watch_del(l, w);
 	}
+}
+
+/* ---- for the admin handlers --------------------------------------------- */
+
+struct shm_segment *master_segment(struct master *m)
+{
+	return m->seg;
+}
+
+const struct settings *master_settings(struct master *m)
+{
+	return &m->cfg;
+}
+
+void master_apply(struct master *m, const struct settings *s)
+{
+	m->cfg = *s;
+	log_set_level((enum log_level)s->log_level);
+	shm_settings_publish(m->seg, s);
+	notify_workers(m, CTRL_CONFIG);
+}
+
+int master_worker_send(struct master *m, uint32_t index, const struct ctrl_msg *msg)
+{
+	if (index >= SHM_MAX_WORKERS)
+		return -ESRCH;
+	struct wslot *w = &m->workers[index];
+	if (w->pid <= 0 || w->ctrl_fd < 0)
+		return -ESRCH;
+	if (send(w->ctrl_fd, msg, sizeof *msg, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		return -errno;
+	return 0;
+}
+
+int master_user_change(struct master *m, enum master_user_op op, const char *name,
+                       const char *pass, bool admin, bool *persisted)
+{
+	struct shm_user u;
+	bool exists = shm_user_get(m->seg, name, &u) >= 0;
+	explicit_bzero(u.hash, sizeof u.hash);
+	*persisted = false;
+	if (op == MASTER_USER_ADD && exists)
+		return PIPO_E_EXISTS;
+	if (op != MASTER_USER_ADD && !exists)
+		return PIPO_E_NOT_FOUND;
+	if (strlen(name) > SHM_USER_NAME_MAX)
+		return PIPO_E_INVALID;
+	char hash[PWHASH_MAX] = "";
+	if (op != MASTER_USER_DEL) {
+		/* One yescrypt hash (tens of ms) on the master's loop: admin
+		 * changes are rare and one at a time per session. */
+		if (pwhash_make(pass, hash) < 0)
+			return PIPO_E_SERVER;
+		admin = op == MASTER_USER_ADD ? admin : u.admin != 0;
+	}
+	int rc = op == MASTER_USER_DEL ? shm_user_del(m->seg, name)
+	                               : shm_user_put(m->seg, name, hash, admin);
+	if (rc == -ENOSPC)
+		return PIPO_E_FULL;
+	if (rc < 0)
+		return PIPO_E_INVALID;
+	log_info("admin: user '%s' %s", name,
+	         op == MASTER_USER_ADD ? "added" : op == MASTER_USER_DEL ? "deleted" : "password changed");
+	/* Workers close the sessions of users that no longer exist. */
+	if (op == MASTER_USER_DEL)
+		notify_workers(m, CTRL_CONFIG);
+	if (!m->opts->config_path)
+		return PIPO_OK;
+	struct user_list next = {0};
+	for (size_t i = 0; i < m->file_users.n; i++) {
+		const struct user_spec *f = &m->file_users.v[i];
+		if (strcmp(f->name, name) == 0)
+			continue;
+		if (user_list_add(&next, f->name, f->hash, f->admin) < 0)
+			goto fail;
+	}
+	if (op != MASTER_USER_DEL && user_list_add(&next, name, hash, admin) < 0)
+		goto fail;
+	rc = conffile_save_users(m->opts->config_path, &next);
+	if (rc < 0) {
+		log_error("cannot write the users to %s: %s", m->opts->config_path, strerror(-rc));
+		user_list_free(&next);
+		return PIPO_OK;
+	}
+	user_list_free(&m->file_users);
+	m->file_users = next;
+	*persisted = true;
+	return PIPO_OK;
+fail:
+	user_list_free(&next);
+	return PIPO_E_SERVER;
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -465,6 +594,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		m->shm_name[0] = '\0';
 		return rc;
 	}
+	m->seg->started_ms = (uint64_t)clock_ms();
 	shm_settings_publish(m->seg, s);
 	if (users->n > SHM_MAX_USERS) {
 		log_error("%zu users, more than the %d the users table holds", users->n, SHM_MAX_USERS);
@@ -474,11 +604,24 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		return -EINVAL;
 	if ((rc = open_listeners(m)) < 0)
 		return rc;
+	m->ctrl_buf = malloc(sizeof(struct ctrl_msg) +
+	                     PIPO_SESSIONS_PAGE_MAX * sizeof(struct pipo_session));
+	if (!m->ctrl_buf)
+		return -ENOMEM;
+	if ((rc = admin_open(m, &m->loop, &m->admin)) < 0)
+		log_error("administration is off: %s", strerror(-rc));
 	return 0;
 }
 
 static void teardown(struct master *m)
 {
+	if (m->is_child)
+		admin_forget(m->admin);
+	else
+		admin_close(m->admin);
+	m->admin = NULL;
+	free(m->ctrl_buf);
+	user_list_free(&m->file_users);
 	close_listeners(m);
 	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
 		if (m->workers[i].ctrl_fd >= 0)
@@ -490,12 +633,20 @@ static void teardown(struct master *m)
 		shm_destroy(m->is_child ? NULL : (m->shm_name[0] ? m->shm_name : NULL), m->seg);
 }
 
-int master_run(const struct options *o, const struct settings *s, const struct user_list *users)
+int master_run(const struct options *o, const struct settings *s, const struct user_list *users,
+               const struct user_list *file_users)
 {
 	struct master *m = calloc(1, sizeof *m);
 	if (!m)
 		return EXIT_OSERR;
 	m->opts = o;
+	for (size_t i = 0; i < file_users->n; i++)
+		if (user_list_add(&m->file_users, file_users->v[i].name, file_users->v[i].hash,
+		                  file_users->v[i].admin) < 0) {
+			user_list_free(&m->file_users);
+			free(m);
+			return EXIT_OSERR;
+		}
 	int status = 0;
 	int rc = setup(m, s, users);
 	if (rc < 0) {

@@ -11,6 +11,29 @@
 
 /* Run until drained.  Returns the exit status, in the master and (after
  * its worker ends) in each forked worker, which unwinds to main(). */
-int master_run(const struct options *o, const struct settings *s, const struct user_list *users);
+int master_run(const struct options *o, const struct settings *s, const struct user_list *users,
+               const struct user_list *file_users);
 
 #endif
+
+/* ---- what the admin handlers need from the master (master/admin.c) ---- */
+
+struct master;
+struct shm_segment;
+struct ctrl_msg;
+
+enum master_user_op { MASTER_USER_ADD, MASTER_USER_DEL, MASTER_USER_PASSWD };
+
+struct shm_segment *master_segment(struct master *m);
+const struct settings *master_settings(struct master *m);
+/* Publish settings changed at runtime and tell the workers. */
+void master_apply(struct master *m, const struct settings *s);
+/* Reload the configuration file as SIGHUP does: 0, -ENOENT without a file,
+ * -EINVAL when it is invalid (nothing changed). */
+int master_reload(struct master *m);
+/* Change users at runtime; persisted to the configuration file when there
+ * is one.  Returns a pipo status. */
+int master_user_change(struct master *m, enum master_user_op op, const char *name,
+                       const char *pass, bool admin, bool *persisted);
+/* Send to worker index; -ESRCH when it is not running. */
+int master_worker_send(struct master *m, uint32_t index, const struct ctrl_msg *msg);

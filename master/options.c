@@ -28,6 +28,7 @@ enum {
 	OPT_NO_FALLBACK,
 	OPT_DNS_SERVER,
 	OPT_HASH,
+	OPT_ADMIN_SOCKET,
 };
 
 static const struct option longopts[] = {
@@ -63,6 +64,7 @@ static const struct option longopts[] = {
 	{"no-dns-fallback", no_argument, NULL, OPT_NO_FALLBACK},
 	{"dns-server", required_argument, NULL, OPT_DNS_SERVER},
 	{"hash-password", no_argument, NULL, OPT_HASH},
+	{"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
 	{NULL, 0, NULL, 0},
 };
 
@@ -77,6 +79,8 @@ static const char usage_text[] =
     "  -p, --port PORT            SOCKS port (default 1080)\n"
     "  -L, --admin-addr ADDR      administration (SCTP) address (default 127.0.0.1)\n"
     "  -P, --admin-port PORT      administration (SCTP) port (default 8080)\n"
+    "      --admin-socket PATH    administration unix socket (default:\n"
+    "                             $RUNTIME_DIRECTORY, /run/socks5d or ./socks5d.sock)\n"
     "  -u, --user USER:PASS       add a proxy user, repeatable\n"
     "  -a, --admin USER:PASS      add an administrator, repeatable\n"
     "  -N, --no-dissectors        disable the password dissectors\n"
@@ -231,6 +235,7 @@ int options_parse(struct options *o, int argc, char **argv)
 		case OPT_NO_FALLBACK: rc = set(o, optname, "dns-fallback", "no"); break;
 		case OPT_DNS_SERVER: rc = set(o, optname, "dns-server", optarg); break;
 		case OPT_HASH: o->hash_password = true; break;
+		case OPT_ADMIN_SOCKET: rc = set(o, optname, "admin-socket", optarg); break;
 		case ':':
 			rc = bad(optname, "requires a value");
 			break;
@@ -249,22 +254,33 @@ void options_free(struct options *o)
 	user_list_free(&o->cli_users);
 }
 
-int options_effective(const struct options *o, struct settings *s, struct user_list *users)
+int options_effective(const struct options *o, struct settings *s, struct user_list *users,
+                      struct user_list *file_users)
 {
 	settings_defaults(s);
 	memset(users, 0, sizeof *users);
+	if (file_users)
+		memset(file_users, 0, sizeof *file_users);
 	if (o->config_path) {
 		int rc = conffile_load(o->config_path, s, users);
 		if (rc < 0) {
 			user_list_free(users);
 			return rc;
 		}
+		for (size_t i = 0; file_users && i < users->n; i++)
+			if (user_list_add(file_users, users->v[i].name, users->v[i].hash, users->v[i].admin) < 0) {
+				user_list_free(users);
+				user_list_free(file_users);
+				return -ENOMEM;
+			}
 	}
 	settings_overlay(s, &o->cli, o->cli_mask);
 	for (size_t i = 0; i < o->cli_users.n; i++) {
 		const struct user_spec *u = &o->cli_users.v[i];
 		if (user_list_add(users, u->name, u->hash, u->admin) < 0) {
 			user_list_free(users);
+			if (file_users)
+				user_list_free(file_users);
 			return -ENOMEM;
 		}
 	}

@@ -54,8 +54,15 @@ void user_list_free(struct user_list *l);
  * negative errno when the file cannot be read, or -EINVAL when invalid. */
 int conffile_load(const char *path, struct settings *s, struct user_list *users);
 
+/* Rewrite the users of the configuration file (user = / admin = lines) as
+ * `users`, keeping every other line: a temporary file beside it, fsync,
+ * rename.  0 or a negative errno. */
+int conffile_save_users(const char *path, const struct user_list *users);
+
 /* The settings and users in force: defaults, then the file, then the
- * command line.  Returns 0 or the conffile_load error. */
-int options_effective(const struct options *o, struct settings *s, struct user_list *users);
+ * command line.  file_users (may be NULL) receives the users of the file
+ * alone.  Returns 0 or the conffile_load error. */
+int options_effective(const struct options *o, struct settings *s, struct user_list *users,
+                      struct user_list *file_users);
 
 #endif

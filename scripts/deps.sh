@@ -5,7 +5,8 @@ set -eu
 
 PKGS="make gcc clang libclang-rt-14-dev pkg-config libc-ares-dev libcurl4-openssl-dev libssl-dev
 libcrypt-dev libsctp-dev lksctp-tools libcmocka-dev libedit-dev
-nginx-light dnsmasq-base curl python3 python3-pytest python3-socks iproute2 util-linux"
+dovecot-pop3d dovecot-imapd dovecot-submissiond vsftpd libpam-pwdfile apache2-utils openssl
+nginx-light dnsmasq-base dnsdist unbound knot-resolver knot-resolver-module-http curl python3 python3-pytest python3-socks iproute2 util-linux"
 
 missing=""
 for p in $PKGS; do

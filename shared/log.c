@@ -146,11 +146,10 @@ static void outq_push(struct outq *q, const char *line, size_t len)
 		q->dropped_unreported++;
 		return;
 	}
-	int was_empty = q->len == 0;
+	/* Written by log_flush(), which the loop calls once per iteration:
+	 * one write for all the lines of a batch of events. */
 	memcpy(q->buf + q->len, line, len);
 	q->len += len;
-	if (was_empty)
-		(void)outq_flush(q);
 }
 
 static void report_drops(void)

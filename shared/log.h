@@ -45,7 +45,8 @@ void log_record(const char *line, size_t len);
  * parent still owns and writes. */
 void log_after_fork(void);
 
-/* Write what can be written now.  Returns a bitmask of (1 << stream) for
+/* Write what can be written now (each loop calls this before it waits).
+ * Returns a bitmask of (1 << stream) for
  * streams that still hold data and want a writability event. */
 unsigned log_flush(void);
 int log_fd(enum log_stream s);

@@ -28,7 +28,14 @@ int pwhash_make(const char *password, char out[PWHASH_MAX])
 
 bool pwhash_is_hash(const char *text)
 {
-	return text[0] == '$' && strlen(text) < PWHASH_MAX && crypt_checksalt(text) == CRYPT_SALT_OK;
+	if (text[0] != '$' || strlen(text) >= PWHASH_MAX || crypt_checksalt(text) != CRYPT_SALT_OK)
+		return false;
+	/* crypt_checksalt accepts a bare setting ("$y$j9T$salt"); a hash also
+	 * has its digest after the last '$': at least 22 characters of the
+	 * crypt alphabet (the shortest digest, bcrypt's, has 31). */
+	const char *digest = strrchr(text, '$') + 1;
+	size_t n = strlen(digest);
+	return n >= 22 && strspn(digest, "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") == n;
 }
 
 bool pwhash_verify(const char *password, const char *hash)

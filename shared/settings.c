@@ -52,6 +52,10 @@ static const struct desc descs[] = {
 	{"doh-url", K_URL, F(doh_url), 0, 0, NULL},
 	{"doh-ca-file", K_STR, F(doh_ca_file), 1, 0, NULL},
 	{"dns-server", K_SERVERS, F(dns_server), 0, 0, NULL},
+	{"dns-cache-size", K_U32, F(dns_cache_size), 0, 1048576, NULL},
+	{"dns-timeout", K_U32, F(dns_timeout_s), 1, 60, NULL},
+	{"doh-connections", K_U32, F(doh_connections), 1, 64, NULL},
+	{"admin-socket", K_STR, F(admin_socket), 1, 0, NULL},
 };
 
 #define NDESCS (sizeof descs / sizeof descs[0])
@@ -84,6 +88,9 @@ void settings_defaults(struct settings *s)
 	strcpy(s->doh_host, "localhost");
 	strcpy(s->doh_path, "/getnsrecord");
 	strcpy(s->doh_query, "?dns=");
+	s->dns_cache_size = 4096;
+	s->dns_timeout_s = 5;
+	s->doh_connections = 4;
 }
 
 static int parse_u32(const char *v, uint32_t min, uint32_t max, uint32_t *out)

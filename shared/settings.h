@@ -27,6 +27,9 @@ struct settings {
 	uint32_t idle_timeout_s;
 	uint32_t grace_s;
 	uint32_t buffer_size;
+	uint32_t dns_cache_size;  /* DNS cache entries per worker */
+	uint32_t dns_timeout_s;   /* lookup timeout */
+	uint32_t doh_connections; /* DoH keep-alive connections per worker */
 	uint8_t idle_cleanup;
 	uint8_t dissectors;
 	uint8_t anonymous; /* enum anon_policy */
@@ -46,6 +49,7 @@ struct settings {
 	char doh_url[1024];
 	char doh_ca_file[1024];
 	char dns_server[256]; /* c-ares servers, "" = /etc/resolv.conf */
+	char admin_socket[108]; /* unix-domain admin socket, "" = the default place */
 };
 
 /* Defaults; workers is the number of online CPUs (capped). */

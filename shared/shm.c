@@ -166,6 +166,9 @@ int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bo
 		memcpy(u->hash, hash, strlen(hash) + 1);
 		u->admin = admin;
 		u->cred_gen = 1;
+		/* The slot may have served a deleted user: count from here. */
+		for (int d = 0; d < 2; d++)
+			u->bytes_base[d] = shm_user_bytes_sum(seg, (uint32_t)slot, d);
 		u->used = 1;
 		__atomic_store_n(&u->id, seg->next_user_id++, __ATOMIC_RELAXED);
 		__atomic_store_n(&seg->nusers, seg->nusers + 1, __ATOMIC_RELAXED);
@@ -236,9 +239,25 @@ uint64_t shm_user_conns_sum(const struct shm_segment *seg, uint32_t user_slot)
 	return n;
 }
 
+uint64_t shm_user_bytes_sum(const struct shm_segment *seg, uint32_t user_slot, int dir)
+{
+	uint64_t n = __atomic_load_n(&seg->retired_user_bytes[user_slot][dir], __ATOMIC_RELAXED);
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		n += __atomic_load_n(&seg->slots[i].user_bytes[user_slot][dir], __ATOMIC_RELAXED);
+	return n;
+}
+
 void shm_worker_retire(struct shm_segment *seg, uint32_t index)
 {
 	struct shm_worker_slot *w = &seg->slots[index];
+	/* Its sessions died with it: they no longer count as open. */
+	__atomic_sub_fetch(&seg->conns_now, __atomic_load_n(&w->gauges[G_CONN_CURRENT], __ATOMIC_RELAXED),
+	                   __ATOMIC_RELAXED);
+	for (uint32_t u = 0; u < SHM_MAX_USERS; u++)
+		for (int d = 0; d < 2; d++) {
+			seg->retired_user_bytes[u][d] += w->user_bytes[u][d];
+			w->user_bytes[u][d] = 0;
+		}
 	for (int c = 0; c < M_COUNTERS; c++) {
 		__atomic_fetch_add(&seg->retired[c], __atomic_load_n(&w->counters[c], __ATOMIC_RELAXED),
 		                   __ATOMIC_RELAXED);

@@ -23,7 +23,7 @@
 #include "settings.h"
 
 #define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
-#define SHM_LAYOUT_VERSION 1u
+#define SHM_LAYOUT_VERSION 2u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
@@ -34,6 +34,7 @@ struct shm_user {
 	uint32_t admin;
 	uint64_t id;       /* unique for the life of the segment; 0 = none */
 	uint64_t cred_gen; /* changes whenever the password changes */
+	uint64_t bytes_base[2]; /* per-user byte sums when the user was added */
 	char name[SHM_USER_NAME_MAX + 1];
 	char hash[SHM_HASH_MAX];
 };
@@ -51,7 +52,17 @@ enum shm_counter {
 	M_DNS_LOOKUPS,
 	M_DNS_FAILURES,
 	M_LOG_DROPPED,      /* absolute, copied from log_dropped_total() */
-	M_REPLY_0,          /* M_REPLY_0 + code, codes 0..8 */
+	M_CREDENTIALS,      /* credential records written by the dissectors */
+	M_DNS_CACHE_HITS,   /* lookups answered from the DoH cache */
+	M_DNS_COALESCED,    /* lookups that joined a query in flight */
+	M_DOH_QUERIES,      /* DoH requests sent (A and AAAA count apart) */
+	M_DOH_FAILURES,     /* DoH exchanges that failed (transport, HTTP, body) */
+	M_DNS_FALLBACKS,    /* lookups resolved through classic DNS instead of DoH */
+	M_DOH_OUTAGES,      /* DoH endpoint found unusable (one per outage) */
+	M_DNS_TIMEOUTS,     /* lookups that ran out of time */
+	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
+	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
+	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */
 	M_COUNTERS = M_REPLY_0 + 9,
 };
 
@@ -68,6 +79,7 @@ struct shm_worker_slot {
 	uint64_t counters[M_COUNTERS];
 	uint64_t gauges[G_GAUGES];
 	uint32_t user_conns[SHM_MAX_USERS]; /* current sessions per user slot */
+	uint64_t user_bytes[SHM_MAX_USERS][2]; /* per user slot: up, down (since the slot's start) */
 };
 
 struct shm_segment {
@@ -77,6 +89,10 @@ struct shm_segment {
 	int32_t master_pid;
 	uint32_t nworkers;
 	uint64_t worker_restarts;
+	uint64_t started_ms;   /* the master's start, monotonic */
+	uint64_t conns_now;    /* sessions open in all workers (atomic) */
+	uint64_t conns_max;    /* the largest conns_now seen */
+	uint32_t admin_sessions;
 
 	pthread_mutex_t settings_lock;
 	uint64_t settings_gen;
@@ -90,6 +106,7 @@ struct shm_segment {
 
 	/* Historic counters of workers that have exited, folded in by the master. */
 	uint64_t retired[M_COUNTERS];
+	uint64_t retired_user_bytes[SHM_MAX_USERS][2];
 	struct shm_worker_slot slots[SHM_MAX_WORKERS];
 };
 
@@ -129,9 +146,31 @@ static inline void shm_gauge_add(struct shm_worker_slot *w, enum shm_gauge g, in
 	__atomic_store_n(&w->gauges[g], __atomic_load_n(&w->gauges[g], __ATOMIC_RELAXED) + (uint64_t)n,
 	                 __ATOMIC_RELAXED);
 }
+/* Upper bounds (microseconds) of the lookup latency buckets; the last
+ * bucket, M_DNS_LAT_END - 1, takes everything slower than the one before. */
+#define SHM_DNS_LAT_BOUNDS_US                                                                      \
+	{100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000, 3000000, 10000000, UINT64_MAX}
 uint64_t shm_counter_sum(const struct shm_segment *seg, enum shm_counter c);
 uint64_t shm_gauge_sum(const struct shm_segment *seg, enum shm_gauge g);
 uint64_t shm_user_conns_sum(const struct shm_segment *seg, uint32_t user_slot);
+
+/* A session opened or closed (any worker): keeps the global concurrency
+ * gauge and its maximum with two atomic operations, nothing per byte. */
+static inline void shm_conn_opened(struct shm_segment *seg)
+{
+	uint64_t now = __atomic_add_fetch(&seg->conns_now, 1, __ATOMIC_RELAXED);
+	uint64_t max = __atomic_load_n(&seg->conns_max, __ATOMIC_RELAXED);
+	while (now > max && !__atomic_compare_exchange_n(&seg->conns_max, &max, now, true,
+	                                                 __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		;
+}
+static inline void shm_conn_closed(struct shm_segment *seg)
+{
+	__atomic_sub_fetch(&seg->conns_now, 1, __ATOMIC_RELAXED);
+}
+
+/* Per-user bytes, from all workers (including those that exited). */
+uint64_t shm_user_bytes_sum(const struct shm_segment *seg, uint32_t user_slot, int dir);
 
 /* The master, after a worker exited: fold its counters into the retired
  * totals and clear its gauges so that nothing stays counted for it. */

@@ -155,11 +155,31 @@ int auth_new(struct loop *l, struct auth **out)
 	return 0;
 }
 
-void auth_free(struct auth *a)
+void auth_pause(struct auth *a)
 {
-	if (!a)
+	if (!a || !a->thread_started)
 		return;
-	if (a->thread_started) {
+	pthread_mutex_lock(&a->mu);
+	a->quit = true;
+	pthread_cond_signal(&a->cv);
+	pthread_mutex_unlock(&a->mu);
+	pthread_join(a->thread, NULL);
+	a->thread_started = false;
+	a->quit = false;
+}
+
+int auth_resume(struct auth *a)
+{
+	if (!a || a->thread_started)
+		return 0;
+	int rc = pthread_create(&a->thread, NULL, helper, a);
+	a->thread_started = rc == 0;
+	return -rc;
+}
+
+static void release(struct auth *a, bool forked)
+{
+	if (a->thread_started && !forked) {
 		pthread_mutex_lock(&a->mu);
 		a->quit = true;
 		pthread_cond_signal(&a->cv);
@@ -175,10 +195,26 @@ void auth_free(struct auth *a)
 		}
 	loop_watch_del(a->loop, &a->w);
 	close(a->efd);
-	pthread_mutex_destroy(&a->mu);
-	pthread_cond_destroy(&a->cv);
+	/* After fork the mutex and condition variable may record a thread
+	 * that does not exist here (destroying them could wait for it). */
+	if (!forked) {
+		pthread_mutex_destroy(&a->mu);
+		pthread_cond_destroy(&a->cv);
+	}
 	explicit_bzero(a, sizeof *a);
 	free(a);
+}
+
+void auth_free(struct auth *a)
+{
+	if (a)
+		release(a, false);
+}
+
+void auth_forget(struct auth *a)
+{
+	if (a)
+		release(a, true);
 }
 
 enum auth_result auth_check(struct auth *a, int slot, const struct shm_user *user, const char *pass,

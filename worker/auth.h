@@ -34,6 +34,15 @@ enum auth_result {
 
 int auth_new(struct loop *l, struct auth **out);
 void auth_free(struct auth *a);
+/* Stop the helper thread (after the check it is running) and start it
+ * again: a process that forks must have no other thread at that moment,
+ * or the child may inherit a lock (the allocator's) that nobody releases.
+ * Queued checks wait and go on after auth_resume. */
+void auth_pause(struct auth *a);
+int auth_resume(struct auth *a);
+/* In a process forked from the owner: free the memory and descriptors
+ * without the helper thread, which did not survive the fork. */
+void auth_forget(struct auth *a);
 
 /* user is NULL when the name is unknown (a dummy hash is still checked so
  * that timing does not reveal which names exist).  On AUTH_PENDING, cb runs

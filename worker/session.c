@@ -13,9 +13,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../admin/pipo.h"
+#include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "auth.h"
 #include "resolver.h"
+#include "sniff.h"
 #include "socks5.h"
 #include "worker.h"
 
@@ -68,6 +71,7 @@ struct session {
 	bool c_shut, t_shut; /* SHUT_WR sent to that side */
 	struct rbuf *up;     /* client -> target */
 	struct rbuf *down;   /* target -> client (replies during the handshake) */
+	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
 
 	struct loop_timer timer;  /* handshake, then idle, or linger */
 	struct loop_timer ctimer; /* current connect attempt */
@@ -95,6 +99,7 @@ static void on_target(struct loop *l, struct loop_watch *w, uint32_t events);
 static void handshake_step(struct session *s);
 static void try_next_address(struct session *s);
 static void relay(struct session *s);
+static void sniff_input(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n);
 
 static bool is_loopback(const struct sockaddr_storage *ss)
 {
@@ -623,6 +628,12 @@ static void connected(struct session *s)
 		memcpy(s->up->data, hs->in, hs->len);
 		s->up->last = hs->len;
 	}
+	/* The dissector setting as it is now applies to this session for good
+	 * (a SIGHUP changes it for new sessions only). */
+	if (s->wk->cfg.dissectors)
+		s->sniff = sniff_new();
+	if (s->sniff && hs->len)
+		sniff_input(s, SNIFF_UP, hs->in, hs->len);
 	free(s->hs);
 	s->hs = NULL;
 	s->phase = PH_RELAY;
@@ -673,6 +684,27 @@ static void try_next_address(struct session *s)
 
 /* ---- relay -------------------------------------------------------------- */
 
+/* A credential the server accepted: one P record on stdout. */
+static void cred_record(void *arg, const struct sniff_cred *c)
+{
+	struct session *s = arg;
+	char line[LOG_LINE_MAX];
+	int n = sniff_format(line, sizeof line, (int64_t)time(NULL), s->user, s->dest, s->dport, c);
+	if (n > 0)
+		log_record(line, (size_t)n);
+	shm_count(s->wk->slot, M_CREDENTIALS, 1);
+}
+
+/* Bytes just read from one side go to the dissector; when it has nothing
+ * more to find it is freed and the relay runs without it. */
+static void sniff_input(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n)
+{
+	if (sniff_feed(s->sniff, dir, p, n, cred_record, s) == SNIFF_DONE) {
+		sniff_free(s->sniff);
+		s->sniff = NULL;
+	}
+}
+
 /* Move bytes from src to dst through *bp.  Returns 0 or a negative errno. */
 static int pump(struct session *s, int src, bool *src_readable, bool src_hup, bool *src_eof, int dst,
                 bool *dst_writable, bool *dst_shut, struct rbuf **bp, uint64_t *total,
@@ -719,6 +751,9 @@ static int pump(struct session *s, int src, bool *src_readable, bool src_hup, bo
 			if (space > 0) {
 				ssize_t r = recv(src, b->data + b->last, space, 0);
 				if (r > 0) {
+					if (s->sniff)
+						sniff_input(s, counter == M_BYTES_UP ? SNIFF_UP : SNIFF_DOWN,
+						            b->data + b->last, (size_t)r);
 					b->last += (uint32_t)r;
 					progress = true;
 					/* A short read drained the socket, and new data raises a
@@ -754,6 +789,7 @@ static int pump(struct session *s, int src, bool *src_readable, bool src_hup, bo
 static void relay(struct session *s)
 {
 	bool moved = false;
+	uint64_t up0 = s->bytes_up, down0 = s->bytes_down;
 	int rc = pump(s, s->cfd, &s->c_readable, s->c_hup, &s->c_eof, s->tfd, &s->t_writable,
 	              &s->t_shut, &s->up, &s->bytes_up, M_BYTES_UP, &moved);
 	if (rc == 0)
@@ -763,8 +799,14 @@ static void relay(struct session *s)
 		finalize(s);
 		return;
 	}
-	if (moved)
+	if (moved) {
 		touch_idle(s);
+		if (s->user_slot >= 0) {
+			uint64_t *ub = s->wk->slot->user_bytes[s->user_slot];
+			__atomic_store_n(&ub[0], ub[0] + (s->bytes_up - up0), __ATOMIC_RELAXED);
+			__atomic_store_n(&ub[1], ub[1] + (s->bytes_down - down0), __ATOMIC_RELAXED);
+		}
+	}
 }
 
 /* ---- events ------------------------------------------------------------- */
@@ -857,6 +899,7 @@ static void finalize(struct session *s)
 	if (s->user_slot >= 0)
 		__atomic_fetch_sub(&wk->slot->user_conns[s->user_slot], 1, __ATOMIC_RELAXED);
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
+	shm_conn_closed(wk->seg);
 	auth_cancel(wk->auth, s->auth_job);
 	resolver_cancel(s->query);
 	loop_timer_stop(&s->timer);
@@ -872,6 +915,8 @@ static void finalize(struct session *s)
 	s->up = s->down = NULL;
 	free(s->hs);
 	s->hs = NULL;
+	sniff_free(s->sniff);
+	s->sniff = NULL;
 	s->link.prev->next = s->link.next;
 	s->link.next->prev = s->link.prev;
 	wk->nsessions--;
@@ -898,7 +943,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	socks5_greeting_init(&s->hs->greeting);
 	socks5_request_init(&s->hs->req);
 	s->wk = wk;
-	s->id = ++wk->next_session_id;
+	s->id = (uint64_t)(wk->index + 1) << CTRL_ID_SHIFT | ++wk->next_session_id;
 	s->cfd = fd;
 	s->tfd = -1;
 	s->user_slot = -1;
@@ -921,6 +966,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	wk->nsessions++;
 	shm_count(wk->slot, M_CONN_TOTAL, 1);
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, 1);
+	shm_conn_opened(wk->seg);
 	loop_timer_start(&wk->loop, &wk->handshake_tl, &s->timer);
 	return 0;
 }
@@ -944,4 +990,79 @@ void session_reconfigure(struct worker *wk)
 				touch_idle(s);
 		}
 	}
+}
+
+static uint8_t pipo_state(const struct session *s)
+{
+	switch (s->phase) {
+	case PH_RESOLVING:
+		return PIPO_SS_RESOLVING;
+	case PH_CONNECTING:
+		return PIPO_SS_CONNECTING;
+	case PH_RELAY:
+		return PIPO_SS_RELAY;
+	case PH_LINGER:
+		return PIPO_SS_CLOSING;
+	default:
+		return PIPO_SS_HANDSHAKE;
+	}
+}
+
+size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_session *out,
+                    bool *more)
+{
+	/* New sessions go to the head and ids grow, so walking from the tail
+	 * visits them in ascending id order. */
+	size_t n = 0;
+	*more = false;
+	for (struct list_node *p = wk->sessions.prev; p != &wk->sessions; p = p->prev) {
+		const struct session *s = (const struct session *)p;
+		if (s->id <= after)
+			continue;
+		if (n == max) {
+			*more = true;
+			break;
+		}
+		struct pipo_session *o = &out[n++];
+		memset(o, 0, sizeof *o);
+		o->id = s->id;
+		o->state = pipo_state(s);
+		if (s->peer.ss_family == AF_INET6 &&
+		    !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&s->peer)->sin6_addr)) {
+			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&s->peer;
+			o->family = 6;
+			memcpy(o->addr, &s6->sin6_addr, 16);
+			o->sport = ntohs(s6->sin6_port);
+		} else if (s->peer.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&s->peer;
+			o->family = 4;
+			memcpy(o->addr, &s6->sin6_addr.s6_addr[12], 4);
+			o->sport = ntohs(s6->sin6_port);
+		} else {
+			const struct sockaddr_in *s4 = (const struct sockaddr_in *)&s->peer;
+			o->family = 4;
+			memcpy(o->addr, &s4->sin_addr, 4);
+			o->sport = ntohs(s4->sin_port);
+		}
+		snprintf(o->user, sizeof o->user, "%s", s->user);
+		snprintf(o->dest, sizeof o->dest, "%s", s->dest);
+		o->dport = s->dport;
+		o->up = s->bytes_up;
+		o->down = s->bytes_down;
+		o->age_ms = (uint64_t)(wk->loop.now - s->start_ms);
+	}
+	return n;
+}
+
+bool session_close_id(struct worker *wk, uint64_t id)
+{
+	for (struct list_node *p = wk->sessions.next; p != &wk->sessions; p = p->next) {
+		struct session *s = (struct session *)p;
+		if (s->id == id) {
+			log_info("session %llu: closed by an administrator", (unsigned long long)id);
+			finalize(s);
+			return true;
+		}
+	}
+	return false;
 }

@@ -9,11 +9,14 @@
 #ifndef SOCKS5D_SESSION_H
 #define SOCKS5D_SESSION_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 struct worker;
 struct session;
+struct pipo_session;
 
 /* Take ownership of an accepted client socket (non-blocking). */
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
@@ -21,5 +24,10 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 void session_abort(struct session *s);
 /* Close the sessions whose user was removed; apply a new idle setting. */
 void session_reconfigure(struct worker *wk);
+/* Up to max sessions with id > after, ascending; *more when others follow. */
+size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_session *out,
+                    bool *more);
+/* Close the session with this id; false when there is none. */
+bool session_close_id(struct worker *wk, uint64_t id);
 
 #endif

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "../admin/pipo.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "auth.h"
@@ -150,6 +151,8 @@ static void apply_settings(struct worker *wk)
 		else if (resolver_set_servers(wk->resolver, wk->cfg.dns_server) < 0)
 			log_error("invalid DNS servers '%s'", wk->cfg.dns_server);
 	}
+	if (wk->resolver)
+		resolver_configure(wk->resolver, &wk->cfg); /* DoH endpoint, fallback, cache */
 }
 
 static void drain_done(struct worker *wk)
@@ -189,6 +192,29 @@ static void start_drain(struct worker *wk)
 	                    wk->loop.now + (int64_t)wk->cfg.grace_s * 1000);
 }
 
+/* Answer the master's session listing: one datagram, a header and records. */
+static void answer_list(struct worker *wk, const struct ctrl_msg *m)
+{
+	size_t max = m->b > PIPO_SESSIONS_PAGE_MAX ? PIPO_SESSIONS_PAGE_MAX : m->b;
+	size_t size = sizeof(struct ctrl_msg) + max * sizeof(struct pipo_session);
+	uint8_t *buf = malloc(size);
+	struct ctrl_msg reply = {.type = CTRL_SESSIONS, .tag = m->tag};
+	bool more = false;
+	if (buf)
+		reply.b = (uint32_t)session_list(wk, m->a, max,
+		                                  (struct pipo_session *)(buf + sizeof reply), &more);
+	reply.c = more;
+	if (!buf) {
+		(void)send(wk->ctrl_fd, &reply, sizeof reply, MSG_DONTWAIT | MSG_NOSIGNAL);
+		return;
+	}
+	memcpy(buf, &reply, sizeof reply);
+	if (send(wk->ctrl_fd, buf, sizeof reply + reply.b * sizeof(struct pipo_session),
+	         MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_warn("cannot answer the master's session list: %s", strerror(errno));
+	free(buf);
+}
+
 static void on_ctrl(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)l;
@@ -214,6 +240,12 @@ static void on_ctrl(struct loop *l, struct loop_watch *w, uint32_t events)
 			session_reconfigure(wk);
 		} else if (m.type == CTRL_DRAIN) {
 			start_drain(wk);
+		} else if (m.type == CTRL_LIST_SESSIONS) {
+			answer_list(wk, &m);
+		} else if (m.type == CTRL_CLOSE_SESSION) {
+			struct ctrl_msg reply = {.type = CTRL_CLOSED, .tag = m.tag};
+			reply.b = session_close_id(wk, m.a);
+			(void)send(wk->ctrl_fd, &reply, sizeof reply, MSG_DONTWAIT | MSG_NOSIGNAL);
 		}
 	}
 }
@@ -290,7 +322,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 		return rc;
 	if ((rc = loop_watch_add(&wk->loop, &wk->ctrl_w, wk->ctrl_fd, EPOLLIN, on_ctrl, wk)) < 0)
 		return rc;
-	if ((rc = resolver_new(&wk->loop, wk->cfg.dns_server, &wk->resolver)) < 0)
+	if ((rc = resolver_new(&wk->loop, &wk->cfg, wk->slot, &wk->resolver)) < 0)
 		return rc;
 	if ((rc = auth_new(&wk->loop, &wk->auth)) < 0)
 		return rc;

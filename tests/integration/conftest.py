@@ -251,9 +251,20 @@ class NetNS:
     def run(self, *cmd, check=True):
         return subprocess.run(list(cmd), capture_output=True, timeout=20, check=check)
 
+    @staticmethod
+    def remove_stale():
+        """Namespaces left by an earlier run that was killed."""
+        r = subprocess.run(["ip", "netns", "list"], capture_output=True, timeout=10)
+        for line in r.stdout.decode().splitlines():
+            name = line.split()[0] if line.split() else ""
+            if name.startswith("s5it") and name[4:].isdigit() and not os.path.exists("/proc/" + name[4:]):
+                subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+                shutil.rmtree(Path("/etc/netns") / name, ignore_errors=True)
+
     def setup(self):
         if os.geteuid() != 0:
             pytest.skip("network namespace tests need root")
+        self.remove_stale()
         r = self.run("ip", "netns", "add", self.name, check=False)
         if r.returncode != 0:
             pytest.skip("cannot create network namespace: %s" % r.stderr.decode().strip())

@@ -135,10 +135,45 @@ def serve():
     sys.stdin.read()  # until the test closes our stdin
 
 
+def _request(a, s, rx, res, t0):
+    host = a.target
+    if a.atyp == 1:
+        addr = b"\x01" + socket.inet_pton(socket.AF_INET, host)
+    elif a.atyp == 4:
+        addr = b"\x04" + socket.inet_pton(socket.AF_INET6, host)
+    else:
+        addr = b"\x03" + bytes([len(host)]) + host.encode()
+    payload = b"ping through the namespace\n"
+    early = getattr(a, "early", False)
+    s.sendall(b"\x05\x01\x00" + addr + struct.pack("!H", a.port) + (payload if early else b""))
+    head = rx(4)
+    alen = {1: 4, 4: 16}.get(head[3])
+    if alen is None:
+        ln = rx(1)
+        rest = ln + rx(ln[0] + 2)
+    else:
+        rest = rx(alen + 2)
+    res["reply"] = (head + rest).hex()
+    res["elapsed"] = time.monotonic() - t0
+    if head[1] == 0:
+        if not early:
+            s.sendall(payload)
+        res["echo"] = rx(len(payload)).decode()
+    else:
+        try:
+            d = s.recv(100)
+            res["after"] = d.hex()
+            res["eof"] = d == b""
+        except socket.timeout:
+            res["eof"] = False
+
+
 def probe(a, emit=True):
     t0 = time.monotonic()
     res = {}
-    s = socket.create_connection((getattr(a, "proxy_host", "127.0.0.1"), a.proxy), timeout=5)
+    src = getattr(a, "bind", None)
+    s = socket.create_connection((getattr(a, "proxy_host", "127.0.0.1"), a.proxy), timeout=5,
+                                 source_address=(src, 0) if src else None)
     s.settimeout(a.timeout)
 
     def rx(n):
@@ -153,36 +188,11 @@ def probe(a, emit=True):
     try:
         s.sendall(b"\x05\x01\x00")
         res["method"] = rx(2).hex()
-        host = a.target
-        if a.atyp == 1:
-            addr = b"\x01" + socket.inet_pton(socket.AF_INET, host)
-        elif a.atyp == 4:
-            addr = b"\x04" + socket.inet_pton(socket.AF_INET6, host)
+        if res["method"] != "0500":
+            d = s.recv(100)
+            res["eof"] = d == b""
         else:
-            addr = b"\x03" + bytes([len(host)]) + host.encode()
-        payload = b"ping through the namespace\n"
-        early = getattr(a, "early", False)
-        s.sendall(b"\x05\x01\x00" + addr + struct.pack("!H", a.port) + (payload if early else b""))
-        head = rx(4)
-        alen = {1: 4, 4: 16}.get(head[3])
-        if alen is None:
-            ln = rx(1)
-            rest = ln + rx(ln[0] + 2)
-        else:
-            rest = rx(alen + 2)
-        res["reply"] = (head + rest).hex()
-        res["elapsed"] = time.monotonic() - t0
-        if head[1] == 0:
-            if not early:
-                s.sendall(payload)
-            res["echo"] = rx(len(payload)).decode()
-        else:
-            try:
-                d = s.recv(100)
-                res["after"] = d.hex()
-                res["eof"] = d == b""
-            except socket.timeout:
-                res["eof"] = False
+            _request(a, s, rx, res, t0)
     except (EOFError, OSError) as e:
         res["error"] = repr(e)
         res["elapsed"] = time.monotonic() - t0
@@ -224,6 +234,7 @@ def main():
     p = sub.add_parser("probe")
     p.add_argument("--proxy", type=int, required=True)
     p.add_argument("--proxy-host", default="127.0.0.1")
+    p.add_argument("--bind", default=None, help="client source address")
     p.add_argument("--target", required=True)
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--atyp", type=int, default=3)

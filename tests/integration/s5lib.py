@@ -4,16 +4,18 @@ Everything here talks to loopback only and every blocking operation has a
 deadline, so a misbehaving server makes a test fail, never hang.
 """
 
-import errno
+import atexit
 import hashlib
 import ipaddress
 import os
 import re
 import selectors
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -252,6 +254,22 @@ def http_body(resp):
 
 # ---------------------------------------------------------------- socks5d process
 
+_LIVE = []
+
+
+def _stop_leftovers():
+    """Safety net: no socks5d outlives the test run, whatever a test forgot."""
+    for s in _LIVE:
+        if not s.stopped:
+            try:
+                s.stop(timeout=5)
+            except Exception:
+                pass
+
+
+atexit.register(_stop_leftovers)
+
+
 class Socks5d:
     """A running socks5d. stdout (access log) and stderr are collected by threads."""
 
@@ -263,6 +281,10 @@ class Socks5d:
         e = dict(os.environ)
         e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
         e["UBSAN_OPTIONS"] = "print_stacktrace=1"
+        # a private runtime directory: the default admin unix socket lands
+        # there, so concurrently running instances do not collide
+        self.runtime_dir = tempfile.mkdtemp(prefix="s5it-run-")
+        e["RUNTIME_DIRECTORY"] = self.runtime_dir
         if env:
             e.update(env)
         # stdout=None: a pipe read by a thread; otherwise a file/fd given by the test
@@ -271,6 +293,7 @@ class Socks5d:
                                      stdout=subprocess.PIPE if stdout is None else stdout,
                                      stderr=subprocess.PIPE, env=e)
         self.pid = self.proc.pid
+        _LIVE.append(self)
         if pipe_size:
             import fcntl
             fcntl.fcntl(self.proc.stdout.fileno(), F_SETPIPE_SZ, pipe_size)
@@ -325,7 +348,34 @@ class Socks5d:
             return len(self.err_lines)
 
     def wait_ready(self, timeout=20.0):
-        return self.wait_stderr(r"\bready\b", timeout)
+        m = self.wait_stderr(r"\bready\b", timeout)
+        self.check_workers_not_deadlocked()
+        return m
+
+    IDLE_WCHANS = ("do_epoll_wait", "ep_poll", "do_sys_poll", "do_select", "poll_schedule_timeout")
+
+    def check_workers_not_deadlocked(self, timeout=5.0):
+        """'ready' promises running workers: right after start-up every worker
+        must reach its event loop (an epoll wait). One that is still elsewhere
+        after `timeout` s -- seen: blocked in a futex because it was forked
+        while another master thread held the allocator lock -- is reported
+        plainly instead of letting a later socket operation time out."""
+        end = time.monotonic() + timeout
+        while True:
+            states = {}
+            for w in self.workers():
+                try:
+                    with open("/proc/%d/wchan" % w) as f:
+                        states[w] = f.read().strip()
+                except OSError:
+                    pass
+            bad = {w: st for w, st in states.items() if st not in self.IDLE_WCHANS}
+            if not bad or time.monotonic() > end or self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert not bad, ("socks5d printed 'ready' but worker(s) never reached their event loop "
+                         "within %.0fs (kernel wait channel %r: deadlocked during start-up?); "
+                         "stderr:\n%s" % (timeout, bad, self.stderr_text()[-2000:]))
 
     def log_lines(self):
         with self._lock:
@@ -382,6 +432,7 @@ class Socks5d:
         self._err_thread.join(5)
         if self._out_thread is not None:
             self._out_thread.join(5)
+        shutil.rmtree(self.runtime_dir, ignore_errors=True)
         return self.returncode
 
     def leftover_workers(self, timeout=3.0):
@@ -427,6 +478,8 @@ def hash_password(password):
                        capture_output=True, timeout=30,
                        env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
     assert r.returncode == 0, r.stderr.decode()
+    for m in SANITIZER_MARKERS:
+        assert m not in r.stderr.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace")
     h = r.stdout.decode().strip()
     assert h.startswith("$y$"), h
     return h

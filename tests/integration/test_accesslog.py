@@ -299,7 +299,11 @@ def ns_env_log(netns):
     port = 2081
     srv = Socks5d(["-l", "127.0.0.1", "-p", str(port), "-w", "1", "--grace", "1"],
                   prefix=netns.prefix())
-    srv.wait_ready()
+    try:
+        srv.wait_ready()
+    except AssertionError:
+        srv.stop()
+        raise
 
     def run_raw(name):
         r = subprocess.run(netns.prefix() + ["/usr/bin/python3", "-c", RAW_REQ, name.hex(), str(port)],

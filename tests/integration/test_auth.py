@@ -2,10 +2,12 @@
 
 import subprocess
 
+import pytest
+
 import socks
 
 from s5lib import (auth_msg, connect, eof_within, greeting, http_body, http_get_raw,
-                   read_reply, read_until_eof, recv_exact, request, socks_connect_ok)
+                   read_reply, recv_exact, request, socks_connect_ok)
 
 USER, PASS = "alice", "s3cret-pass"
 
@@ -226,3 +228,78 @@ def test_failed_auth_does_not_affect_other_sessions(socks5d, nginx):
             eof_within(s, 3)
     s, r = socks_connect_ok(p.port, "127.0.0.1", nginx.port, user=USER, password=PASS)
     s.close()
+
+
+def test_password_with_embedded_nul_is_wrong_password(socks5d):
+    # RFC 1929 PASSWD is a byte string: "secret\0junk" is not "secret"
+    p = socks5d("-u", "%s:%s" % (USER, PASS))
+    for attempt in range(2):  # also once a correct login may have been remembered
+        s = connect("127.0.0.1", p.port)
+        with s:
+            s.sendall(greeting((0x02,)) + auth_msg(USER, PASS.encode() + b"\x00junk"))
+            got_eof, data, _ = eof_within(s, 3)
+            assert data == b"\x05\x02\x01\x01", "attempt %d: %r" % (attempt, data)
+        s = connect("127.0.0.1", p.port)
+        with s:
+            s.sendall(greeting((0x02,)) + auth_msg(USER, PASS))
+            assert recv_exact(s, 4) == b"\x05\x02\x01\x00"
+
+
+def test_username_with_embedded_nul_is_unknown_user(socks5d):
+    p = socks5d("-u", "%s:%s" % (USER, PASS))
+    s = connect("127.0.0.1", p.port)
+    with s:
+        s.sendall(greeting((0x02,)) + auth_msg(USER.encode() + b"\x00x", PASS))
+        got_eof, data, _ = eof_within(s, 3)
+        assert data == b"\x05\x02\x01\x01", data
+
+
+def test_password_checks_do_not_block_other_sessions(socks5d, echo_server):
+    import time
+    p = socks5d("-u", "%s:%s" % (USER, PASS), "--allow-anonymous", workers=1)
+    bad = []
+    try:
+        for i in range(30):  # 30 yescrypt checks queued at once
+            s = connect("127.0.0.1", p.port)
+            s.sendall(greeting((0x02,)) + auth_msg(USER, "wrong-%d" % i))
+            bad.append(s)
+        t0 = time.monotonic()
+        s = connect("127.0.0.1", p.port)
+        with s:
+            s.sendall(greeting((0x00,)) + request("127.0.0.1", echo_server.port) + b"ping")
+            assert recv_exact(s, 2) == b"\x05\x00"
+            assert read_reply(s).rep == 0
+            assert recv_exact(s, 4) == b"ping"
+        fast = time.monotonic() - t0
+        for s in bad:
+            got_eof, data, _ = eof_within(s, 10)
+            assert data == b"\x05\x02\x01\x01"
+        slow = time.monotonic() - t0
+        assert fast < 0.3 or fast < slow / 3, "anonymous session waited %.2fs behind password checks (%.2fs)" % (fast, slow)
+    finally:
+        for s in bad:
+            s.close()
+
+
+def test_many_concurrent_logins_all_succeed(socks5d, echo_server):
+    p = socks5d("-u", "%s:%s" % (USER, PASS), "-u", "bob:pw-bob", workers=2)
+    conns = []
+    try:
+        for i in range(100):
+            u, pw = ((USER, PASS), ("bob", "pw-bob"))[i % 2]
+            s = connect("127.0.0.1", p.port, timeout=20)
+            s.sendall(greeting((0x02,)) + auth_msg(u, pw) + request("127.0.0.1", echo_server.port)
+                      + b"hi %03d" % i)
+            conns.append(s)
+        for i, s in enumerate(conns):
+            assert recv_exact(s, 4, 20) == b"\x05\x02\x01\x00", i
+            assert read_reply(s, 20).rep == 0
+            assert recv_exact(s, 6, 20) == b"hi %03d" % i
+    finally:
+        for s in conns:
+            s.close()
+
+
+# The anonymous "auto" policy for non-loopback clients is proven in the unit
+# tests of socks5_choose_method (tests/unit/test_socks5.c): tests here use
+# loopback addresses only, and every loopback client counts as local.

@@ -8,15 +8,19 @@ import warnings
 
 import pytest
 
-from s5lib import socks5d_binary
+from s5lib import SANITIZER_MARKERS, socks5d_binary
 
 TRY = "Try 'socks5d --help' for more information."
 
 
 def run(*args, input=None, timeout=20):
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1")
-    return subprocess.run([socks5d_binary(), *[str(a) for a in args]], input=input,
-                          capture_output=True, timeout=timeout, env=env)
+    r = subprocess.run([socks5d_binary(), *[str(a) for a in args]], input=input,
+                       capture_output=True, timeout=timeout, env=env)
+    err = r.stderr.decode("utf-8", "replace")
+    for m in SANITIZER_MARKERS:
+        assert m not in err, "sanitizer report:\n" + err
+    return r
 
 
 def test_version(socks5d_bin):
@@ -147,7 +151,7 @@ def test_hash_password_prints_yescrypt_hash(socks5d_bin):
 
 
 @pytest.mark.parametrize("args", [
-    ["--buffer-size", "1024"], ["--buffer-size", "1048576"], ["-w", "1"],
+    ["--buffer-size", "4096"], ["--buffer-size", "1048576"], ["-w", "1"],
     ["--anonymous", "never"], ["--log-level", "debug"], ["-N"], ["-D"],
     ["-m", "post"], ["--doh-method-post"], ["--no-dns-fallback"],
     ["-L", "127.0.0.1", "-P", "18080"], ["--doh-url", "https://127.0.0.1:8053/dns-query"],
@@ -157,3 +161,39 @@ def test_hash_password_prints_yescrypt_hash(socks5d_bin):
 def test_documented_option_values_accepted(socks5d, args):
     p = socks5d(*args, workers=None if "-w" in args else 1)
     assert p.alive()
+
+
+def _wait_port(port, timeout=20.0):
+    import socket
+    import time
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("port %d never accepted connections" % port)
+
+
+def test_log_level_warn_hides_info_and_debug(socks5d, nginx):
+    from s5lib import socks_connect_ok
+    p = socks5d("--log-level", "warn", wait_ready=False)
+    _wait_port(p.port)
+    s, r = socks_connect_ok(p.port, "127.0.0.1", nginx.port)
+    s.close()
+    p.stop()
+    noisy = [l for l in p.err_lines if " info: " in l or " debug: " in l]
+    assert not noisy, noisy
+
+
+def test_log_level_debug_adds_debug_lines(socks5d):
+    p = socks5d("--log-level", "debug")
+    assert any(" debug: " in l for l in p.err_lines), p.err_lines
+
+
+def test_long_options_with_equals_sign(socks5d, nginx):
+    from s5lib import socks_connect_ok
+    p = socks5d("--handshake-timeout=5", "--idle-timeout=60", "--log-level=info")
+    s, r = socks_connect_ok(p.port, "127.0.0.1", nginx.port)
+    s.close()

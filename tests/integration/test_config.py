@@ -1,13 +1,14 @@
 """Config file at start and SIGHUP reload."""
 
 import signal
+import subprocess
 import socket
 import time
 
 import pytest
 
 from s5lib import (auth_msg, connect, echo_roundtrip, eof_within, free_port, greeting,
-                   hash_password, read_reply, recv_exact, request, socks_connect_ok)
+                   hash_password, recv_exact, socks_connect_ok)
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +220,6 @@ def test_config_file_accepts_every_documented_key(socks5d, tmp_path, hashes, ngi
 
 
 def test_config_unknown_key_exits_78(tmp_path, socks5d_bin):
-    import subprocess
     conf = tmp_path / "c.conf"
     write_conf(conf, ["port = 1080", "colour = blue"])
     r = subprocess.run([socks5d_bin, "-f", str(conf)], capture_output=True, timeout=20)
@@ -340,4 +340,43 @@ def test_respawned_worker_uses_reloaded_config(socks5d, tmp_path, hashes):
         time.sleep(0.02)
     assert p.workers() and p.workers() != [w]
     wait_auth(p.port, "bob", "pw-bob", b"\x01\x00")
+    assert try_auth(p.port, "alice", "pw-alice") == b"\x01\x01"
+
+
+def test_users_table_holds_1024_and_refuses_more_clearly(socks5d, socks5d_bin, tmp_path, hashes):
+    # The users table has a fixed capacity (1024, documented): all of them
+    # log in, and a file with more is refused at start with a clear error.
+    h = hashes["alice"][1]
+    conf = tmp_path / "many.conf"
+    write_conf(conf, ["user = user%d:%s" % (i, h) for i in range(1, 1025)])
+    p = socks5d("-f", conf, workers=1)
+    for u in ("user1", "user512", "user1024"):
+        assert try_auth(p.port, u, "pw-alice") == b"\x01\x00", u
+    over = tmp_path / "over.conf"
+    write_conf(over, ["user = user%d:%s" % (i, h) for i in range(1, 1026)])
+    r = subprocess.run([socks5d_bin, "-l", "127.0.0.1", "-p", "1", "-f", str(over)],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 78
+    assert b"more than the 1024" in r.stderr
+
+
+def test_command_line_listen_replaces_file_listen(socks5d, tmp_path, nginx):
+    conf = tmp_path / "s.conf"
+    write_conf(conf, ["listen = ::1"])
+    p = socks5d("-f", conf)  # fixture passes -l 127.0.0.1
+    s, r = socks_connect_ok(p.port, "127.0.0.1", nginx.port)
+    s.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("::1", p.port), timeout=1).close()
+
+
+def test_command_line_user_wins_over_file_user_of_same_name(socks5d, tmp_path, hashes):
+    conf = tmp_path / "s.conf"
+    write_conf(conf, ["user = alice:%s" % hashes["alice"][1]])
+    p = socks5d("-f", conf, "-u", "alice:cli-pw")
+    assert try_auth(p.port, "alice", "cli-pw") == b"\x01\x00"
+    assert try_auth(p.port, "alice", "pw-alice") == b"\x01\x01"
+    p.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert try_auth(p.port, "alice", "cli-pw") == b"\x01\x00"
     assert try_auth(p.port, "alice", "pw-alice") == b"\x01\x01"

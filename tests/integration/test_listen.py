@@ -3,7 +3,6 @@ exists there, so binding the wildcard address exposes nothing)."""
 
 import json
 import subprocess
-import time
 
 import pytest
 

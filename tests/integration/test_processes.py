@@ -127,7 +127,6 @@ def test_descriptor_exhaustion_does_not_spin_and_recovers(socks5d, echo_server):
         echo_roundtrip(live, b"during EMFILE\n")
         p.wait_stderr(r" warn: ", timeout=3, start=n_err)
         # warnings at most once per second
-        t_w = time.monotonic()
         n_w = p.n_err()
         time.sleep(1.5)
         new_warn = [l for l in p.err_lines[n_w:] if " warn: " in l]
@@ -161,7 +160,8 @@ def test_sigterm_with_idle_session_exits_0_within_grace(socks5d, echo_server):
         rc = p.proc.wait(10)
         elapsed = time.monotonic() - t0
         assert rc == 0
-        assert elapsed <= 3.5, elapsed
+        # grace 1 s, plus slack for a loaded 2-core machine and the sanitizer's exit checks
+        assert elapsed <= 5.0, elapsed
         got_eof, _, _ = eof_within(s, 2)
         assert got_eof, "idle session not closed at shutdown"
     p.stop()  # collects stderr; the fixture checks sanitizer output
@@ -277,7 +277,7 @@ def test_grace_expiry_closes_busy_session_and_exits_0(socks5d, nginx):
         p.send_signal(signal.SIGTERM)
         rc = p.proc.wait(10)
         assert rc == 0
-        assert time.monotonic() - t0 <= 3.5
+        assert time.monotonic() - t0 <= 5.0
     p.stop()
 
 
@@ -294,5 +294,102 @@ def test_master_stderr_lines_have_date_pid_level(socks5d, echo_server, tmp_path)
     p.wait_stderr(r"pid %d\b" % w0, timeout=3)
     p.stop()
     rx = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ socks5d\[\d+\] (error|warn|info|debug): \S")
-    bad = [l for l in p.err_lines if not rx.match(l)]
+    # "==PID==..." lines are the sanitizer runtime's own (checked elsewhere)
+    bad = [l for l in p.err_lines if not rx.match(l) and not re.match(r"^==\d+==", l)]
     assert not bad, bad
+
+
+def test_descriptor_exhaustion_on_outbound_socket_fails_cleanly(socks5d, echo_server):
+    from s5lib import socks_open
+    p = socks5d(workers=1, prefix=["prlimit", "--nofile=64:64", "--"])
+    sessions = []
+    outcome = None
+    try:
+        for i in range(40):  # 2 descriptors per session: the limit is hit before 32
+            try:
+                s, r = socks_open(p.port, "127.0.0.1", echo_server.port, timeout=2)
+            except (TimeoutError, EOFError, OSError) as e:
+                outcome = ("no reply", repr(e))
+                break
+            if r.rep != 0:
+                outcome = ("rep", r.rep)
+                s.close()
+                break
+            sessions.append(s)
+        assert outcome is not None, "descriptor limit never reached"
+        if outcome[0] == "rep":
+            assert outcome[1] == 1, "outbound socket() failing with EMFILE should give 01: %r" % (outcome,)
+        # established sessions still relay
+        for i, s in enumerate(sessions):
+            echo_roundtrip(s, b"s%d" % i)
+        assert p.alive() and len(p.workers()) == 1
+    finally:
+        for s in sessions[:10]:
+            s.close()
+    time.sleep(0.3)
+    end = time.monotonic() + 10
+    ok = False
+    last = None
+    while time.monotonic() < end and not ok:
+        try:
+            s, r = socks_connect_ok(p.port, "127.0.0.1", echo_server.port, timeout=2)
+            with s:
+                echo_roundtrip(s, b"again")
+            ok = True
+        except (AssertionError, OSError, EOFError, TimeoutError) as e:
+            last = e
+            time.sleep(0.1)
+    from s5lib import count_fds
+    assert ok, "no new session after 10 of %d sessions were closed (outcome %r, last error %r, " \
+        "worker fds %d); stderr:\n%s" % (len(sessions), outcome, last,
+                                        count_fds(p.workers()[0]) if p.workers() else -1,
+                                        "\n".join(p.err_lines[-15:]))
+    for s in sessions[10:]:
+        s.close()
+
+
+def test_respawned_worker_exits_without_sanitizer_thread_warning(socks5d, echo_server):
+    # A worker forked while the master runs another thread inherits a broken
+    # thread list: LeakSanitizer then warns "Running thread N was not
+    # suspended. False leaks are possible." when that worker exits.
+    p = socks5d(workers=1)
+    (w,) = wait_workers(p, 1)
+    os.kill(w, signal.SIGKILL)
+    end = time.monotonic() + 3
+    while time.monotonic() < end and p.workers() in ([], [w]):
+        time.sleep(0.02)
+    s, r = socks_connect_ok(p.port, "127.0.0.1", echo_server.port)
+    with s:
+        echo_roundtrip(s, b"x")
+    p.stop()
+    notes = [l for l in p.err_lines if "was not suspended" in l or "False leaks" in l]
+    assert not notes, notes
+
+
+def test_single_worker_serves_right_after_ready_every_time(socks5d):
+    # "ready" means all workers run. Repeated cold starts catch a worker that
+    # hangs during its start-up (e.g. forked while another master thread held
+    # a lock) and never serves although "ready" was printed.
+    from s5lib import recv_exact
+    hung = []
+    for i in range(25):
+        p = socks5d(workers=1)
+        try:
+            s = connect("127.0.0.1", p.port, timeout=3)
+            with s:
+                s.sendall(b"\x05\x01\x00")
+                assert recv_exact(s, 2, 3) == b"\x05\x00"
+        except (TimeoutError, EOFError, OSError) as e:
+            w = p.workers()
+            wchan = ""
+            if w:
+                try:
+                    wchan = open("/proc/%d/wchan" % w[0]).read()
+                except OSError:
+                    pass
+            hung.append((i, repr(e), w, wchan))
+        p.stop(timeout=20)
+        if hung:
+            break
+    assert not hung, "worker never served after 'ready' (start %r, worker %r blocked in %r)" % (
+        hung[0][0], hung[0][2], hung[0][3])

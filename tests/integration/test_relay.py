@@ -6,8 +6,6 @@ import subprocess
 import threading
 import time
 
-import pytest
-
 from s5lib import (ThreadedTarget, connect, echo_roundtrip, greeting, hash_sink_handler,
                    read_reply, read_until_eof, recv_exact, request, socks_connect_ok)
 
@@ -229,7 +227,7 @@ def test_1000_concurrent_relaying_sessions(socks5d, echo_server):
 
 
 def test_smallest_buffer_size_relays_100mb_both_ways_intact(socks5d, nginx):
-    p = socks5d("--buffer-size", "1024")
+    p = socks5d("--buffer-size", "4096")
     target = ThreadedTarget(duplex_handler(nginx.big_path, nginx.big_size))
     try:
         s, r = socks_connect_ok(p.port, "127.0.0.1", target.port)
@@ -335,3 +333,46 @@ def test_client_closing_before_reply_does_not_disturb_server(proxy, nginx, echo_
     s, r = socks_connect_ok(proxy.port, "127.0.0.1", echo_server.port)
     with s:
         echo_roundtrip(s, b"fine")
+
+
+def test_target_banner_and_close_right_after_connect(proxy):
+    # like an SMTP/POP3 greeting: data + FIN from the target at once
+    def handler(c, a):
+        c.sendall(b"220 banner from target\r\n")
+        c.shutdown(socket.SHUT_WR)
+        c.settimeout(5)
+        try:
+            while c.recv(100):
+                pass
+        except OSError:
+            pass
+    target = ThreadedTarget(handler)
+    try:
+        s = connect("127.0.0.1", proxy.port)
+        with s:
+            s.sendall(greeting((0,)) + request("127.0.0.1", target.port))
+            assert recv_exact(s, 2) == b"\x05\x00"
+            assert read_reply(s).rep == 0
+            assert read_until_eof(s, 5) == b"220 banner from target\r\n"
+    finally:
+        target.close()
+
+
+def test_half_close_delivers_buffered_data_to_slow_target(proxy, nginx):
+    # client sends 20 MB and shuts down at once; the target starts reading only
+    # after a second: every byte must arrive before the EOF
+    def slow_sink(c, a):
+        time.sleep(1.0)
+        return hash_sink_handler(c, a)
+    sink = ThreadedTarget(slow_sink)
+    try:
+        data = open(nginx.big_path, "rb").read(20 * 1024 * 1024)
+        s, r = socks_connect_ok(proxy.port, "127.0.0.1", sink.port)
+        with s:
+            s.settimeout(30)
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            resp = read_until_eof(s, 30)
+        assert resp.decode() == "%s %d\n" % (hashlib.sha256(data).hexdigest(), len(data))
+    finally:
+        sink.close()

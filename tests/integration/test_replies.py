@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from s5lib import (Socks5d, connect, eof_within, free_port, greeting, read_reply,
+from s5lib import (Socks5d, connect, eof_within, greeting, read_reply,
                    recv_exact, request, closed_port)
 
 

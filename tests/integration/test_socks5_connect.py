@@ -1,14 +1,12 @@
 """CONNECT through socks5d to a real nginx: IPv4, IPv6 and domain targets,
 with curl, PySocks and raw sockets."""
 
-import socket
 import subprocess
 import uuid
 
 import socks  # PySocks
 
-import s5lib
-from s5lib import connect, http_body, http_get_raw, read_reply, request, socks_connect_ok, socks_open
+from s5lib import http_body, http_get_raw, socks_connect_ok, socks_open
 
 
 def curl(*args, timeout=60):
@@ -128,7 +126,7 @@ def test_listening_on_two_addresses_serves_both(socks5d, nginx):
 def test_startup_prints_listening_and_ready_with_worker_count(socks5d):
     p = socks5d(workers=3)
     assert any("listening on" in l for l in p.err_lines)
-    m = p.wait_ready()
+    p.wait_ready()
     line = [l for l in p.err_lines if "ready" in l][0]
     assert "ready: 3 workers" in line, line
     assert "socks5d[%d] info:" % p.pid in line, line

@@ -2,7 +2,7 @@
 
 import time
 
-from s5lib import (connect, echo_roundtrip, eof_within, greeting, read_reply, recv_exact,
+from s5lib import (connect, echo_roundtrip, eof_within, greeting, recv_exact,
                    request, socks_connect_ok)
 
 
@@ -156,3 +156,25 @@ def test_idle_timeout_from_config_file(socks5d, echo_server, tmp_path):
     with s:
         got_eof, data, elapsed = eof_within(s, 4)
         assert got_eof and elapsed <= 3.0
+
+
+def test_idle_timeout_closes_only_silent_sessions_among_many(socks5d, echo_server):
+    p = socks5d("--idle-timeout", "1", workers=2)
+    active, silent = [], []
+    try:
+        for i in range(40):
+            s, r = socks_connect_ok(p.port, "127.0.0.1", echo_server.port)
+            (active if i % 2 else silent).append(s)
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.2:  # about 7 rounds
+            for i, s in enumerate(active):
+                echo_roundtrip(s, b"a%d" % i)
+            time.sleep(0.3)
+        for s in silent:
+            got_eof, data, _ = eof_within(s, 0.5)
+            assert got_eof, "a silent session outlived the idle timeout"
+        for i, s in enumerate(active):
+            echo_roundtrip(s, b"still %d" % i)
+    finally:
+        for s in active + silent:
+            s.close()

@@ -1,0 +1,574 @@
+"""The administration protocol (pipo v2) over the unix socket, in raw bytes:
+authentication, every query and modification, pipelining, hostile input,
+effects on SOCKS sessions, persistence and reload."""
+
+import os
+import socket
+import struct
+import time
+
+import pytest
+
+from admin_lib import (ADMIN_PASS, ADMIN_USER, BAD_VERSION, EXISTS, INVALID, M_ADD_USER,
+                       M_ANONYMOUS, M_BUFFER_SIZE, M_CLOSE_SESSION, M_CONNECT_TIMEOUT, M_DEL_USER,
+                       M_DISSECTORS, M_DOH, M_HANDSHAKE_TIMEOUT, M_IDLE_CLEANUP, M_IDLE_TIMEOUT,
+                       M_PASSWORD, M_RELOAD, MALFORMED, MAX_REQUEST, MODIFY, NOT_FOUND, OK, QUERY,
+                       Q_ANONYMOUS, Q_BUFFER_SIZE, Q_BYTES_DOWN, Q_BYTES_UP, Q_CONNECT_TIMEOUT,
+                       Q_CURRENT, Q_DISSECTORS, Q_DOH, Q_HANDSHAKE_TIMEOUT, Q_HISTORIC,
+                       Q_IDLE_CLEANUP, Q_IDLE_TIMEOUT, Q_MAX, Q_METRICS, Q_SERVER, Q_SESSIONS,
+                       Q_USER_CONNS, Q_USER_COUNT, Q_USER_STATS, Q_USERS, Q_USERS_CONNECTED,
+                       TOO_BIG, UNKNOWN, Cursor, PipoConn, admin_server, auth_msg, frame,  # noqa: F401
+                       parse_metrics, parse_server, parse_sessions, parse_users, s8)
+from s5lib import (connect, eof_within, greeting, hash_password, recv_exact, socks_connect_ok)
+
+BOB, BOB_PASS = "bob", "bob-pass"
+
+
+def socks_login_ok(port, user, password):
+    """True when RFC 1929 login succeeds on a fresh connection."""
+    s = connect("127.0.0.1", port)
+    with s:
+        s.sendall(greeting((0x02,)))
+        if recv_exact(s, 2) != b"\x05\x02":
+            return False
+        s.sendall(bytes([1, len(user)]) + user.encode() + bytes([len(password)]) + password.encode())
+        return recv_exact(s, 2) == b"\x01\x00"
+
+
+def echo_ok(sock, data=b"ping"):
+    sock.sendall(data)
+    return recv_exact(sock, len(data), 3) == data
+
+
+# ---------------------------------------------------------------- authentication
+
+def test_admin_login_and_server_query(admin_server):
+    srv = admin_server()
+    with srv.conn() as c:
+        assert c.auth() == b"\x02\x00"
+        info = parse_server(c.q(Q_SERVER).payload)
+    assert info["proto"] == 2
+    assert info["pid"] == srv.proc.pid
+    assert info["workers"] == 2
+    assert info["version"] == "0.1.0"
+    assert 0 <= info["uptime_ms"] < 600_000
+
+
+def test_admin_socket_mode_0600(admin_server):
+    srv = admin_server()
+    assert os.stat(srv.path).st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("user,password", [(ADMIN_USER, "wrong"), ("nobody", ADMIN_PASS)])
+def test_bad_credentials_answered_after_a_second_then_closed(admin_server, user, password):
+    srv = admin_server()
+    with srv.conn() as c:
+        t0 = time.monotonic()
+        ans = c.auth(user, password)
+        took = time.monotonic() - t0
+        assert ans == b"\x02\x01"
+        assert took >= 0.9, "failed login answered after %.2fs" % took
+        assert c.eof_within(3)
+
+
+def test_non_admin_user_refused(admin_server):
+    srv = admin_server(users=["%s:%s" % (BOB, BOB_PASS)])
+    with srv.conn() as c:
+        t0 = time.monotonic()
+        assert c.auth(BOB, BOB_PASS) == b"\x02\x01"
+        assert time.monotonic() - t0 >= 0.9
+        assert c.eof_within(3)
+    # ...while the same credentials work for SOCKS
+    assert socks_login_ok(srv.port, BOB, BOB_PASS)
+
+
+def test_original_protocol_client_told_bad_version(admin_server):
+    srv = admin_server()
+    with srv.conn() as c:
+        c.send(auth_msg(ADMIN_USER, ADMIN_PASS, ver=0x01))
+        assert c.recv_exact(2) == b"\x02\x02"
+        assert c.eof_within(3)
+
+
+@pytest.mark.parametrize("garbage", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"\x05\x01\x00",                      # a SOCKS greeting
+    b"\x00" * 64,
+])
+def test_garbage_instead_of_auth_refused_and_closed(admin_server, garbage):
+    srv = admin_server()
+    with srv.conn() as c:
+        c.send(garbage)
+        ans = c.recv_exact(2)
+        assert ans[0] == 0x02 and ans[1] in (0x01, 0x02), ans
+        assert c.eof_within(3)
+
+
+def test_empty_username_refused(admin_server):
+    srv = admin_server()
+    with srv.conn() as c:
+        c.send(b"\x02\x00\x01p")
+        ans = c.recv_exact(2, timeout=3)
+        assert ans[0] == 0x02 and ans[1] != 0x00
+        assert c.eof_within(3)
+
+
+def test_auth_split_byte_by_byte(admin_server):
+    srv = admin_server()
+    with srv.conn() as c:
+        for b in auth_msg(ADMIN_USER, ADMIN_PASS):
+            c.send(bytes([b]))
+            time.sleep(0.002)
+        assert c.recv_exact(2) == b"\x02\x00"
+        # and a frame byte by byte
+        for b in frame(QUERY, Q_USER_COUNT):
+            c.send(bytes([b]))
+        f = c.read_frame()
+        assert (f.type, f.cmd, f.status) == (QUERY, Q_USER_COUNT, OK)
+
+
+# ---------------------------------------------------------------- queries
+
+def test_every_query_answers_with_its_layout(admin_server):
+    srv = admin_server(users=["%s:%s" % (BOB, BOB_PASS)])
+    with srv.login() as c:
+        users = parse_users(c.q(Q_USERS).payload)
+        assert {"name": ADMIN_USER, "admin": 1} in users
+        assert {"name": BOB, "admin": 0} in users
+        for cmd in (Q_HISTORIC, Q_CURRENT, Q_MAX, Q_BYTES_UP, Q_BYTES_DOWN, Q_USERS_CONNECTED):
+            assert len(c.q(cmd).payload) == 8, hex(cmd)
+        assert c.u32_query(Q_USER_COUNT) == 2
+        assert c.u32_query(Q_BUFFER_SIZE) == 65536
+        assert c.u32_query(Q_HANDSHAKE_TIMEOUT) == 15
+        assert c.u32_query(Q_IDLE_TIMEOUT) == 600
+        assert c.u32_query(Q_CONNECT_TIMEOUT) == 10
+        cc = Cursor(c.q(Q_USER_CONNS, s8(BOB)).payload)
+        assert cc.u32() == 0
+        cc.done()
+        m = parse_metrics(c.q(Q_METRICS).payload)
+        assert set(range(1, 22)) <= set(m), sorted(m)
+        assert m[7] == 2            # users
+        assert m[18] >= 1           # admin_sessions: this one
+        assert m[19] == 2           # workers
+        sessions, more = parse_sessions(c.q(Q_SESSIONS, struct.pack("!QH", 0, 256)).payload)
+        assert sessions == [] and more == 0
+        assert c.q(Q_ANONYMOUS).payload == b"\x00"    # auto
+        d = Cursor(c.q(Q_DOH).payload)
+        assert d.u8() in (0, 1)
+        d.str16()
+        d.done()
+        assert c.q(Q_DISSECTORS).payload == b"\x01"
+        assert c.q(Q_IDLE_CLEANUP).payload == b"\x01"
+        parse_server(c.q(Q_SERVER).payload)
+        stats = parse_users(c.q(Q_USER_STATS).payload, detailed=True)
+        assert {u["name"] for u in stats} == {ADMIN_USER, BOB}
+
+
+def test_user_conns_unknown_user_not_found(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.q(Q_USER_CONNS, s8("ghost"), expect=NOT_FOUND)
+        c.q(Q_USER_COUNT)   # the session goes on
+
+
+def test_counters_follow_socks_traffic(admin_server, echo_server):
+    srv = admin_server(users=["%s:%s" % (BOB, BOB_PASS)])
+    with srv.login() as c:
+        before = c.metrics()
+        s, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user=BOB, password=BOB_PASS)
+        with s:
+            assert echo_ok(s, b"x" * 1000)
+            cur = Cursor(c.q(Q_USER_CONNS, s8(BOB)).payload).u32()
+            assert cur == 1
+            assert Cursor(c.q(Q_CURRENT).payload).u64() >= 1
+            stats = {u["name"]: u for u in parse_users(c.q(Q_USER_STATS).payload, detailed=True)}
+            assert stats[BOB]["conns"] == 1
+        # the session's bytes are counted at the latest when it ends
+        end = time.monotonic() + 5
+        while True:
+            m = c.metrics()
+            if m[4] - before.get(4, 0) >= 1000 and m[5] - before.get(5, 0) >= 1000:
+                break
+            assert time.monotonic() < end, (before, m)
+            time.sleep(0.05)
+        assert m[1] >= before[1] + 1
+        assert Cursor(c.q(Q_HISTORIC).payload).u64() >= 1
+        assert Cursor(c.q(Q_BYTES_UP).payload).u64() >= 1000
+        assert Cursor(c.q(Q_BYTES_DOWN).payload).u64() >= 1000
+
+
+# ---------------------------------------------------------------- pipelining
+
+def test_many_requests_in_one_write_answered_in_order(admin_server):
+    srv = admin_server()
+    cmds = [Q_SERVER, Q_METRICS, Q_USERS, Q_BUFFER_SIZE, Q_USER_COUNT, Q_ANONYMOUS, Q_DOH,
+            Q_IDLE_TIMEOUT, Q_USER_STATS, Q_CONNECT_TIMEOUT] * 5
+    with srv.conn() as c:
+        # AUTH and fifty requests coalesced into one write
+        data = auth_msg(ADMIN_USER, ADMIN_PASS) + b"".join(frame(QUERY, q) for q in cmds)
+        c.send(data)
+        assert c.recv_exact(2) == b"\x02\x00"
+        for q in cmds:
+            f = c.read_frame()
+            assert (f.type, f.cmd, f.status) == (QUERY, q, OK), f
+
+
+def test_pipelined_modifications_apply_in_order(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        data = (frame(MODIFY, M_ADD_USER, s8("u1") + s8("p1") + b"\x00")
+                + frame(MODIFY, M_ADD_USER, s8("u1") + s8("p2") + b"\x00")   # exists
+                + frame(MODIFY, M_DEL_USER, s8("u1"))
+                + frame(MODIFY, M_DEL_USER, s8("u1"))                        # gone
+                + frame(QUERY, Q_USER_COUNT))
+        c.send(data)
+        want = [(M_ADD_USER, OK), (M_ADD_USER, EXISTS), (M_DEL_USER, OK), (M_DEL_USER, NOT_FOUND),
+                (Q_USER_COUNT, OK)]
+        for cmd, st in want:
+            f = c.read_frame()
+            assert (f.cmd, f.status) == (cmd, st), f
+
+
+# ---------------------------------------------------------------- hostile frames
+
+def test_unknown_type_and_command(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        for t, cmd in ((QUERY, 0x7f), (MODIFY, 0x7f), (0x05, 0x00), (0xff, 0xff)):
+            c.request(t, cmd, b"abc", expect=UNKNOWN)
+        c.q(Q_USER_COUNT)
+
+
+def test_malformed_payloads(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.q(Q_USER_CONNS, b"", expect=MALFORMED)
+        c.q(Q_USER_CONNS, b"\x05ab", expect=MALFORMED)               # short string
+        c.q(Q_USER_CONNS, s8("admin") + b"x", expect=MALFORMED)      # trailing byte
+        c.q(Q_SESSIONS, b"\x00" * 9, expect=MALFORMED)
+        c.m(M_BUFFER_SIZE, b"\x00\x01\x00", expect=MALFORMED)
+        c.m(M_DISSECTORS, b"", expect=MALFORMED)
+        c.m(M_ADD_USER, s8("x") + s8("y"), expect=MALFORMED)        # no admin byte
+        c.m(M_ADD_USER, s8("x") + s8("y") + b"\x00\x00", expect=MALFORMED)
+        c.m(M_CLOSE_SESSION, b"\x00" * 7, expect=MALFORMED)
+        c.m(M_DOH, b"\x00\x00\x05ab", expect=MALFORMED)
+        # commands without a request payload refuse one
+        for q in (Q_USERS, Q_HISTORIC, Q_METRICS, Q_SERVER, Q_ANONYMOUS, Q_USER_STATS):
+            c.q(q, b"x", expect=MALFORMED)
+        c.m(M_RELOAD, b"x", expect=MALFORMED)
+        c.q(Q_USER_COUNT)
+
+
+def test_nul_inside_a_name_is_malformed(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.m(M_ADD_USER, b"\x03a\x00b" + s8("pw") + b"\x00", expect=MALFORMED)
+        c.m(M_DEL_USER, b"\x05admin"[:1] + b"adm\x00n", expect=MALFORMED)
+        assert {u["name"] for u in c.users()} == {ADMIN_USER}
+
+
+def test_oversized_request_skipped_stream_in_sync(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        big = b"\x02" * (MAX_REQUEST + 1)    # bytes that look like headers
+        c.send(frame(MODIFY, M_ADD_USER, big) + frame(QUERY, Q_USER_COUNT))
+        f = c.read_frame()
+        assert (f.type, f.cmd, f.status, f.payload) == (MODIFY, M_ADD_USER, TOO_BIG, b""), f
+        f = c.read_frame()
+        assert (f.cmd, f.status) == (Q_USER_COUNT, OK), f
+        # exactly at the bound: parsed (and refused as malformed), not TOO_BIG
+        f = c.m(M_ADD_USER, b"\x00" * MAX_REQUEST, expect=None)
+        assert f.status in (MALFORMED, INVALID), f
+        assert c.u32_query(Q_USER_COUNT) == 1
+
+
+def test_frame_with_foreign_version_answered_and_skipped(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.send(frame(QUERY, Q_USERS, b"junk", ver=0x01) + frame(QUERY, Q_USER_COUNT))
+        f = c.read_frame()
+        assert (f.type, f.cmd, f.status, f.payload) == (QUERY, Q_USERS, BAD_VERSION, b""), f
+        f = c.read_frame()
+        assert (f.cmd, f.status) == (Q_USER_COUNT, OK)
+
+
+def test_oversized_and_out_of_range_fields(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.m(M_ADD_USER, s8("") + s8("pw") + b"\x00", expect=INVALID)
+        c.m(M_ADD_USER, s8("x") + s8("") + b"\x00", expect=INVALID)
+        c.m(M_ADD_USER, s8("x") + s8("pw") + b"\x02", expect=INVALID)
+        c.m(M_ADD_USER, s8("n" * 255) + s8("p" * 255) + b"\x00")   # the largest fields fit
+        c.q(Q_SESSIONS, struct.pack("!QH", 0, 0), expect=INVALID)
+        c.q(Q_SESSIONS, struct.pack("!QH", 0, 257), expect=INVALID)
+        for cmd, lo, hi in ((M_BUFFER_SIZE, 4096, 1048576), (M_HANDSHAKE_TIMEOUT, 1, 86400),
+                            (M_IDLE_TIMEOUT, 1, 604800), (M_CONNECT_TIMEOUT, 1, 3600)):
+            c.m(cmd, struct.pack("!I", lo - 1), expect=INVALID)
+            c.m(cmd, struct.pack("!I", hi + 1), expect=INVALID)
+            c.m(cmd, struct.pack("!I", 0xffffffff), expect=INVALID)
+            c.m(cmd, struct.pack("!I", lo))
+            c.m(cmd, struct.pack("!I", hi))
+        c.m(M_DISSECTORS, b"\x02", expect=INVALID)
+        c.m(M_IDLE_CLEANUP, b"\xff", expect=INVALID)
+        c.m(M_ANONYMOUS, b"\x03", expect=INVALID)
+        c.m(M_DOH, b"\x02\x00\x00", expect=INVALID)
+        c.m(M_DOH, b"\x00" + struct.pack("!H", 7) + b"ftp://x", expect=INVALID)
+        url = "https://" + "d" * 1017      # 1025 bytes
+        c.m(M_DOH, b"\x00" + struct.pack("!H", len(url)) + url.encode(), expect=INVALID)
+
+
+# ---------------------------------------------------------------- settings
+
+def test_settings_round_trip(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        for m, q, v in ((M_BUFFER_SIZE, Q_BUFFER_SIZE, 8192), (M_HANDSHAKE_TIMEOUT, Q_HANDSHAKE_TIMEOUT, 7),
+                        (M_IDLE_TIMEOUT, Q_IDLE_TIMEOUT, 3600), (M_CONNECT_TIMEOUT, Q_CONNECT_TIMEOUT, 4)):
+            c.m(m, struct.pack("!I", v))
+            assert c.u32_query(q) == v
+        c.m(M_DISSECTORS, b"\x00")
+        assert c.q(Q_DISSECTORS).payload == b"\x00"
+        c.m(M_IDLE_CLEANUP, b"\x00")
+        assert c.q(Q_IDLE_CLEANUP).payload == b"\x00"
+        c.m(M_ANONYMOUS, b"\x02")
+        assert c.q(Q_ANONYMOUS).payload == b"\x02"
+        url = b"https://127.0.0.1:8053/dns-query"
+        c.m(M_DOH, b"\x01" + struct.pack("!H", len(url)) + url)
+        assert c.q(Q_DOH).payload == b"\x01" + struct.pack("!H", len(url)) + url
+        c.m(M_DOH, b"\x00\x00\x00")     # method only: the URL stays
+        assert c.q(Q_DOH).payload == b"\x00" + struct.pack("!H", len(url)) + url
+
+
+def test_handshake_timeout_applies_to_new_sessions(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.m(M_HANDSHAKE_TIMEOUT, struct.pack("!I", 1))
+    time.sleep(0.2)
+    s = connect("127.0.0.1", srv.port)
+    with s:
+        got, _, took = eof_within(s, 5)
+        assert got and took < 3, "silent client not closed after the new 1 s handshake timeout (%.1fs)" % took
+
+
+def test_idle_timeout_applies_to_running_sessions(admin_server, echo_server):
+    srv = admin_server(users=["%s:%s" % (BOB, BOB_PASS)])
+    s, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user=BOB, password=BOB_PASS)
+    with s:
+        assert echo_ok(s)
+        with srv.login() as c:
+            c.m(M_IDLE_TIMEOUT, struct.pack("!I", 1))
+        got, _, took = eof_within(s, 6)
+        assert got, "a running session outlived the new 1 s idle timeout"
+
+
+def test_anonymous_policy_applies_to_new_sessions(admin_server):
+    srv = admin_server()
+    s = connect("127.0.0.1", srv.port)
+    with s:    # auto with users defined: no anonymous access
+        s.sendall(greeting((0x00,)))
+        assert recv_exact(s, 2) == b"\x05\xff"
+    with srv.login() as c:
+        c.m(M_ANONYMOUS, b"\x01")
+    time.sleep(0.2)
+    s = connect("127.0.0.1", srv.port)
+    with s:
+        s.sendall(greeting((0x00,)))
+        assert recv_exact(s, 2) == b"\x05\x00"
+
+
+# ---------------------------------------------------------------- users
+
+def test_add_user_password_and_delete(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        assert c.add_user(BOB, BOB_PASS) == 0        # no configuration file: not persisted
+        c.add_user(BOB, "other", expect=EXISTS)
+        assert socks_login_ok(srv.port, BOB, BOB_PASS)
+        assert {"name": BOB, "admin": 0} in c.users()
+        assert c.m(M_PASSWORD, s8(BOB) + s8("new-pass")).payload == b"\x00"
+        assert not socks_login_ok(srv.port, BOB, BOB_PASS)
+        assert socks_login_ok(srv.port, BOB, "new-pass")
+        c.m(M_PASSWORD, s8("ghost") + s8("x"), expect=NOT_FOUND)
+        assert c.m(M_DEL_USER, s8(BOB)).payload == b"\x00"
+        c.m(M_DEL_USER, s8(BOB), expect=NOT_FOUND)
+        assert not socks_login_ok(srv.port, BOB, "new-pass")
+
+
+def test_added_admin_can_administer(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.add_user("root2", "r00t-pass", admin=1)
+    with srv.login("root2", "r00t-pass") as c:
+        assert c.u32_query(Q_USER_COUNT) == 2
+
+
+def test_delete_user_closes_its_live_sessions_only(admin_server, echo_server):
+    srv = admin_server(users=["alice:alice-pw", "%s:%s" % (BOB, BOB_PASS)])
+    a1, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="alice", password="alice-pw")
+    a2, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="alice", password="alice-pw")
+    b1, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user=BOB, password=BOB_PASS)
+    with a1, a2, b1:
+        for s in (a1, a2, b1):
+            assert echo_ok(s)
+        with srv.login() as c:
+            assert Cursor(c.q(Q_USER_CONNS, s8("alice")).payload).u32() == 2
+            t0 = time.monotonic()
+            c.m(M_DEL_USER, s8("alice"))
+            for s in (a1, a2):
+                got, _, took = eof_within(s, 2)
+                assert got, "alice's session still open after her deletion"
+            assert time.monotonic() - t0 < 1.5
+            c.q(Q_USER_CONNS, s8("alice"), expect=NOT_FOUND)
+        assert echo_ok(b1, b"still here")
+
+
+# ---------------------------------------------------------------- sessions
+
+def test_sessions_listing_paging_and_close(admin_server, echo_server):
+    srv = admin_server(users=["%s:%s" % (BOB, BOB_PASS)])
+    socks = [socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user=BOB, password=BOB_PASS)[0]
+             for _ in range(3)]
+    try:
+        for s in socks:
+            assert echo_ok(s)
+        with srv.login() as c:
+            sessions, more = c.sessions()
+            assert more == 0 and len(sessions) == 3
+            ids = [x["id"] for x in sessions]
+            assert ids == sorted(ids) and len(set(ids)) == 3
+            ports = {s.getsockname()[1] for s in socks}
+            for x in sessions:
+                assert x["user"] == BOB and x["family"] == 4 and x["addr"] == "127.0.0.1"
+                assert x["sport"] in ports
+                assert x["dest"] == "127.0.0.1" and x["dport"] == echo_server.port
+                assert x["state"] == 3     # relay
+                assert x["up"] >= 4 and x["down"] >= 4
+            # paging
+            page, more = c.sessions(0, 1)
+            assert [x["id"] for x in page] == ids[:1] and more == 1
+            page, more = c.sessions(ids[0], 1)
+            assert [x["id"] for x in page] == ids[1:2] and more == 1
+            page, more = c.sessions(ids[1], 256)
+            assert [x["id"] for x in page] == ids[2:] and more == 0
+            # close the middle one
+            victim = next(s for s in socks if s.getsockname()[1] == sessions[1]["sport"])
+            c.m(M_CLOSE_SESSION, struct.pack("!Q", ids[1]))
+            got, _, _ = eof_within(victim, 2)
+            assert got
+            c.m(M_CLOSE_SESSION, struct.pack("!Q", ids[1]), expect=NOT_FOUND)
+            c.m(M_CLOSE_SESSION, struct.pack("!Q", 0xffffffffffff), expect=NOT_FOUND)
+            left, _ = c.sessions()
+            assert [x["id"] for x in left] == [ids[0], ids[2]]
+    finally:
+        for s in socks:
+            s.close()
+
+
+# ---------------------------------------------------------------- limits
+
+def test_seventeenth_admin_session_closed(admin_server):
+    srv = admin_server()
+    conns = [srv.login() for _ in range(16)]
+    try:
+        extra = srv.conn()
+        with extra:
+            try:
+                extra.send(auth_msg(ADMIN_USER, ADMIN_PASS))
+            except OSError:
+                pass
+            assert extra.eof_within(3), "a 17th admin session was served"
+        conns[0].q(Q_USER_COUNT)
+    finally:
+        for c in conns:
+            c.close()
+    time.sleep(0.3)
+    with srv.login() as c:
+        c.q(Q_USER_COUNT)
+
+
+# ---------------------------------------------------------------- configuration file
+
+def write_config(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_reload_without_file_invalid(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.m(M_RELOAD, expect=INVALID)
+
+
+def test_added_user_persisted_and_survives_restart(admin_server, tmp_path):
+    cfg = tmp_path / "socks5d.conf"
+    write_config(cfg, ["# kept comment", "admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS)),
+                       "buffer-size = 65536"])
+    srv = admin_server(config=cfg)
+    with srv.login() as c:
+        assert c.add_user("carol", "carol-pw") == 1
+        assert c.add_user("dave", "dave-pw") == 1
+        assert c.m(M_DEL_USER, s8("dave")).payload == b"\x01"
+    text = cfg.read_text()
+    assert "# kept comment" in text and "buffer-size = 65536" in text
+    carol = [l for l in text.splitlines() if "carol" in l]
+    assert len(carol) == 1 and "$y$" in carol[0] and "carol-pw" not in text, text
+    assert "dave" not in text
+    assert srv.stop() == 0
+    srv.start()
+    assert socks_login_ok(srv.port, "carol", "carol-pw")
+    with srv.login() as c:
+        assert {u["name"] for u in c.users()} == {ADMIN_USER, "carol"}
+        assert c.m(M_PASSWORD, s8("carol") + s8("pw2")).payload == b"\x01"
+    assert srv.stop() == 0
+    srv.start()
+    assert socks_login_ok(srv.port, "carol", "pw2")
+
+
+def test_reload_applies_file_and_keeps_config_when_invalid(admin_server, tmp_path):
+    cfg = tmp_path / "socks5d.conf"
+    base = ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))]
+    write_config(cfg, base + ["buffer-size = 65536"])
+    srv = admin_server(config=cfg)
+    with srv.login() as c:
+        write_config(cfg, base + ["buffer-size = 16384", "user = erin:%s" % hash_password("erin-pw")])
+        c.m(M_RELOAD)
+        assert c.u32_query(Q_BUFFER_SIZE) == 16384
+        assert socks_login_ok(srv.port, "erin", "erin-pw")
+        write_config(cfg, base + ["buffer-size = nonsense"])
+        c.m(M_RELOAD, expect=INVALID)
+        assert c.u32_query(Q_BUFFER_SIZE) == 16384
+        assert socks_login_ok(srv.port, "erin", "erin-pw")
+
+
+def test_unread_responses_over_4_mib_delivered_in_order(admin_server):
+    """Pipelined requests whose answers exceed the 4 MiB back-pressure bound:
+    the server pauses reading, nothing is lost, the order holds."""
+    srv = admin_server()
+    with srv.login() as c:
+        names = ["%03d" % i + "n" * 252 for i in range(60)]
+        c.send(b"".join(frame(MODIFY, M_ADD_USER, s8(n) + s8("pw") + b"\x00") for n in names))
+        for _ in names:
+            f = c.read_frame(timeout=30)
+            assert (f.cmd, f.status) == (M_ADD_USER, OK), f
+        n = 320    # 320 x ~17 KB = ~5.3 MiB of answers, none read until all are sent
+        c.send(b"".join(frame(QUERY, Q_USER_STATS if i % 2 else Q_USERS) for i in range(n)))
+        time.sleep(0.5)
+        total = 0
+        for i in range(n):
+            f = c.read_frame(timeout=10)
+            assert (f.cmd, f.status) == (Q_USER_STATS if i % 2 else Q_USERS, OK), (i, f)
+            total += len(f.payload)
+        assert total > 4 * 1024 * 1024
+        assert c.u32_query(Q_USER_COUNT) == 61
+
+
+def test_without_kernel_sctp_one_warning_and_unix_socket_serves(admin_server):
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_SCTP).close()
+        pytest.skip("this kernel has SCTP (the VM test covers it: make check-vm)")
+    except OSError:
+        pass
+    srv = admin_server()
+    warn = [l for l in srv.proc.stderr_text().splitlines() if "SCTP" in l]
+    assert len(warn) == 1 and "warn" in warn[0], warn
+    with srv.login() as c:
+        c.q(Q_USER_COUNT)
