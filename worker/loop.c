@@ -69,6 +69,20 @@ int loop_watch_mod(struct loop *l, struct loop_watch *w, uint32_t events)
 	return 0;
 }
 
+int loop_watch_move(struct loop *l, struct loop_watch *from, struct loop_watch *to, uint32_t events,
+                    loop_io_fn *fn, void *data)
+{
+	struct epoll_event ev = {.events = events, .data.ptr = to};
+	if (epoll_ctl(l->epfd, EPOLL_CTL_MOD, from->fd, &ev) < 0)
+		return -errno;
+	to->fd = from->fd;
+	to->events = events;
+	to->fn = fn;
+	to->data = data;
+	from->fn = NULL;
+	return 0;
+}
+
 void loop_watch_del(struct loop *l, struct loop_watch *w)
 {
 	if (!w->fn)

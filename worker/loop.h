@@ -77,6 +77,10 @@ void loop_stop(struct loop *l);
 int loop_watch_add(struct loop *l, struct loop_watch *w, int fd, uint32_t events, loop_io_fn *fn,
                    void *data);
 int loop_watch_mod(struct loop *l, struct loop_watch *w, uint32_t events);
+/* Hand a registered fd over to another watch (one epoll_ctl): `from`
+ * becomes inactive, `to` takes the fd with its events, fn and data. */
+int loop_watch_move(struct loop *l, struct loop_watch *from, struct loop_watch *to, uint32_t events,
+                    loop_io_fn *fn, void *data);
 /* Remove from epoll (the fd is not closed); safe on a watch never added. */
 void loop_watch_del(struct loop *l, struct loop_watch *w);
 static inline bool loop_watch_active(const struct loop_watch *w)

@@ -53,7 +53,21 @@ struct handshake {
 	struct socks5_request req;
 	size_t naddrs, next_addr;
 	struct sockaddr_storage addrs[RESOLVER_MAX_ADDRS];
+	/* Connection attempts racing (RFC 8305): one per address at most. */
+	struct attempt {
+		struct session *s;
+		struct loop_watch w;
+		struct loop_timer timer; /* this attempt's connect timeout */
+		int fd;
+		uint8_t addr;
+	} att[RESOLVER_MAX_ADDRS];
+	size_t natt;                 /* attempts started */
+	unsigned in_flight;
+	struct loop_timer next_timer; /* start the next attempt (250 ms) */
 };
+
+/* RFC 8305 section 5: the "Connection Attempt Delay". */
+#define ATTEMPT_DELAY_MS 250
 
 struct session {
 	struct list_node link;
@@ -74,7 +88,6 @@ struct session {
 	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
 
 	struct loop_timer timer;  /* handshake, then idle, or linger */
-	struct loop_timer ctimer; /* current connect attempt */
 	struct auth_job *auth_job;
 	struct resolver_query *query;
 
@@ -97,7 +110,8 @@ static void finalize(struct session *s);
 static void on_client(struct loop *l, struct loop_watch *w, uint32_t events);
 static void on_target(struct loop *l, struct loop_watch *w, uint32_t events);
 static void handshake_step(struct session *s);
-static void try_next_address(struct session *s);
+static void start_attempts(struct session *s);
+static void close_attempts(struct session *s);
 static void relay(struct session *s);
 static void sniff_input(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n);
 
@@ -235,8 +249,8 @@ static void fail(struct session *s, uint8_t rep)
 		close(s->tfd);
 		s->tfd = -1;
 	}
+	close_attempts(s);
 	s->phase = PH_LINGER;
-	loop_timer_stop(&s->ctimer);
 	loop_timer_start_at(&s->wk->misc_tl, &s->timer, s->wk->loop.now + LINGER_MS);
 	if (!s->down) {
 		shutdown(s->cfd, SHUT_WR);
@@ -358,7 +372,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
 	memcpy(s->hs->addrs, addrs, n * sizeof *addrs);
 	s->hs->naddrs = n;
 	s->hs->next_addr = 0;
-	try_next_address(s);
+	start_attempts(s);
 }
 
 static void start_request(struct session *s)
@@ -417,7 +431,7 @@ static void start_request(struct session *s)
 		}
 	}
 	if (hs->naddrs) {
-		try_next_address(s);
+		start_attempts(s);
 		return;
 	}
 	s->phase = PH_RESOLVING;
@@ -578,30 +592,10 @@ static void close_target(struct session *s)
 	s->tfd = -1;
 }
 
-static void attempt_failed(struct session *s, int err)
-{
-	char text[INET6_ADDRSTRLEN];
-	uint16_t port;
-	addr_text(&s->hs->addrs[s->hs->next_addr - 1], text, sizeof text, &port);
-	log_debug("session %llu: connect to %s port %u: %s", (unsigned long long)s->id, text, port,
-	          strerror(err));
-	s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(err));
-	loop_timer_stop(&s->ctimer);
-	close_target(s);
-	try_next_address(s);
-}
-
-static void on_connect_timeout(struct loop *l, struct loop_timer *t)
-{
-	(void)l;
-	attempt_failed(t->data, ETIMEDOUT);
-}
-
 static void connected(struct session *s)
 {
 	struct sockaddr_storage local;
 	socklen_t len = sizeof local;
-	loop_timer_stop(&s->ctimer);
 	loop_timer_stop(&s->timer);
 	if (getsockname(s->tfd, (struct sockaddr *)&local, &len) < 0) {
 		fail(s, SOCKS5_REP_GENERAL_FAILURE);
@@ -643,43 +637,168 @@ static void connected(struct session *s)
 	relay(s);
 }
 
-static void try_next_address(struct session *s)
+/* RFC 8305 section 4: alternate the address families, starting with the
+ * family of the first address. */
+static void interleave(struct handshake *hs)
+{
+	struct sockaddr_storage v[RESOLVER_MAX_ADDRS], *first[RESOLVER_MAX_ADDRS],
+	    *second[RESOLVER_MAX_ADDRS];
+	size_t nf = 0, ns = 0, n = 0;
+	if (hs->naddrs < 3)
+		return;
+	sa_family_t fam = hs->addrs[0].ss_family;
+	for (size_t i = 0; i < hs->naddrs; i++) {
+		if (hs->addrs[i].ss_family == fam)
+			first[nf++] = &hs->addrs[i];
+		else
+			second[ns++] = &hs->addrs[i];
+	}
+	for (size_t i = 0; i < nf || i < ns; i++) {
+		if (i < nf)
+			v[n++] = *first[i];
+		if (i < ns)
+			v[n++] = *second[i];
+	}
+	memcpy(hs->addrs, v, n * sizeof v[0]);
+}
+
+static void close_attempt(struct session *s, struct attempt *a)
+{
+	if (a->fd < 0)
+		return;
+	loop_watch_del(&s->wk->loop, &a->w);
+	loop_timer_stop(&a->timer);
+	close(a->fd);
+	a->fd = -1;
+	s->hs->in_flight--;
+}
+
+static void close_attempts(struct session *s)
+{
+	if (!s->hs)
+		return;
+	loop_timer_stop(&s->hs->next_timer);
+	for (size_t i = 0; i < s->hs->natt; i++)
+		close_attempt(s, &s->hs->att[i]);
+}
+
+static void launch_next(struct session *s);
+
+static void attempt_failed(struct attempt *a, int err)
+{
+	struct session *s = a->s;
+	char text[INET6_ADDRSTRLEN];
+	uint16_t port;
+	addr_text(&s->hs->addrs[a->addr], text, sizeof text, &port);
+	log_debug("session %llu: connect to %s port %u: %s", (unsigned long long)s->id, text, port,
+	          strerror(err));
+	s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(err));
+	close_attempt(s, a);
+	/* A failure starts the next attempt at once (RFC 8305 section 5). */
+	launch_next(s);
+}
+
+static void on_attempt_timeout(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	attempt_failed(t->data, ETIMEDOUT);
+}
+
+static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	struct attempt *a = w->data;
+	struct session *s = a->s;
+	int err = 0;
+	socklen_t len = sizeof err;
+	if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	if (err) {
+		attempt_failed(a, err);
+		return;
+	}
+	if (!(events & EPOLLOUT))
+		return;
+	/* The first to connect wins; the others are closed. */
+	int fd = a->fd;
+	loop_timer_stop(&a->timer);
+	if (loop_watch_move(l, &a->w, &s->tw, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_target,
+	                    s) < 0) {
+		attempt_failed(a, errno);
+		return;
+	}
+	a->fd = -1;
+	s->hs->in_flight--;
+	close_attempts(s);
+	s->tfd = fd;
+	s->t_readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) != 0;
+	s->t_writable = true;
+	connected(s);
+}
+
+static void on_next_timer(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	launch_next(t->data);
+}
+
+/* Start the next address's attempt; with more left, the one after it
+ * starts in ATTEMPT_DELAY_MS unless a failure starts it earlier. */
+static void launch_next(struct session *s)
 {
 	struct handshake *hs = s->hs;
-	s->phase = PH_CONNECTING;
+	loop_timer_stop(&hs->next_timer);
 	while (hs->next_addr < hs->naddrs) {
-		const struct sockaddr_storage *a = &hs->addrs[hs->next_addr++];
-		socklen_t alen = a->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-		                                          : sizeof(struct sockaddr_in);
-		int fd = socket(a->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(errno));
-			continue;
-		}
-		if (connect(fd, (const struct sockaddr *)a, alen) < 0 && errno != EINPROGRESS) {
+		uint8_t idx = (uint8_t)hs->next_addr++;
+		const struct sockaddr_storage *sa = &hs->addrs[idx];
+		socklen_t alen = sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+		                                           : sizeof(struct sockaddr_in);
+		int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd >= 0 && connect(fd, (const struct sockaddr *)sa, alen) < 0 && errno != EINPROGRESS) {
 			int e = errno;
 			close(fd);
-			s->tfd = -1;
+			fd = -1;
+			errno = e;
+		}
+		if (fd < 0) {
 			char text[INET6_ADDRSTRLEN];
 			uint16_t port;
-			addr_text(a, text, sizeof text, &port);
+			int e = errno;
+			addr_text(sa, text, sizeof text, &port);
 			log_debug("session %llu: connect to %s port %u: %s", (unsigned long long)s->id,
 			          text, port, strerror(e));
 			s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(e));
 			continue;
 		}
-		s->tfd = fd;
-		s->t_readable = s->t_writable = false;
-		if (loop_watch_add(&s->wk->loop, &s->tw, fd,
-		                   EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_target, s) < 0) {
+		struct attempt *a = &hs->att[hs->natt++];
+		a->s = s;
+		a->fd = fd;
+		a->addr = idx;
+		loop_timer_init(&a->timer, on_attempt_timeout, a);
+		if (loop_watch_add(&s->wk->loop, &a->w, fd, EPOLLOUT | EPOLLET, on_attempt, a) < 0) {
 			close(fd);
-			s->tfd = -1;
+			a->fd = -1;
 			continue;
 		}
-		loop_timer_start(&s->wk->loop, &s->wk->connect_tl, &s->ctimer);
+		hs->in_flight++;
+		loop_timer_start(&s->wk->loop, &s->wk->connect_tl, &a->timer);
+		if (hs->next_addr < hs->naddrs)
+			loop_timer_start_at(&s->wk->misc_tl, &hs->next_timer,
+			                    s->wk->loop.now + ATTEMPT_DELAY_MS);
 		return;
 	}
-	fail(s, s->best_fail);
+	if (hs->in_flight == 0)
+		fail(s, s->best_fail);
+}
+
+static void start_attempts(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	s->phase = PH_CONNECTING;
+	interleave(hs);
+	hs->natt = 0;
+	hs->in_flight = 0;
+	loop_timer_init(&hs->next_timer, on_next_timer, s);
+	launch_next(s);
 }
 
 /* ---- relay -------------------------------------------------------------- */
@@ -837,20 +956,6 @@ static void on_target(struct loop *l, struct loop_watch *w, uint32_t events)
 		s->t_hup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
 		s->t_writable = true;
-	if (s->phase == PH_CONNECTING) {
-		int err = 0;
-		socklen_t len = sizeof err;
-		if (getsockopt(s->tfd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-			err = errno;
-		if (err) {
-			attempt_failed(s, err);
-			return;
-		}
-		if (!s->t_writable)
-			return;
-		connected(s);
-		return;
-	}
 	if (s->phase == PH_RELAY)
 		relay(s);
 }
@@ -903,7 +1008,7 @@ static void finalize(struct session *s)
 	auth_cancel(wk->auth, s->auth_job);
 	resolver_cancel(s->query);
 	loop_timer_stop(&s->timer);
-	loop_timer_stop(&s->ctimer);
+	close_attempts(s);
 	loop_watch_del(&wk->loop, &s->cw);
 	close(s->cfd);
 	s->cfd = -1;
@@ -952,7 +1057,6 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	s->start_ms = wk->loop.now;
 	s->phase = PH_GREETING;
 	loop_timer_init(&s->timer, on_handshake_timeout, s);
-	loop_timer_init(&s->ctimer, on_connect_timeout, s);
 	if (loop_watch_add(&wk->loop, &s->cw, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_client,
 	                   s) < 0) {
 		free(s->hs);
