@@ -115,21 +115,6 @@ static void close_attempts(struct session *s);
 static void relay(struct session *s);
 static void sniff_input(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n);
 
-static bool is_loopback(const struct sockaddr_storage *ss)
-{
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)ss;
-		return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
-	}
-	if (ss->ss_family == AF_INET6) {
-		const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-		if (IN6_IS_ADDR_LOOPBACK(a))
-			return true;
-		return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
-	}
-	return false;
-}
-
 static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len, uint16_t *port)
 {
 	if (ss->ss_family == AF_INET6) {
@@ -277,18 +262,6 @@ static void refuse(struct session *s, const uint8_t *msg, size_t n)
 
 /* ---- handshake ---------------------------------------------------------- */
 
-static bool anonymous_allowed(struct session *s, bool users_exist)
-{
-	switch (s->wk->cfg.anonymous) {
-	case ANON_ALWAYS:
-		return true;
-	case ANON_NEVER:
-		return false;
-	default:
-		return !users_exist && is_loopback(&s->peer);
-	}
-}
-
 static void consume(struct handshake *hs, size_t n)
 {
 	memmove(hs->in, hs->in + n, hs->len - n);
@@ -365,7 +338,7 @@ static void resolved(void *arg, int status, const struct sockaddr_storage *addrs
 	if (status < 0) {
 		shm_count(s->wk->slot, M_DNS_FAILURES, 1);
 		log_info("session %llu: cannot resolve '%s': %s", (unsigned long long)s->id, s->dest,
-		         strerror(-status));
+		         status == -ENOENT ? "no such name or no address" : strerror(-status));
 		fail(s, SOCKS5_REP_HOST_UNREACH);
 		return;
 	}
@@ -461,13 +434,12 @@ static void handshake_parse(struct session *s)
 				return;
 			}
 			{
-				bool users_exist = shm_user_count(s->wk->seg) > 0;
-				uint8_t method = SOCKS5_METHOD_NO_ACCEPTABLE;
-				if (rc == SOCKS5_DONE && hs->greeting.offers_userpass && users_exist)
-					method = SOCKS5_METHOD_USERPASS;
-				else if (rc == SOCKS5_DONE && hs->greeting.offers_no_auth &&
-				         anonymous_allowed(s, users_exist))
-					method = SOCKS5_METHOD_NO_AUTH;
+				uint8_t method =
+				    rc != SOCKS5_DONE
+				        ? SOCKS5_METHOD_NO_ACCEPTABLE
+				        : socks5_choose_method(&hs->greeting, shm_user_count(s->wk->seg) > 0,
+				                               s->wk->cfg.anonymous,
+				                               socks5_is_loopback((struct sockaddr *)&s->peer));
 				uint8_t msg[2] = {SOCKS5_VERSION, method};
 				if (method == SOCKS5_METHOD_NO_ACCEPTABLE) {
 					shm_count(s->wk->slot, M_NO_METHOD, 1);

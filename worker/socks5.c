@@ -1,6 +1,9 @@
 #include "socks5.h"
 
+#include "../shared/settings.h"
+
 #include <errno.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -299,4 +302,29 @@ static int rep_rank(uint8_t rep)
 uint8_t socks5_rep_worst(uint8_t a, uint8_t b)
 {
 	return rep_rank(b) > rep_rank(a) ? b : a;
+}
+
+uint8_t socks5_choose_method(const struct socks5_greeting *g, bool users_exist, uint8_t policy,
+                             bool client_loopback)
+{
+	if (g->offers_userpass && users_exist)
+		return SOCKS5_METHOD_USERPASS;
+	if (!g->offers_no_auth)
+		return SOCKS5_METHOD_NO_ACCEPTABLE;
+	bool allowed = policy == ANON_ALWAYS ||
+	               (policy == ANON_AUTO && !users_exist && client_loopback);
+	return allowed ? SOCKS5_METHOD_NO_AUTH : SOCKS5_METHOD_NO_ACCEPTABLE;
+}
+
+bool socks5_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		return (ntohl(s4->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
 }

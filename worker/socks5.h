@@ -11,6 +11,7 @@
 #ifndef SOCKS5D_SOCKS5_H
 #define SOCKS5D_SOCKS5_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -115,6 +116,15 @@ int socks5_auth_feed(struct socks5_auth *a, const uint8_t *p, size_t n, size_t *
 
 void socks5_request_init(struct socks5_request *r);
 int socks5_request_feed(struct socks5_request *r, const uint8_t *p, size_t n, size_t *used);
+
+/* The method for a complete greeting: username/password when offered and
+ * users exist; no authentication when the anonymous policy (enum
+ * anon_policy: auto, always, never) allows it — auto only while no users
+ * exist and only for a loopback client; otherwise 0xFF. */
+uint8_t socks5_choose_method(const struct socks5_greeting *g, bool users_exist, uint8_t policy,
+                             bool client_loopback);
+/* 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8. */
+bool socks5_is_loopback(const struct sockaddr *sa);
 
 /* Encode a reply; bnd may be NULL (0.0.0.0:0).  Returns its length (10 or 22). */
 #define SOCKS5_REPLY_MAX 22

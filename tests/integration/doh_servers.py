@@ -42,6 +42,8 @@ ZONE = [
     ("multi.test", "A", "127.0.0.3", 3600),
     ("multi.test", "A", "127.0.0.1", 3600),
     ("ttl.test", "A", "127.0.0.1", 1),
+    ("race.test", "A", "127.0.0.4", 3600),
+    ("race.test", "A", "127.0.0.1", 3600),
 ] + [("big.test", "A", "127.0.1.%d" % i, 3600) for i in range(1, 33)]
 # a second copy of each name for a second, uncached lookup in the same test
 TEST_NAMES = {"v4.test": 4, "v6.test": 6, "dual.test": 46}

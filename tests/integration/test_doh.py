@@ -191,6 +191,45 @@ def test_multi_address_name_reaches_the_last_address(socks5d, stack, nginx, sile
     assert len(nginx.access_entries()) > before
 
 
+def _stalled_listener(host, port):
+    """A listener on host:port whose accept queue is full: new SYNs are dropped."""
+    import select
+    l = socket.socket()
+    l.bind((host, port))
+    l.listen(0)
+    fill = []
+    for _ in range(10):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect((host, port))
+        except BlockingIOError:
+            pass
+        fill.append(s)
+        if not select.select([], [s], [], 0.3)[1]:
+            return l, fill
+    raise AssertionError("could not fill the accept queue")
+
+
+def test_stalled_first_address_loses_the_race_to_the_next(socks5d, stack, nginx, silent):
+    # race.test: 127.0.0.4 (its SYNs are dropped: it never answers), then
+    # 127.0.0.1 (nginx).  Attempts race (RFC 8305): the second starts 250 ms
+    # after the first instead of after the 30 s connect timeout.
+    l, fill = _stalled_listener("127.0.0.4", nginx.port)
+    try:
+        p = socks5d("--doh-url", stack.url, "--no-dns-fallback", "--dns-server", silent.server,
+                    "--connect-timeout", "30", "--log-level", "debug", workers=1)
+        t0 = time.monotonic()
+        assert socks_rep(p.port, "race.test", nginx.port, timeout=25) == 0
+        assert time.monotonic() - t0 < 15
+        r = curl_via(p.port, "race.test", nginx.port)
+        assert r.stdout == nginx.index_body
+    finally:
+        for s in fill:
+            s.close()
+        l.close()
+
+
 @pytest.mark.parametrize("name", ["nope.test", "servfail.test", "http500.test", "html.test"])
 def test_negative_and_failed_answers_reply_04(socks5d, stack, silent, name):
     p = socks5d("--doh-url", stack.url, "--no-dns-fallback", "--dns-server", silent.server,

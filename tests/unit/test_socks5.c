@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/un.h>
 
+#include "../../shared/settings.h"
 #include "../../worker/socks5.h"
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -816,6 +817,82 @@ static void random_bytes_never_crash_or_overconsume(void **state)
 	}
 }
 
+/* ---- method policy ---------------------------------------------------- */
+
+static struct socks5_greeting offers(int no_auth, int userpass)
+{
+	struct socks5_greeting g = {0};
+	g.offers_no_auth = (uint8_t)no_auth;
+	g.offers_userpass = (uint8_t)userpass;
+	return g;
+}
+
+static void userpass_chosen_when_offered_and_users_exist(void **state)
+{
+	(void)state;
+	struct socks5_greeting both = offers(1, 1), up = offers(0, 1);
+	for (uint8_t pol = ANON_AUTO; pol <= ANON_NEVER; pol++) {
+		assert_int_equal(socks5_choose_method(&both, true, pol, true), SOCKS5_METHOD_USERPASS);
+		assert_int_equal(socks5_choose_method(&up, true, pol, false), SOCKS5_METHOD_USERPASS);
+	}
+	/* No users: offering only username/password cannot succeed. */
+	assert_int_equal(socks5_choose_method(&up, false, ANON_ALWAYS, true),
+	                 SOCKS5_METHOD_NO_ACCEPTABLE);
+}
+
+static void auto_policy_admits_only_loopback_and_only_without_users(void **state)
+{
+	(void)state;
+	struct socks5_greeting none = offers(1, 0);
+	assert_int_equal(socks5_choose_method(&none, false, ANON_AUTO, true), SOCKS5_METHOD_NO_AUTH);
+	assert_int_equal(socks5_choose_method(&none, false, ANON_AUTO, false),
+	                 SOCKS5_METHOD_NO_ACCEPTABLE);
+	assert_int_equal(socks5_choose_method(&none, true, ANON_AUTO, true),
+	                 SOCKS5_METHOD_NO_ACCEPTABLE);
+}
+
+static void always_and_never_ignore_the_client_address(void **state)
+{
+	(void)state;
+	struct socks5_greeting none = offers(1, 0), both = offers(1, 1);
+	assert_int_equal(socks5_choose_method(&none, true, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
+	assert_int_equal(socks5_choose_method(&none, false, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
+	assert_int_equal(socks5_choose_method(&none, false, ANON_NEVER, true),
+	                 SOCKS5_METHOD_NO_ACCEPTABLE);
+	/* Both offered, no users, anonymous allowed: no authentication. */
+	assert_int_equal(socks5_choose_method(&both, false, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
+	struct socks5_greeting gssapi_only = offers(0, 0);
+	assert_int_equal(socks5_choose_method(&gssapi_only, false, ANON_ALWAYS, true),
+	                 SOCKS5_METHOD_NO_ACCEPTABLE);
+}
+
+static void loopback_addresses_are_recognised(void **state)
+{
+	(void)state;
+	struct sockaddr_in s4 = {.sin_family = AF_INET};
+	struct sockaddr_in6 s6 = {.sin6_family = AF_INET6};
+	const char *yes4[] = {"127.0.0.1", "127.255.0.9"}, *no4[] = {"10.0.0.1", "128.0.0.1", "0.0.0.0"};
+	for (size_t i = 0; i < 2; i++) {
+		inet_pton(AF_INET, yes4[i], &s4.sin_addr);
+		assert_true(socks5_is_loopback((struct sockaddr *)&s4));
+	}
+	for (size_t i = 0; i < 3; i++) {
+		inet_pton(AF_INET, no4[i], &s4.sin_addr);
+		assert_false(socks5_is_loopback((struct sockaddr *)&s4));
+	}
+	const char *yes6[] = {"::1", "::ffff:127.0.0.2"}, *no6[] = {"::2", "::ffff:10.0.0.1", "fe80::1"};
+	for (size_t i = 0; i < 2; i++) {
+		inet_pton(AF_INET6, yes6[i], &s6.sin6_addr);
+		assert_true(socks5_is_loopback((struct sockaddr *)&s6));
+	}
+	for (size_t i = 0; i < 3; i++) {
+		inet_pton(AF_INET6, no6[i], &s6.sin6_addr);
+		assert_false(socks5_is_loopback((struct sockaddr *)&s6));
+	}
+	struct sockaddr_un su = {.sun_family = AF_UNIX};
+	assert_false(socks5_is_loopback((struct sockaddr *)&su));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -858,6 +935,10 @@ int main(void)
 		cmocka_unit_test(worst_reply_prefers_refused_then_unreachable_then_denied),
 		cmocka_unit_test(worst_reply_folded_over_attempts_is_order_independent),
 		cmocka_unit_test(random_bytes_never_crash_or_overconsume),
+		cmocka_unit_test(userpass_chosen_when_offered_and_users_exist),
+		cmocka_unit_test(auto_policy_admits_only_loopback_and_only_without_users),
+		cmocka_unit_test(always_and_never_ignore_the_client_address),
+		cmocka_unit_test(loopback_addresses_are_recognised),
 	};
 	return cmocka_run_group_tests_name("socks5", tests, NULL, NULL);
 }
