@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../admin/pipo.h"
+#include "../shared/addr.h"
 #include "../shared/clock.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
@@ -67,21 +68,9 @@ struct master {
 static int open_listener(struct master *m, const char *addr, uint16_t port, bool dual)
 {
 	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof ss);
 	socklen_t len;
-	struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-	if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-		s4->sin_port = htons(port);
-		len = sizeof *s4;
-	} else if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-		s6->sin6_port = htons(port);
-		len = sizeof *s6;
-	} else {
+	if (addr_parse(addr, port, &ss, &len) < 0)
 		return -EINVAL;
-	}
 	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;

@@ -92,6 +92,26 @@ int log_init(enum log_level level)
 	return 0;
 }
 
+void log_escape(char *out, size_t outlen, const uint8_t *in, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	if (outlen == 0)
+		return;
+	for (size_t i = 0; i < n && o + 5 < outlen; i++) {
+		uint8_t c = in[i];
+		if (c > 0x20 && c < 0x7f && c != '\\') {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+}
+
 void log_iso8601(char out[21], int64_t unix_seconds)
 {
 	time_t t = (time_t)unix_seconds;

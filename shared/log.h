@@ -56,6 +56,11 @@ uint64_t log_dropped_total(void);
  * blocking mode and free the queues. */
 void log_shutdown(int timeout_ms);
 
+/* Copy untrusted bytes for a record field: bytes outside printable ASCII,
+ * the space and the backslash become \xHH, so that a tab or a newline
+ * cannot break a record.  Truncated to fit; always terminated. */
+void log_escape(char *out, size_t outlen, const uint8_t *in, size_t n);
+
 /* Format "2026-11-27T18:00:00Z" (21 bytes with the NUL) for a wall-clock time. */
 void log_iso8601(char out[21], int64_t unix_seconds);
 

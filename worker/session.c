@@ -61,6 +61,7 @@ struct handshake {
 		int fd;
 		uint8_t addr;
 	} att[RESOLVER_MAX_ADDRS];
+	struct loop_deferred deferred;
 	size_t natt;                 /* attempts started */
 	unsigned in_flight;
 	struct loop_timer next_timer; /* start the next attempt (250 ms) */
@@ -106,6 +107,15 @@ struct session {
 	int64_t start_wall;
 };
 
+/* The attempts' watches live in the handshake state: events of the
+ * current batch may still name them, so it is freed after the batch. */
+static void free_handshake(struct session *s)
+{
+	if (s->hs)
+		loop_defer_free(&s->wk->loop, &s->hs->deferred, free, s->hs);
+	s->hs = NULL;
+}
+
 static void finalize(struct session *s);
 static void on_client(struct loop *l, struct loop_watch *w, uint32_t events);
 static void on_target(struct loop *l, struct loop_watch *w, uint32_t events);
@@ -129,26 +139,6 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len, 
 		inet_ntop(AF_INET, &s4->sin_addr, out, (socklen_t)len);
 		*port = ntohs(s4->sin_port);
 	}
-}
-
-/* Copy untrusted text for a log line: bytes outside printable ASCII, and
- * the backslash, become \xHH; the result is truncated to fit. */
-static void sanitize(char *out, size_t outlen, const char *in)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-	for (; *in && o + 5 < outlen; in++) {
-		unsigned char c = (unsigned char)*in;
-		if (c > 0x20 && c < 0x7f && c != '\\') {
-			out[o++] = (char)c;
-		} else {
-			out[o++] = '\\';
-			out[o++] = 'x';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		}
-	}
-	out[o] = '\0';
 }
 
 /* ---- timers ------------------------------------------------------------ */
@@ -283,7 +273,7 @@ static void auth_done(void *arg, bool ok)
 		static const uint8_t no[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_FAILURE};
 		char name[sizeof s->user];
 		shm_count(s->wk->slot, M_AUTH_FAIL, 1);
-		sanitize(name, sizeof name, s->user);
+		log_escape(name, sizeof name, (const uint8_t *)s->user, strlen(s->user));
 		log_info("authentication failed for user '%s'", name);
 		refuse(s, no, sizeof no);
 		return;
@@ -358,7 +348,7 @@ static void start_request(struct session *s)
 	s->start_wall = (int64_t)time(NULL);
 	s->dport = r->port;
 	if (r->atyp == SOCKS5_ATYP_DOMAIN)
-		sanitize(s->dest, sizeof s->dest, r->host);
+		log_escape(s->dest, sizeof s->dest, (const uint8_t *)r->host, strlen(r->host));
 	else
 		inet_ntop(r->atyp == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, s->dest,
 		          sizeof s->dest);
@@ -600,8 +590,7 @@ static void connected(struct session *s)
 		s->sniff = sniff_new();
 	if (s->sniff && hs->len)
 		sniff_input(s, SNIFF_UP, hs->in, hs->len);
-	free(s->hs);
-	s->hs = NULL;
+	free_handshake(s);
 	s->phase = PH_RELAY;
 	s->timer.fn = on_idle_timeout;
 	shm_gauge_add(s->wk->slot, G_CONN_RELAYING, 1);
@@ -990,8 +979,7 @@ static void finalize(struct session *s)
 	if (s->down)
 		worker_buf_put(wk, s->down);
 	s->up = s->down = NULL;
-	free(s->hs);
-	s->hs = NULL;
+	free_handshake(s);
 	sniff_free(s->sniff);
 	s->sniff = NULL;
 	s->link.prev->next = s->link.next;

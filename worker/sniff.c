@@ -1286,34 +1286,14 @@ enum sniff_status sniff_feed(struct sniff *sn, enum sniff_dir dir, const uint8_t
 
 /* ---- records ------------------------------------------------------------ */
 
-void sniff_escape(char *out, size_t outlen, const uint8_t *in, size_t n)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-	if (outlen == 0)
-		return;
-	for (size_t i = 0; i < n && o + 5 < outlen; i++) {
-		uint8_t c = in[i];
-		if (c > 0x20 && c < 0x7f && c != '\\') {
-			out[o++] = (char)c;
-		} else {
-			out[o++] = '\\';
-			out[o++] = 'x';
-			out[o++] = hex[c >> 4];
-			out[o++] = hex[c & 15];
-		}
-	}
-	out[o] = '\0';
-}
-
 int sniff_format(char *out, size_t outlen, int64_t unix_seconds, const char *proxy_user,
                  const char *dest, uint16_t port, const struct sniff_cred *c)
 {
 	char date[21];
 	char user[SNIFF_FIELD_MAX * 4 + 5], pass[SNIFF_FIELD_MAX * 4 + 5];
 	log_iso8601(date, unix_seconds);
-	sniff_escape(user, sizeof user, c->user, c->ulen);
-	sniff_escape(pass, sizeof pass, c->pass, c->plen);
+	log_escape(user, sizeof user, c->user, c->ulen);
+	log_escape(pass, sizeof pass, c->pass, c->plen);
 	int n = snprintf(out, outlen, "%s\t%s\tP\t%s\t%s\t%u\t%s\t%s", date,
 	                 proxy_user && proxy_user[0] ? proxy_user : "anonymous",
 	                 sniff_proto_name(c->proto), dest && dest[0] ? dest : "-", port, user,

@@ -84,11 +84,6 @@ enum sniff_status sniff_feed(struct sniff *sn, enum sniff_dir dir, const uint8_t
 enum sniff_proto sniff_proto(const struct sniff *sn);
 const char *sniff_proto_name(enum sniff_proto p);
 
-/* Copy bytes for a log field: bytes outside printable ASCII, the space and
- * the backslash become \xHH (as the access log does), so that a tab or a
- * newline cannot break the record.  Truncated to fit; always terminated. */
-void sniff_escape(char *out, size_t outlen, const uint8_t *in, size_t n);
-
 /* Format one credential record (without newline):
  *   DATE \t PROXY-USER \t P \t PROTO \t DEST \t PORT \t USER \t PASSWORD
  * proxy_user NULL or "" prints "anonymous"; dest is printed as given (the

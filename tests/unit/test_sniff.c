@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../shared/log.h"
 #include "../../worker/sniff.h"
 
 #define UP SNIFF_UP
@@ -38,8 +39,8 @@ static void on_cred(void *arg, const struct sniff_cred *c)
 {
 	struct got *g = arg;
 	char u[SNIFF_FIELD_MAX * 4 + 5], p[SNIFF_FIELD_MAX * 4 + 5];
-	sniff_escape(u, sizeof u, c->user, c->ulen);
-	sniff_escape(p, sizeof p, c->pass, c->plen);
+	log_escape(u, sizeof u, c->user, c->ulen);
+	log_escape(p, sizeof p, c->pass, c->plen);
 	int n = snprintf(g->text + g->n, sizeof g->text - g->n, "%s %s %s;",
 	                 sniff_proto_name(c->proto), u, p);
 	assert_true(n > 0 && (size_t)n < sizeof g->text - g->n);
