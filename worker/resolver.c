@@ -480,6 +480,23 @@ static void on_deadline(struct loop *l, struct loop_timer *t)
 
 /* ---- classic DNS (c-ares) -------------------------------------------------- */
 
+
+/* The addresses of a c-ares answer, at most max of them. */
+static size_t addrs_of(const struct ares_addrinfo *res, struct dns_addr *a, size_t max)
+{
+	size_t n = 0;
+	for (const struct ares_addrinfo_node *ai = res->nodes; ai && n < max; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
+			a[n].family = AF_INET;
+			memcpy(a[n++].addr, &((const struct sockaddr_in *)ai->ai_addr)->sin_addr, 4);
+		} else if (ai->ai_family == AF_INET6 && ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+			a[n].family = AF_INET6;
+			memcpy(a[n++].addr, &((const struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 16);
+		}
+	}
+	return n;
+}
+
 static void on_classic(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
 	(void)timeouts;
@@ -495,17 +512,7 @@ static void on_classic(void *arg, int status, int timeouts, struct ares_addrinfo
 	size_t n = 0;
 	int err = 0;
 	if (status == ARES_SUCCESS && res) {
-		for (struct ares_addrinfo_node *ai = res->nodes; ai && n < DNSCACHE_MAX_ADDRS;
-		     ai = ai->ai_next) {
-			if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
-				a[n].family = AF_INET;
-				memcpy(a[n++].addr, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 4);
-			} else if (ai->ai_family == AF_INET6 &&
-			           ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
-				a[n].family = AF_INET6;
-				memcpy(a[n++].addr, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 16);
-			}
-		}
+		n = addrs_of(res, a, DNSCACHE_MAX_ADDRS);
 		if (n == 0)
 			err = -ENOENT;
 	} else if (status == ARES_ENOTFOUND || status == ARES_ENODATA || status == ARES_EBADNAME) {
@@ -704,17 +711,7 @@ static void on_hosts(void *arg, int status, int timeouts, struct ares_addrinfo *
 	struct dns_addr a[RESOLVER_MAX_ADDRS];
 	size_t n = 0;
 	if (status == ARES_SUCCESS && res) {
-		for (struct ares_addrinfo_node *ai = res->nodes; ai && n < RESOLVER_MAX_ADDRS;
-		     ai = ai->ai_next) {
-			if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
-				a[n].family = AF_INET;
-				memcpy(a[n++].addr, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, 4);
-			} else if (ai->ai_family == AF_INET6 &&
-			           ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
-				a[n].family = AF_INET6;
-				memcpy(a[n++].addr, &((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr, 16);
-			}
-		}
+		n = addrs_of(res, a, RESOLVER_MAX_ADDRS);
 	}
 	if (res)
 		ares_freeaddrinfo(res);
