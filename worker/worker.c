@@ -18,8 +18,9 @@
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_MS 100
-/* Spare relay buffers kept for reuse; beyond this they are freed. */
-#define MAX_FREE_BUFS 1024
+/* Spare relay buffers kept for reuse, in bytes; beyond this they are freed
+ * (a burst of transfers must not leave the worker holding its peak). */
+#define MAX_FREE_BYTES (4u << 20)
 
 struct rbuf *worker_buf_get(struct worker *wk)
 {
@@ -40,7 +41,7 @@ struct rbuf *worker_buf_get(struct worker *wk)
 
 void worker_buf_put(struct worker *wk, struct rbuf *b)
 {
-	if (wk->nfree_bufs >= MAX_FREE_BUFS || b->cap != wk->cfg.buffer_size) {
+	if ((wk->nfree_bufs + 1) * b->cap > MAX_FREE_BYTES || b->cap != wk->cfg.buffer_size) {
 		free(b);
 		return;
 	}
