@@ -32,7 +32,7 @@ FUZZ_BIN   := $(FUZZ_SRC:%.c=build/fuzz/%)
 PYTHON  := /usr/bin/python3
 RUN_ARGS ?= -l 127.0.0.1
 
-.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps
+.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps bench
 
 all: build/socks5d build/pipoClient
 
@@ -49,6 +49,11 @@ build/test/socks5d: $(TEST_CORE) $(TEST_MASTER)
 build/loadgen: bench/loadgen.c
 	@mkdir -p build
 	$(CC) $(CSTD) $(WARN) -O2 -o $@ $<
+
+# Side-by-side benchmark against direct, Dante and microsocks (about ten
+# minutes); writes its table and plot into docs/performance.md.
+bench: build/socks5d build/loadgen
+	bench/run.sh
 
 build/pipoClient: $(REL_CLIENT)
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(CLIENT_LIBS)

@@ -16,6 +16,8 @@ enum {
 	OPT_IDLE,
 	OPT_GRACE,
 	OPT_BUFSIZE,
+	OPT_NO_SPLICE,
+	OPT_ACCEPT,
 	OPT_LOGLEVEL,
 	OPT_DOH_IP,
 	OPT_DOH_PORT,
@@ -51,6 +53,8 @@ static const struct option longopts[] = {
 	{"idle-timeout", required_argument, NULL, OPT_IDLE},
 	{"grace", required_argument, NULL, OPT_GRACE},
 	{"buffer-size", required_argument, NULL, OPT_BUFSIZE},
+	{"no-splice", no_argument, NULL, OPT_NO_SPLICE},
+	{"accept", required_argument, NULL, OPT_ACCEPT},
 	{"log-level", required_argument, NULL, OPT_LOGLEVEL},
 	{"doh-ip", required_argument, NULL, OPT_DOH_IP},
 	{"doh-port", required_argument, NULL, OPT_DOH_PORT},
@@ -94,6 +98,9 @@ static const char usage_text[] =
     "      --idle-timeout S       close relaying sessions idle for S seconds (default 600)\n"
     "      --grace S              drain period on SIGTERM/SIGINT (default 10)\n"
     "      --buffer-size BYTES    relay buffer per direction, 4096..1048576 (default 65536)\n"
+    "      --no-splice            always copy through buffers, never splice(2)\n"
+    "      --accept MODE          exclusive (default: one shared socket) or reuseport\n"
+    "                             (one SO_REUSEPORT socket per worker)\n"
     "      --log-level LEVEL      error, warn, info (default) or debug\n"
     "      --dns-server LIST      DNS servers, ADDR[:PORT] or [ADDR6]:PORT, comma-separated\n"
     "      --doh-ip ADDR          DoH server address (default 127.0.0.1)\n"
@@ -223,6 +230,8 @@ int options_parse(struct options *o, int argc, char **argv)
 		case OPT_IDLE: rc = set(o, optname, "idle-timeout", optarg); break;
 		case OPT_GRACE: rc = set(o, optname, "grace", optarg); break;
 		case OPT_BUFSIZE: rc = set(o, optname, "buffer-size", optarg); break;
+		case OPT_NO_SPLICE: rc = set(o, optname, "splice", "no"); break;
+		case OPT_ACCEPT: rc = set(o, optname, "accept", optarg); break;
 		case OPT_LOGLEVEL: rc = set(o, optname, "log-level", optarg); break;
 		case OPT_DOH_IP: rc = set(o, optname, "doh-ip", optarg); break;
 		case OPT_DOH_PORT: rc = set(o, optname, "doh-port", optarg); break;

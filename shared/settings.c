@@ -15,6 +15,7 @@ enum kind { K_U32, K_U16, K_BOOL, K_CHOICE, K_STR, K_ADDR, K_URL, K_LISTEN, K_SE
 static const char *const anon_choices[] = {"auto", "always", "never", NULL};
 static const char *const level_choices[] = {"error", "warn", "info", "debug", NULL};
 static const char *const method_choices[] = {"get", "post", NULL};
+static const char *const accept_choices[] = {"exclusive", "reuseport", NULL};
 
 struct desc {
 	const char *key;
@@ -36,6 +37,8 @@ static const struct desc descs[] = {
 	{"buffer-size", K_U32, F(buffer_size), 4096, 1048576, NULL},
 	{"idle-cleanup", K_BOOL, F(idle_cleanup), 0, 1, NULL},
 	{"dissectors", K_BOOL, F(dissectors), 0, 1, NULL},
+	{"splice", K_BOOL, F(splice), 0, 1, NULL},
+	{"accept", K_CHOICE, F(accept), 0, 0, accept_choices},
 	{"anonymous", K_CHOICE, F(anonymous), 0, 0, anon_choices},
 	{"log-level", K_CHOICE, F(log_level), 0, 0, level_choices},
 	{"doh-method", K_CHOICE, F(doh_post), 0, 0, method_choices},
@@ -76,6 +79,8 @@ void settings_defaults(struct settings *s)
 	s->buffer_size = 65536;
 	s->idle_cleanup = 1;
 	s->dissectors = 1;
+	s->splice = 1;
+	s->accept = ACCEPT_EXCLUSIVE;
 	s->anonymous = ANON_AUTO;
 	s->log_level = LOG_INFO;
 	s->doh_post = 0;

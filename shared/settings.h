@@ -16,6 +16,12 @@ enum anon_policy {
 	ANON_NEVER = 2,
 };
 
+/* How workers share the SOCKS port. */
+enum accept_mode {
+	ACCEPT_EXCLUSIVE = 0, /* one listening socket, EPOLLEXCLUSIVE in every worker */
+	ACCEPT_REUSEPORT = 1, /* one SO_REUSEPORT socket per worker, opened by the master */
+};
+
 #define SETTINGS_MAX_LISTEN 16
 #define SETTINGS_ADDR_MAX 64
 #define SETTINGS_MAX_WORKERS 64
@@ -32,6 +38,8 @@ struct settings {
 	uint32_t doh_connections; /* DoH keep-alive connections per worker */
 	uint8_t idle_cleanup;
 	uint8_t dissectors;
+	uint8_t splice; /* zero-copy relay through pipes when nothing inspects the bytes */
+	uint8_t accept; /* enum accept_mode */
 	uint8_t anonymous; /* enum anon_policy */
 	uint8_t log_level; /* enum log_level */
 	uint8_t doh_post;
