@@ -340,6 +340,7 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_DNS_TIMEOUTS] = "dns_timeouts",
 	    [PIPO_MET_DNS_LATENCY_P50] = "dns_latency_p50_us",
 	    [PIPO_MET_DNS_LATENCY_P99] = "dns_latency_p99_us",
+	    [PIPO_MET_BYTES_SPLICED] = "bytes_spliced",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

@@ -125,6 +125,7 @@ enum pipo_metric {
 	PIPO_MET_DNS_TIMEOUTS = 28,
 	PIPO_MET_DNS_LATENCY_P50 = 29, /* microseconds, upper bound of the bucket */
 	PIPO_MET_DNS_LATENCY_P99 = 30,
+	PIPO_MET_BYTES_SPLICED = 31,
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 

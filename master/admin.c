@@ -243,6 +243,7 @@ static void metrics(struct admin *a, struct pipo_buf *b)
 	    {PIPO_MET_DNS_FALLBACKS, M_DNS_FALLBACKS},
 	    {PIPO_MET_DOH_OUTAGES, M_DOH_OUTAGES},
 	    {PIPO_MET_DNS_TIMEOUTS, M_DNS_TIMEOUTS},
+	    {PIPO_MET_BYTES_SPLICED, M_BYTES_SPLICED},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	pipo_put_u16(b, (uint16_t)(n + 9 + 8 + 2));

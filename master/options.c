@@ -17,6 +17,7 @@ enum {
 	OPT_GRACE,
 	OPT_BUFSIZE,
 	OPT_NO_SPLICE,
+	OPT_PIPE_SIZE,
 	OPT_ACCEPT,
 	OPT_LOGLEVEL,
 	OPT_DOH_IP,
@@ -54,6 +55,7 @@ static const struct option longopts[] = {
 	{"grace", required_argument, NULL, OPT_GRACE},
 	{"buffer-size", required_argument, NULL, OPT_BUFSIZE},
 	{"no-splice", no_argument, NULL, OPT_NO_SPLICE},
+	{"pipe-size", required_argument, NULL, OPT_PIPE_SIZE},
 	{"accept", required_argument, NULL, OPT_ACCEPT},
 	{"log-level", required_argument, NULL, OPT_LOGLEVEL},
 	{"doh-ip", required_argument, NULL, OPT_DOH_IP},
@@ -99,6 +101,8 @@ static const char usage_text[] =
     "      --grace S              drain period on SIGTERM/SIGINT (default 10)\n"
     "      --buffer-size BYTES    relay buffer per direction, 4096..1048576 (default 65536)\n"
     "      --no-splice            always copy through buffers, never splice(2)\n"
+    "      --pipe-size BYTES      splice pipe per busy direction, 4096..1048576\n"
+    "                             (default 1048576)\n"
     "      --accept MODE          exclusive (default: one shared socket) or reuseport\n"
     "                             (one SO_REUSEPORT socket per worker)\n"
     "      --log-level LEVEL      error, warn, info (default) or debug\n"
@@ -231,6 +235,7 @@ int options_parse(struct options *o, int argc, char **argv)
 		case OPT_GRACE: rc = set(o, optname, "grace", optarg); break;
 		case OPT_BUFSIZE: rc = set(o, optname, "buffer-size", optarg); break;
 		case OPT_NO_SPLICE: rc = set(o, optname, "splice", "no"); break;
+		case OPT_PIPE_SIZE: rc = set(o, optname, "pipe-size", optarg); break;
 		case OPT_ACCEPT: rc = set(o, optname, "accept", optarg); break;
 		case OPT_LOGLEVEL: rc = set(o, optname, "log-level", optarg); break;
 		case OPT_DOH_IP: rc = set(o, optname, "doh-ip", optarg); break;

@@ -38,6 +38,7 @@ static const struct desc descs[] = {
 	{"idle-cleanup", K_BOOL, F(idle_cleanup), 0, 1, NULL},
 	{"dissectors", K_BOOL, F(dissectors), 0, 1, NULL},
 	{"splice", K_BOOL, F(splice), 0, 1, NULL},
+	{"pipe-size", K_U32, F(pipe_size), 4096, 1048576, NULL},
 	{"accept", K_CHOICE, F(accept), 0, 0, accept_choices},
 	{"anonymous", K_CHOICE, F(anonymous), 0, 0, anon_choices},
 	{"log-level", K_CHOICE, F(log_level), 0, 0, level_choices},
@@ -80,6 +81,7 @@ void settings_defaults(struct settings *s)
 	s->idle_cleanup = 1;
 	s->dissectors = 1;
 	s->splice = 1;
+	s->pipe_size = 1048576;
 	s->accept = ACCEPT_EXCLUSIVE;
 	s->anonymous = ANON_AUTO;
 	s->log_level = LOG_INFO;

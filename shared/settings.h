@@ -33,6 +33,7 @@ struct settings {
 	uint32_t idle_timeout_s;
 	uint32_t grace_s;
 	uint32_t buffer_size;
+	uint32_t pipe_size; /* splice pipe capacity per busy direction */
 	uint32_t dns_cache_size;  /* DNS cache entries per worker */
 	uint32_t dns_timeout_s;   /* lookup timeout */
 	uint32_t doh_connections; /* DoH keep-alive connections per worker */

@@ -60,6 +60,7 @@ enum shm_counter {
 	M_DNS_FALLBACKS,    /* lookups resolved through classic DNS instead of DoH */
 	M_DOH_OUTAGES,      /* DoH endpoint found unusable (one per outage) */
 	M_DNS_TIMEOUTS,     /* lookups that ran out of time */
+	M_BYTES_SPLICED,    /* relayed bytes sent out of a pipe (zero-copy), both ways */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */

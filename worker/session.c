@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdbool.h>
@@ -17,6 +18,7 @@
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "auth.h"
+#include "pipes.h"
 #include "resolver.h"
 #include "sniff.h"
 #include "socks5.h"
@@ -86,6 +88,9 @@ struct session {
 	bool c_shut, t_shut; /* SHUT_WR sent to that side */
 	struct rbuf *up;     /* client -> target */
 	struct rbuf *down;   /* target -> client (replies during the handshake) */
+	struct rpipe *up_pipe, *down_pipe; /* splice(2) relay: held only while not empty */
+	bool splice;                       /* the splice setting when relaying began */
+	bool up_bulk, down_bulk;           /* a read filled the buffer: splice from now on */
 	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
 
 	struct loop_timer timer;  /* handshake, then idle, or linger */
@@ -588,6 +593,7 @@ static void connected(struct session *s)
 	 * (a SIGHUP changes it for new sessions only). */
 	if (s->wk->cfg.dissectors)
 		s->sniff = sniff_new();
+	s->splice = s->wk->cfg.splice;
 	if (s->sniff && hs->len)
 		sniff_input(s, SNIFF_UP, hs->in, hs->len);
 	free_handshake(s);
@@ -785,83 +791,194 @@ static void sniff_input(struct session *s, enum sniff_dir dir, const uint8_t *p,
 	}
 }
 
-/* Move bytes from src to dst through *bp.  Returns 0 or a negative errno. */
-static int pump(struct session *s, int src, bool *src_readable, bool src_hup, bool *src_eof, int dst,
-                bool *dst_writable, bool *dst_shut, struct rbuf **bp, uint64_t *total,
-                enum shm_counter counter, bool *moved)
+/* One direction of the relay. */
+struct flow {
+	int src, dst;
+	bool *readable, *eof, *writable, *shut;
+	bool hup;   /* the source has shut down its sending */
+	bool *bulk; /* reads fill the buffer: the direction splices */
+	struct rbuf **buf;
+	struct rpipe **pipe;
+	uint64_t *total;
+	enum shm_counter counter;
+	enum sniff_dir dir;
+};
+
+/* How many bytes the next read may splice (0: read into the buffer).
+ * Splicing needs the buffer empty (bytes leave in order) and nothing that
+ * must look at the bytes: no dissector, or one that skips them unseen. */
+static uint64_t splice_allowance(const struct session *s, const struct flow *f)
 {
-	struct rbuf *b = *bp;
-	for (;;) {
-		bool progress = false;
-		if (b && b->pos < b->last && *dst_writable) {
-			size_t want = b->last - b->pos;
-			ssize_t w = send(dst, b->data + b->pos, want, MSG_NOSIGNAL);
-			if (w > 0) {
-				b->pos += (uint32_t)w;
-				*total += (uint64_t)w;
-				shm_count(s->wk->slot, counter, (uint64_t)w);
-				progress = true;
-				/* A short write means the socket buffer is full: wait for EPOLLOUT. */
-				if ((size_t)w < want)
-					*dst_writable = false;
-			} else if (w < 0 && errno == EAGAIN) {
-				*dst_writable = false;
-			} else if (w < 0 && errno != EINTR) {
-				return -errno;
-			}
-			if (b->pos == b->last) {
-				worker_buf_put(s->wk, b);
-				b = *bp = NULL;
+	if (!s->splice || !*f->bulk || *f->buf)
+		return 0;
+	return s->sniff ? sniff_skippable(s->sniff, f->dir) : UINT64_MAX;
+}
+
+/* Send what the pipe, then the buffer, hold.  Returns bytes sent or a
+ * negative errno; clears *writable when the socket is full. */
+static ssize_t flush(struct session *s, const struct flow *f)
+{
+	struct rpipe *p = *f->pipe;
+	struct rbuf *b = *f->buf;
+	ssize_t w;
+	size_t want;
+	if (p) {
+		want = p->len;
+		w = splice(p->rfd, NULL, f->dst, NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (w > 0) {
+			shm_count(s->wk->slot, M_BYTES_SPLICED, (uint64_t)w);
+			p->len -= (uint32_t)w;
+			if (p->len == 0) {
+				pipes_put(p);
+				*f->pipe = NULL;
 			}
 		}
-		if (!*src_eof && *src_readable) {
-			if (!b) {
-				b = *bp = worker_buf_get(s->wk);
-				if (!b)
-					return -ENOMEM;
-			}
-			if (b->pos == b->last)
-				b->pos = b->last = 0;
-			else if (b->last == b->cap && b->pos > 0) {
-				memmove(b->data, b->data + b->pos, b->last - b->pos);
-				b->last -= b->pos;
-				b->pos = 0;
-			}
-			size_t space = b->cap - b->last;
-			if (space > 0) {
-				ssize_t r = recv(src, b->data + b->last, space, 0);
-				if (r > 0) {
-					if (s->sniff)
-						sniff_input(s, counter == M_BYTES_UP ? SNIFF_UP : SNIFF_DOWN,
-						            b->data + b->last, (size_t)r);
-					b->last += (uint32_t)r;
-					progress = true;
-					/* A short read drained the socket, and new data raises a
-					 * new edge; but an EOF that came with this data raises
-					 * none, so after EPOLLRDHUP read on until it shows. */
-					if ((size_t)r < space && !src_hup)
-						*src_readable = false;
-				} else if (r == 0) {
-					*src_eof = true;
-					progress = true;
-				} else if (errno == EAGAIN) {
-					*src_readable = false;
-				} else if (errno != EINTR) {
-					return -errno;
-				}
-			}
+	} else {
+		want = b->last - b->pos;
+		w = send(f->dst, b->data + b->pos, want, MSG_NOSIGNAL);
+		if (w > 0) {
+			b->pos += (uint32_t)w;
 			if (b->pos == b->last) {
 				worker_buf_put(s->wk, b);
-				b = *bp = NULL;
+				*f->buf = NULL;
 			}
+		}
+	}
+	if (w > 0) {
+		*f->total += (uint64_t)w;
+		shm_count(s->wk->slot, f->counter, (uint64_t)w);
+		/* A short write means the socket buffer is full: wait for EPOLLOUT. */
+		if ((size_t)w < want)
+			*f->writable = false;
+		return w;
+	}
+	if (w < 0 && errno == EAGAIN)
+		*f->writable = false;
+	else if (w < 0 && errno != EINTR)
+		return -errno;
+	return 0;
+}
+
+/* Splice up to max bytes from the source into the pipe.  Returns 1 on
+ * progress (bytes or EOF), 0 on none, -ENOBUFS when no pipe can be had
+ * (the caller reads into the buffer instead), or a negative errno. */
+static int fill_pipe(struct session *s, const struct flow *f, uint64_t max)
+{
+	struct rpipe *p = *f->pipe;
+	if (!p) {
+		p = *f->pipe = pipes_get(s->wk->cfg.pipe_size);
+		if (!p)
+			return -ENOBUFS;
+	}
+	size_t space = p->cap - p->len;
+	if (space > max)
+		space = (size_t)max;
+	if (space == 0)
+		return 0;
+	ssize_t r = splice(f->src, NULL, p->wfd, NULL, space, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+	int rc = 0;
+	if (r > 0) {
+		p->len += (uint32_t)r;
+		if (s->sniff)
+			sniff_skip(s->sniff, f->dir, (uint64_t)r);
+		/* A short splice does not prove the socket drained (the pipe may
+		 * have run out of slots first): only EAGAIN into an empty pipe does. */
+		rc = 1;
+	} else if (r == 0) {
+		*f->eof = true;
+		rc = 1;
+	} else if (errno == EAGAIN) {
+		/* With bytes in the pipe, EAGAIN may mean the pipe is full: read
+		 * again once it has drained. */
+		if (p->len == 0)
+			*f->readable = false;
+	} else if (errno != EINTR) {
+		rc = -errno;
+	}
+	if (p->len == 0) {
+		pipes_put(p);
+		*f->pipe = NULL;
+	}
+	return rc;
+}
+
+/* Read from the source into the buffer.  Returns 1 on progress (bytes or
+ * EOF), 0 on none, or a negative errno. */
+static int fill_buf(struct session *s, const struct flow *f)
+{
+	struct rbuf *b = *f->buf;
+	if (!b) {
+		b = *f->buf = worker_buf_get(s->wk);
+		if (!b)
+			return -ENOMEM;
+	}
+	if (b->pos == b->last)
+		b->pos = b->last = 0;
+	else if (b->last == b->cap && b->pos > 0) {
+		memmove(b->data, b->data + b->pos, b->last - b->pos);
+		b->last -= b->pos;
+		b->pos = 0;
+	}
+	size_t space = b->cap - b->last;
+	int rc = 0;
+	if (space > 0) {
+		ssize_t r = recv(f->src, b->data + b->last, space, 0);
+		if (r > 0) {
+			if (s->sniff)
+				sniff_input(s, f->dir, b->data + b->last, (size_t)r);
+			b->last += (uint32_t)r;
+			rc = 1;
+			if ((size_t)r == space)
+				*f->bulk = true;
+			/* A short read drained the socket, and new data raises a
+			 * new edge; but an EOF that came with this data raises
+			 * none, so after EPOLLRDHUP read on until it shows. */
+			else if (!f->hup)
+				*f->readable = false;
+		} else if (r == 0) {
+			*f->eof = true;
+			rc = 1;
+		} else if (errno == EAGAIN) {
+			*f->readable = false;
+		} else if (errno != EINTR) {
+			rc = -errno;
+		}
+	}
+	if (b->pos == b->last) {
+		worker_buf_put(s->wk, b);
+		*f->buf = NULL;
+	}
+	return rc;
+}
+
+/* Move bytes from the source to the destination until neither can make
+ * progress.  Returns 0 or a negative errno. */
+static int pump(struct session *s, const struct flow *f, bool *moved)
+{
+	for (;;) {
+		bool progress = false;
+		if (*f->writable && (*f->pipe || *f->buf)) {
+			ssize_t w = flush(s, f);
+			if (w < 0)
+				return (int)w;
+			progress = w > 0;
+		}
+		if (!*f->eof && *f->readable) {
+			uint64_t max = splice_allowance(s, f);
+			int rc = max ? fill_pipe(s, f, max) : -ENOBUFS;
+			if (rc == -ENOBUFS)
+				rc = fill_buf(s, f);
+			if (rc < 0)
+				return rc;
+			progress |= rc > 0;
 		}
 		if (!progress)
 			break;
 		*moved = true;
 	}
-	if (*src_eof && !b && !*dst_shut) {
-		shutdown(dst, SHUT_WR);
-		*dst_shut = true;
+	if (*f->eof && !*f->buf && !*f->pipe && !*f->shut) {
+		shutdown(f->dst, SHUT_WR);
+		*f->shut = true;
 	}
 	return 0;
 }
@@ -870,11 +987,15 @@ static void relay(struct session *s)
 {
 	bool moved = false;
 	uint64_t up0 = s->bytes_up, down0 = s->bytes_down;
-	int rc = pump(s, s->cfd, &s->c_readable, s->c_hup, &s->c_eof, s->tfd, &s->t_writable,
-	              &s->t_shut, &s->up, &s->bytes_up, M_BYTES_UP, &moved);
+	const struct flow up = {s->cfd, s->tfd, &s->c_readable, &s->c_eof, &s->t_writable,
+	                        &s->t_shut, s->c_hup, &s->up_bulk, &s->up, &s->up_pipe,
+	                        &s->bytes_up, M_BYTES_UP, SNIFF_UP};
+	const struct flow down = {s->tfd, s->cfd, &s->t_readable, &s->t_eof, &s->c_writable,
+	                          &s->c_shut, s->t_hup, &s->down_bulk, &s->down, &s->down_pipe,
+	                          &s->bytes_down, M_BYTES_DOWN, SNIFF_DOWN};
+	int rc = pump(s, &up, &moved);
 	if (rc == 0)
-		rc = pump(s, s->tfd, &s->t_readable, s->t_hup, &s->t_eof, s->cfd, &s->c_writable,
-		          &s->c_shut, &s->down, &s->bytes_down, M_BYTES_DOWN, &moved);
+		rc = pump(s, &down, &moved);
 	if (rc < 0 || (s->c_shut && s->t_shut)) {
 		finalize(s);
 		return;
@@ -979,6 +1100,9 @@ static void finalize(struct session *s)
 	if (s->down)
 		worker_buf_put(wk, s->down);
 	s->up = s->down = NULL;
+	pipes_discard(s->up_pipe);
+	pipes_discard(s->down_pipe);
+	s->up_pipe = s->down_pipe = NULL;
 	free_handshake(s);
 	sniff_free(s->sniff);
 	s->sniff = NULL;

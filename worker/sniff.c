@@ -1243,6 +1243,24 @@ static size_t feed_line(struct sniff *sn, enum sniff_dir dir, const uint8_t *p, 
 	return k;
 }
 
+uint64_t sniff_skippable(const struct sniff *sn, enum sniff_dir dir)
+{
+	const struct dir *d = &sn->d[dir];
+	if (sn->done || d->mode == M_IGNORE)
+		return UINT64_MAX;
+	return d->mode == M_SKIP ? d->skip : 0;
+}
+
+void sniff_skip(struct sniff *sn, enum sniff_dir dir, uint64_t n)
+{
+	struct dir *d = &sn->d[dir];
+	if (d->mode != M_SKIP)
+		return;
+	d->skip -= n < d->skip ? n : d->skip;
+	if (d->skip == 0)
+		d->mode = M_LINE;
+}
+
 enum sniff_status sniff_feed(struct sniff *sn, enum sniff_dir dir, const uint8_t *p, size_t n,
                              sniff_emit_fn *emitfn, void *arg)
 {

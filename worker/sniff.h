@@ -80,6 +80,15 @@ size_t sniff_state_size(void);
 enum sniff_status sniff_feed(struct sniff *sn, enum sniff_dir dir, const uint8_t *p, size_t n,
                              sniff_emit_fn *emit, void *arg);
 
+/* How many of the next bytes of direction dir the dissector would skip
+ * without looking at them: the rest of a body or literal of known length
+ * (0 when it must see the next byte).  The relay may move that many bytes
+ * without feeding them, zero-copy, and report them with sniff_skip(). */
+uint64_t sniff_skippable(const struct sniff *sn, enum sniff_dir dir);
+
+/* n (at most sniff_skippable()) bytes of direction dir went by unseen. */
+void sniff_skip(struct sniff *sn, enum sniff_dir dir, uint64_t n);
+
 /* The protocol recognised so far (SNIFF_NONE while undecided). */
 enum sniff_proto sniff_proto(const struct sniff *sn);
 const char *sniff_proto_name(enum sniff_proto p);

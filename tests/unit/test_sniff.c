@@ -228,6 +228,39 @@ static void http_big_body_skipped_then_next_request_seen(void **st)
 	sniff_free(sn);
 }
 
+/* The relay may move a body unseen (splice) and report it with sniff_skip:
+ * the dissector says how much it can skip, counts it, and stays in step. */
+static void http_body_moved_unseen_then_next_request_seen(void **st)
+{
+	(void)st;
+	struct sniff *sn = sniff_new();
+	struct got g = {0};
+	static const char req[] = "GET /big HTTP/1.1\r\nHost: x\r\n\r\n";
+	static const char hdr[] = "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\nfirst";
+	assert_int_equal(sniff_skippable(sn, UP), 0);
+	sniff_feed(sn, UP, (const uint8_t *)req, strlen(req), on_cred, &g);
+	assert_int_equal(sniff_skippable(sn, DN), 0); /* the headers must be seen */
+	sniff_feed(sn, DN, (const uint8_t *)hdr, strlen(hdr), on_cred, &g);
+	assert_int_equal(sniff_skippable(sn, UP), 0);
+	assert_int_equal(sniff_skippable(sn, DN), 10000000 - 5);
+	sniff_skip(sn, DN, 1000);
+	assert_int_equal(sniff_skippable(sn, DN), 10000000 - 5 - 1000);
+	sniff_skip(sn, UP, 1000); /* nothing to skip there: ignored */
+	assert_int_equal(sniff_skippable(sn, UP), 0);
+	sniff_skip(sn, DN, 10000000); /* more than left: stops at the body's end */
+	assert_int_equal(sniff_skippable(sn, DN), 0);
+	static const char req2[] = "GET /2 HTTP/1.1\r\n" AUTH_ALICE "\r\n";
+	static const char rsp2[] = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	sniff_feed(sn, UP, (const uint8_t *)req2, strlen(req2), on_cred, &g);
+	sniff_feed(sn, DN, (const uint8_t *)rsp2, strlen(rsp2), on_cred, &g);
+	assert_string_equal(g.text, "HTTP alice s3cret;");
+	/* A session with nothing left to find may skip everything. */
+	static const char tls[] = "\x16\x03\x01\x02\x00";
+	assert_int_equal(sniff_feed(sn, UP, (const uint8_t *)tls, 5, on_cred, &g), SNIFF_DONE);
+	assert_true(sniff_skippable(sn, UP) == UINT64_MAX);
+	sniff_free(sn);
+}
+
 static void http_stops_on_tunnels_and_upgrades(void **st)
 {
 	(void)st;
@@ -760,6 +793,7 @@ int main(void)
 	    cmocka_unit_test(http_long_headers_and_long_target_are_skipped),
 	    cmocka_unit_test(http_body_bytes_are_not_headers),
 	    cmocka_unit_test(http_big_body_skipped_then_next_request_seen),
+	    cmocka_unit_test(http_body_moved_unseen_then_next_request_seen),
 	    cmocka_unit_test(http_stops_on_tunnels_and_upgrades),
 	    cmocka_unit_test(http_hostile_input),
 	    cmocka_unit_test(pop3_user_pass),
