@@ -91,6 +91,12 @@ void loop_watch_del(struct loop *l, struct loop_watch *w)
 	w->fn = NULL;
 }
 
+void loop_watch_close(struct loop_watch *w, int fd)
+{
+	close(fd);
+	w->fn = NULL;
+}
+
 static void list_unlink(struct list_node *n)
 {
 	n->prev->next = n->next;

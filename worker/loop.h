@@ -83,6 +83,11 @@ int loop_watch_move(struct loop *l, struct loop_watch *from, struct loop_watch *
                     loop_io_fn *fn, void *data);
 /* Remove from epoll (the fd is not closed); safe on a watch never added. */
 void loop_watch_del(struct loop *l, struct loop_watch *w);
+/* Close the watched fd, which takes it out of epoll without a system call
+ * of its own: only for descriptors never duplicated (dup, fork), whose
+ * close is their last.  The watch becomes inactive; safe on a watch never
+ * added (then it only closes fd). */
+void loop_watch_close(struct loop_watch *w, int fd);
 static inline bool loop_watch_active(const struct loop_watch *w)
 {
 	return w->fn != 0;

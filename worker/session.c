@@ -121,6 +121,14 @@ static void free_handshake(struct session *s)
 	s->hs = NULL;
 }
 
+static void close_target(struct session *s)
+{
+	if (s->tfd < 0)
+		return;
+	loop_watch_close(&s->tw, s->tfd);
+	s->tfd = -1;
+}
+
 static void finalize(struct session *s);
 static void on_client(struct loop *l, struct loop_watch *w, uint32_t events);
 static void on_target(struct loop *l, struct loop_watch *w, uint32_t events);
@@ -224,11 +232,7 @@ static void fail(struct session *s, uint8_t rep)
 		finalize(s);
 		return;
 	}
-	if (s->tfd >= 0) {
-		loop_watch_del(&s->wk->loop, &s->tw);
-		close(s->tfd);
-		s->tfd = -1;
-	}
+	close_target(s);
 	close_attempts(s);
 	s->phase = PH_LINGER;
 	loop_timer_start_at(&s->wk->misc_tl, &s->timer, s->wk->loop.now + LINGER_MS);
@@ -523,9 +527,13 @@ static void handshake_step(struct session *s)
 	}
 	struct handshake *hs = s->hs;
 	while (s->c_readable && hs->len < sizeof hs->in) {
-		ssize_t n = recv(s->cfd, hs->in + hs->len, sizeof hs->in - hs->len, 0);
+		size_t space = sizeof hs->in - hs->len;
+		ssize_t n = recv(s->cfd, hs->in + hs->len, space, 0);
 		if (n > 0) {
 			hs->len += (uint32_t)n;
+			/* A short read drained the socket (see fill_buf). */
+			if ((size_t)n < space && !s->c_hup)
+				s->c_readable = false;
 			continue;
 		}
 		if (n == 0) {
@@ -550,14 +558,7 @@ static void handshake_step(struct session *s)
 
 /* ---- outbound connection ------------------------------------------------ */
 
-static void close_target(struct session *s)
-{
-	if (s->tfd < 0)
-		return;
-	loop_watch_del(&s->wk->loop, &s->tw);
-	close(s->tfd);
-	s->tfd = -1;
-}
+
 
 static void connected(struct session *s)
 {
@@ -633,9 +634,8 @@ static void close_attempt(struct session *s, struct attempt *a)
 {
 	if (a->fd < 0)
 		return;
-	loop_watch_del(&s->wk->loop, &a->w);
 	loop_timer_stop(&a->timer);
-	close(a->fd);
+	loop_watch_close(&a->w, a->fd);
 	a->fd = -1;
 	s->hs->in_flight--;
 }
@@ -675,13 +675,16 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	struct attempt *a = w->data;
 	struct session *s = a->s;
-	int err = 0;
-	socklen_t len = sizeof err;
-	if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err) {
-		attempt_failed(a, err);
-		return;
+	/* EPOLLOUT alone means connected; the error is read only on failure. */
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		int err = 0;
+		socklen_t len = sizeof err;
+		if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			attempt_failed(a, err);
+			return;
+		}
 	}
 	if (!(events & EPOLLOUT))
 		return;
@@ -977,7 +980,10 @@ static int pump(struct session *s, const struct flow *f, bool *moved)
 		*moved = true;
 	}
 	if (*f->eof && !*f->buf && !*f->pipe && !*f->shut) {
-		shutdown(f->dst, SHUT_WR);
+		/* When the other direction is over too, the session closes both
+		 * sockets next, and the close sends the FIN. */
+		if (!(s->c_shut || s->t_shut))
+			shutdown(f->dst, SHUT_WR);
 		*f->shut = true;
 	}
 	return 0;
@@ -1091,8 +1097,7 @@ static void finalize(struct session *s)
 	resolver_cancel(s->query);
 	loop_timer_stop(&s->timer);
 	close_attempts(s);
-	loop_watch_del(&wk->loop, &s->cw);
-	close(s->cfd);
+	loop_watch_close(&s->cw, s->cfd);
 	s->cfd = -1;
 	close_target(s);
 	if (s->up)
