@@ -3,10 +3,13 @@ runs briefly through socks5d against nginx and reports what it did."""
 
 import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
+
+import s5lib
 
 LOADGEN = os.environ.get("LOADGEN", str(Path(__file__).resolve().parents[2] / "build" / "loadgen"))
 
@@ -50,3 +53,35 @@ def test_hold_mode_holds_sessions_and_direct_mode_works(proxy_with_user, nginx):
     direct = loadgen("-m", "rate", "-t", "127.0.0.1:%d" % nginx.port, "-c", 2, "-d", 5, "-n", 20,
                      "-p", "/index.html")
     assert int(direct["conns"]) >= 20 and direct["failed"] == "0"
+
+
+def test_step_mode_and_target_list_round_robin(proxy_with_user, nginx):
+    # -W: greeting, credentials and request each wait for the server's answer;
+    # -t A,B: connections alternate between the targets (B refuses: each of its
+    # CONNECTs fails with a SOCKS error reply)
+    closed = s5lib.closed_port()
+    out = loadgen("-m", "rate", "-W", "-x", "127.0.0.1:%d" % proxy_with_user.port,
+                  "-t", "127.0.0.1:%d,127.0.0.1:%d" % (nginx.port, closed), "-u", "bench:pw",
+                  "-c", 1, "-d", 10, "-n", 40, "-p", "/index.html")
+    assert out["conns"] == "20" and out["failed"] == "20"
+
+
+def test_hold_mode_paces_and_stops_on_sigterm(proxy_with_user, nginx):
+    p = subprocess.Popen([LOADGEN, "-m", "hold", "-W", "-x", "127.0.0.1:%d" % proxy_with_user.port,
+                          "-t", "127.0.0.1:%d" % nginx.port, "-u", "bench:pw", "-c", "200", "-k", "4",
+                          "-d", "60", "-s", "127.0.0.2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = p.stderr.readline().decode()   # printed once every session is open
+        assert "ramp done established=200 failed=0 pending=0" in line, line
+        p.send_signal(signal.SIGTERM)
+        stdout, _ = p.communicate(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0
+    out = dict(kv.split("=") for kv in stdout.decode().split())
+    assert out["established"] == "200" and out["held"] == "200"
+    assert out["failed"] == "0" and out["dropped"] == "0"
+    assert float(out["seconds"]) < 30 and float(out["ramp_seconds"]) <= float(out["seconds"])

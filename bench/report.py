@@ -1,0 +1,350 @@
+#!/usr/bin/python3
+"""Tables and plot data from bench/run.sh's results.
+
+    report.py RESULTS OUTDIR [--doc docs/performance.md --png docs/bench.png]
+
+RESULTS has one line per loadgen run, key=value pairs (wl, sys, run, the
+proxy's cpu_ns, then loadgen's own output).  Writes OUTDIR/tables.md and
+OUTDIR/plot-*.dat, and with --doc replaces the section between
+<!-- bench:begin --> and <!-- bench:end --> of that file (appends one if it
+has none), leaving the rest untouched.
+"""
+
+import os
+import re
+import statistics
+import sys
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+NAMES = {
+    "direct": "direct (no proxy)",
+    "socks5d": "socks5d -w 2",
+    "socks5d-w1": "socks5d -w 1",
+    "socks5d-w4": "socks5d -w 4",
+    "socks5d-reuseport": "socks5d -w 2 --accept reuseport",
+    "socks5d-auth": "socks5d -w 2",
+    "dante": "Dante",
+    "dante-auth": "Dante",
+    "microsocks": "microsocks",
+    "microsocks-auth": "microsocks",
+}
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            kv = {}
+            for tok in line.split():
+                if "=" in tok:
+                    k, v = tok.split("=", 1)
+                    kv[k] = v
+            if "wl" in kv:
+                rows.append(kv)
+    return rows
+
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def median(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "n/a"
+    return "{:,.{d}f}".format(v, d=digits)
+
+
+class Results:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def runs(self, wl, sys_):
+        return [r for r in self.rows if r["wl"] == wl and r["sys"] == sys_ and "na" not in r]
+
+    def has(self, wl, sys_):
+        return any(r["wl"] == wl and r["sys"] == sys_ for r in self.rows)
+
+    def med(self, wl, sys_, fn):
+        out = []
+        for r in self.runs(wl, sys_):
+            try:
+                out.append(fn(r))
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                pass
+        return median(out)
+
+    # bulk
+    def gbps(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["bytes"]) / float(r["seconds"]) / 1e9)
+
+    def cpu_s_per_gb(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["cpu_ns"]) / float(r["bytes"]))
+
+    # rate
+    def rate(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["rate"]))
+
+    def p(self, wl, s, key):
+        return self.med(wl, s, lambda r: float(r[key]) / 1000.0)
+
+    def cpu_us_per_conn(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["cpu_ns"]) / 1000.0 / float(r["conns"]))
+
+    def failed(self, wl, s):
+        vals = [int(r.get("failed", 0)) for r in self.runs(wl, s) if "failed" in r]
+        return sum(vals) if vals else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def table(header, rows):
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        out.append("| " + " | ".join(r) + " |")
+    return "\n".join(out)
+
+
+def main():
+    args = sys.argv[1:]
+    doc = png = None
+    if "--doc" in args:
+        i = args.index("--doc")
+        doc = args[i + 1]
+        del args[i:i + 2]
+    if "--png" in args:
+        i = args.index("--png")
+        png = args[i + 1]
+        del args[i:i + 2]
+    results_path, outdir = args
+    res = Results(load(results_path))
+    meta = []
+    mp = os.path.join(outdir, "meta.txt")
+    if os.path.exists(mp):
+        meta = [l.rstrip("\n") for l in open(mp) if l.strip()]
+    metad = dict(l.split(": ", 1) for l in meta if ": " in l)
+    na = {}
+    nap = os.path.join(outdir, "na.txt")
+    if os.path.exists(nap):
+        for l in open(nap):
+            if ": " in l:
+                k, v = l.rstrip("\n").split(": ", 1)
+                na[k] = v
+    nruns = max([int(r["run"]) for r in res.rows] or [0])
+    med_word = "median of %d" % nruns + (" (the mean of the two)" if nruns == 2 else "")
+    m = re.search(r"DURATION=(\S+)", metad.get("command", ""))
+    dur = m.group(1) if m else "?"
+    m = re.search(r"HOLD_N=(\d+)", metad.get("command", ""))
+    hold_n = int(m.group(1)) if m else 0
+
+    sections = []
+    plot_bulk, plot_rate, plot_workers = [], [], []
+
+    def na_note(s):
+        return " (n/a: %s)" % na[s] if s in na else ""
+
+    # a, b: throughput
+    for wl, title in (("a", "1 stream"), ("b", "32 streams")):
+        if not any(r["wl"] == wl for r in res.rows):
+            continue
+        d = res.gbps(wl, "direct")
+        rows = []
+        for s in ("direct", "socks5d", "dante", "microsocks"):
+            if not res.has(wl, s):
+                continue
+            g = res.gbps(wl, s)
+            rows.append([NAMES[s] + na_note(s), fmt(g), fmt(ratio(g, d)),
+                         "-" if s == "direct" else fmt(res.cpu_s_per_gb(wl, s)),
+                         str(res.failed(wl, s)) if res.failed(wl, s) is not None else "n/a"])
+        sections.append("### %s. Throughput, %s\n\n`loadgen -m bulk -c %s -d %s -p /big.bin` "
+                        "(1 GiB file, sendfile), %s.\n\n" % (wl, title, 1 if wl == "a" else 32, dur, med_word)
+                        + table(["system", "GB/s", "x direct", "proxy CPU s/GB", "failed fetches"], rows))
+
+    # c, d: connection rate
+    for wl, title, systems in (
+            ("c", "no authentication", ("direct", "socks5d", "dante", "microsocks")),
+            ("d", "RFC 1929 username/password", ("socks5d-auth", "dante-auth", "microsocks-auth"))):
+        if not any(r["wl"] == wl for r in res.rows):
+            continue
+        d = res.rate("c", "direct")
+        rows = []
+        for s in systems:
+            if not res.has(wl, s):
+                continue
+            r = res.rate(wl, s)
+            rows.append([NAMES[s] + na_note(s), fmt(r, 0), fmt(ratio(r, d)),
+                         fmt(res.p(wl, s, "p50_us")), fmt(res.p(wl, s, "p99_us")),
+                         "-" if s == "direct" else fmt(res.cpu_us_per_conn(wl, s), 1),
+                         str(res.failed(wl, s)) if res.failed(wl, s) is not None else "n/a"])
+        extra = " -u USER:PASS" if wl == "d" else ""
+        note = ""
+        if wl == "d":
+            m = re.search(r"password hash (\S+),", metad.get("dante auth", ""))
+            note = ("  Dante checks the password against the system account on every connection "
+                    "(its hash is %s, Debian 12's default for new passwords); socks5d keeps "
+                    "yescrypt hashes too but remembers a password it has verified (a keyed hash per "
+                    "user and worker), so only a worker's first login of a user pays for the hash; "
+                    "microsocks compares plain text." % (m.group(1) if m else "?"))
+        sections.append("### %s. Connection rate, 64 clients, %s\n\n`loadgen -m rate -c 64 -d %s -p /small%s` "
+                        "(connect, SOCKS5 handshake, `GET /small HTTP/1.0`, 100-byte body, close; "
+                        "x direct is against direct without a proxy), %s.%s\n\n"
+                        % (wl, title, dur, extra, med_word, note)
+                        + table(["system", "conn/s", "x direct", "p50 ms", "p99 ms", "proxy CPU µs/conn",
+                                 "failed"], rows))
+
+    # e: idle sessions
+    if any(r["wl"] == "e" for r in res.rows):
+        rows = []
+        for s in ("socks5d", "dante", "microsocks"):
+            if not res.has("e", s):
+                continue
+            def per(r, a, b):
+                return (float(r[b]) - float(r[a])) / float(r["held"])
+            rows.append([NAMES[s] + na_note(s),
+                         fmt(res.med("e", s, lambda r: float(r["established"])), 0),
+                         fmt(res.med("e", s, lambda r: float(r["held"])), 0),
+                         fmt(res.med("e", s, lambda r: per(r, "mem0_kib", "mem1_kib")), 1),
+                         fmt(res.med("e", s, lambda r: per(r, "fd0", "fd1")), 2),
+                         fmt(res.med("e", s, lambda r: float(r["procs"])), 0)])
+        sections.append("### e. Idle sessions held\n\n`loadgen -m hold -c %d` (SOCKS5 CONNECT to nginx, then "
+                        "nothing; at most 128 handshakes in flight) through a freshly started proxy; "
+                        "memory is the growth of the proxy's private memory (Private_Clean + "
+                        "Private_Dirty of all its processes) from idle to the sessions held, divided by "
+                        "the sessions; likewise descriptors; %s.  Dante "
+                        "forks more processes as sessions come (an io-child relays up to 32), which is "
+                        "most of its memory per session; microsocks runs a thread per session.\n\n"
+                        % (hold_n, med_word)
+                        + table(["system", "established", "held", "KiB per session", "fds per session",
+                                 "processes"], rows))
+
+    # f: 100k
+    fr = [r for r in res.rows if r["wl"] == "f"]
+    if fr:
+        r = fr[0]
+        if "na" in r:
+            body = "n/a: %s" % na.get("socks5d-big", "socks5d did not start")
+        else:
+            held = float(r["held"]) or None
+
+            def per(a, b):
+                return (float(r[b]) - float(r[a])) / held if held else None
+            def n(k):
+                return "{:,}".format(int(r[k]))
+            rows = [[n("sessions"), r["workers"], r["loadgens"], n("established"), n("held"),
+                     n("failed"), n("dropped"), fmt(num(r["ramp_seconds"]), 0),
+                     fmt(per("mem0_kib", "mem1_kib"), 2), fmt(per("fd0", "fd1"), 2),
+                     fmt(float(r["max_rss_kib"]) / 1024, 1),
+                     "%s - %s" % (n("worker_fds_min"), n("worker_fds_max")) if "worker_fds_min" in r else n("max_fds"),
+                     fmt(per("kernel0_kib", "kernel1_kib"), 1)]]
+            body = table(["sessions", "workers", "loadgens", "established", "held at the end", "failed",
+                          "dropped", "ramp s", "socks5d KiB/session", "fds/session",
+                          "largest worker RSS MiB", "fds per worker (least - most)", "kernel KiB/session (whole machine)"],
+                         rows)
+        sections.append("### f. %s concurrent sessions through socks5d\n\n"
+                        "socks5d `-w %s --accept %s`; %s loadgen processes (`-m hold`, 64 handshakes "
+                        "in flight each, each from its own source address 127.0.0.N), the proxy's "
+                        "outbound connections spread over 8 nginx addresses 127.0.1.1-8; held %s s after "
+                        "the ramp; one run.  The kernel column is the growth of the machine's slab, "
+                        "page-table and kernel-stack memory (client, proxy and nginx sockets together) "
+                        "per session.\n\n"
+                        % ("{:,}".format(int(r["sessions"])) if "sessions" in r else "100,000",
+                           r.get("workers", "?"), r.get("accept", "exclusive"), r.get("loadgens", "?"),
+                           r.get("hold_s", "?")) + body)
+
+    # g: worker scaling
+    if any(r["wl"] in ("b", "c") and r["sys"] == "socks5d-w1" for r in res.rows):
+        rows = []
+        for s, w in (("socks5d-w1", 1), ("socks5d", 2), ("socks5d-w4", 4)):
+            g, c = res.gbps("b", s), res.rate("c", s)
+            rows.append(["%d%s" % (w, na_note(s)), fmt(g), fmt(res.cpu_s_per_gb("b", s)), fmt(c, 0),
+                         fmt(res.p("c", s, "p99_us")), fmt(res.cpu_us_per_conn("c", s), 1)])
+            plot_workers.append("%d %s %s" % (w, g if g is not None else "NaN", c if c is not None else "NaN"))
+        sections.append("### g. socks5d worker scaling\n\nWorkloads b (32 streams) and c (64 clients) "
+                        "with `-w 1`, `-w 2`, `-w 4` (2 CPUs: loadgen and nginx share them), %s.\n\n"
+                        % med_word
+                        + table(["workers", "GB/s (32 streams)", "CPU s/GB", "conn/s (64 clients)", "p99 ms",
+                                 "CPU µs/conn"], rows))
+
+    # h: accept strategy
+    if any(r["wl"] == "c" and r["sys"] == "socks5d-reuseport" for r in res.rows):
+        rows = []
+        for s, label in (("socks5d", "exclusive (one shared socket, EPOLLEXCLUSIVE)"),
+                         ("socks5d-reuseport", "reuseport (one SO_REUSEPORT socket per worker)")):
+            rows.append([label + na_note(s), fmt(res.rate("c", s), 0), fmt(res.p("c", s, "p50_us")),
+                         fmt(res.p("c", s, "p99_us")), fmt(res.cpu_us_per_conn("c", s), 1)])
+        sections.append("### h. Accept strategy\n\nsocks5d `-w 2 --accept MODE` on workload c (exclusive is "
+                        "the default: its row is socks5d's in c), %s.\n\n"
+                        % med_word
+                        + table(["accept", "conn/s", "p50 ms", "p99 ms", "CPU µs/conn"], rows))
+
+    # plot data
+    for s, label in (("direct", "direct"), ("socks5d", "socks5d"), ("dante", "Dante"), ("microsocks", "microsocks")):
+        a, b = res.gbps("a", s), res.gbps("b", s)
+        plot_bulk.append('"%s" %s %s' % (label, a if a is not None else "NaN", b if b is not None else "NaN"))
+        auth = {"direct": None, "socks5d": "socks5d-auth", "dante": "dante-auth",
+                "microsocks": "microsocks-auth"}[s]
+        c = res.rate("c", s)
+        d = res.rate("d", auth) if auth else None
+        plot_rate.append('"%s" %s %s' % (label, c if c is not None else "NaN", d if d is not None else "NaN"))
+    for name, lines in (("plot-bulk.dat", plot_bulk), ("plot-rate.dat", plot_rate),
+                        ("plot-workers.dat", plot_workers)):
+        with open(os.path.join(outdir, name), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    facts = "\n".join("    " + l for l in meta)
+    systems = ("Systems: **direct** is loadgen straight to nginx; **socks5d** the release build, default "
+               "settings, `-w 2 --anonymous always` (`-u bench:benchpass` for d); **Dante** (danted "
+               "%s): `internal` and `external` 127.0.0.1, `clientmethod: none`, `socksmethod: none` "
+               "(`username` for d); **microsocks** (%s): "
+               "`-i 127.0.0.1` (`-u bench -P benchpass` for d).  All on 127.0.0.0/8 against one nginx "
+               "(8 workers, sendfile, access log off).  Proxy CPU is the cgroup's cpuacct.usage "
+               "(the proxy and every process it forks) over the run, divided by the GB moved or the "
+               "connections completed; on loopback it includes the kernel's TCP work for both of the "
+               "proxy's connections.  Every client waits for each SOCKS answer before its next "
+               "message (`loadgen -W`, as most clients do; microsocks cannot take a pipelined "
+               "request).  The machine's two cores are shared by loadgen, the proxy and "
+               "nginx: treat the numbers as ratios measured side by side, not as capacity.  "
+               "The exact commands are in `build/bench/commands.txt`."
+               % (metad.get("dante", "").split(" (")[0].replace("Dante ", ""),
+                  metad.get("microsocks", "")))
+    md = "\n\n".join([systems, facts] + sections)
+    if na:
+        md += "\n\nn/a: " + "; ".join("%s: %s" % (k, v) for k, v in sorted(na.items()))
+    with open(os.path.join(outdir, "tables.md"), "w") as f:
+        f.write(md + "\n")
+
+    if doc:
+        title = "## Side by side: direct, socks5d, Dante and microsocks (`make bench`)"
+        intro = ("`bench/run.sh` (run by `make bench`, about ten minutes as root) installs Dante, "
+                 "microsocks and gnuplot if missing, starts nginx and every proxy on loopback and "
+                 "drives them with `bench/loadgen`; each run rewrites this section, the plot and "
+                 "`build/bench/` (raw loadgen output).")
+        body = [BEGIN, title, intro, md]
+        if png:
+            rel = os.path.relpath(os.path.abspath(png), os.path.dirname(os.path.abspath(doc)))
+            body.append("![throughput, connection rate and socks5d worker scaling](%s)" % rel)
+        body.append(END)
+        section = "\n\n".join(body)
+        text = open(doc).read()
+        if BEGIN in text and END in text:
+            pre = text[:text.index(BEGIN)]
+            post = text[text.index(END) + len(END):]
+            text = pre + section + post
+        else:
+            text = text.rstrip("\n") + "\n\n" + section + "\n"
+        with open(doc, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
