@@ -1133,7 +1133,11 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 		free(s);
 		return -ENOMEM;
 	}
+	/* close_attempts() runs on any exit, also before the first attempt. */
 	s->hs->len = 0;
+	s->hs->natt = 0;
+	s->hs->in_flight = 0;
+	loop_timer_init(&s->hs->next_timer, on_next_timer, s);
 	socks5_greeting_init(&s->hs->greeting);
 	socks5_request_init(&s->hs->req);
 	s->wk = wk;

@@ -342,7 +342,7 @@ def pipoclient_binary():
 
 def client_env(password=ADMIN_PASS, new_password=None, extra=None):
     e = {k: v for k, v in os.environ.items() if not k.startswith("PIPO_")}
-    e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
+    e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:max_malloc_fill_size=1048576"
     e["UBSAN_OPTIONS"] = "print_stacktrace=1"
     if password is not None:
         e["PIPO_PASSWORD"] = password

@@ -279,7 +279,7 @@ class Socks5d:
         self.args = list(args)
         self.cmd = list(prefix) + [self.binary] + self.args
         e = dict(os.environ)
-        e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
+        e["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0:max_malloc_fill_size=1048576"
         e["UBSAN_OPTIONS"] = "print_stacktrace=1"
         # a private runtime directory: the default admin unix socket lands
         # there, so concurrently running instances do not collide
