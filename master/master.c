@@ -50,8 +50,19 @@ struct master {
 	int sig_fd;
 	struct loop_watch sig_w;
 	struct loop_watch log_w[2];
-	size_t nlisten;
-	int listen_fds[SETTINGS_MAX_LISTEN + 1];
+	/* Listening sockets, as opened at the start (a change of the addresses
+	 * or of the accept strategy applies at the next start).  Exclusive: row
+	 * 0, one socket per address, shared by every worker.  Reuseport: row i
+	 * holds worker i's SO_REUSEPORT sockets, kept open across its respawns
+	 * and closed when the worker is no longer wanted. */
+	uint8_t accept_mode; /* enum accept_mode */
+	uint16_t lport;
+	size_t naddr;
+	struct {
+		char addr[SETTINGS_ADDR_MAX];
+		bool dual;
+	} addrs[SETTINGS_MAX_LISTEN + 1];
+	int listen_fds[SHM_MAX_WORKERS][SETTINGS_MAX_LISTEN + 1];
 	struct wslot workers[SHM_MAX_WORKERS];
 	struct loop_tlist misc_tl;
 	struct loop_timer kill_timer;
@@ -65,7 +76,24 @@ struct master {
 
 /* ---- listeners ---------------------------------------------------------- */
 
-static int open_listener(struct master *m, const char *addr, uint16_t port, bool dual)
+static const char *const accept_names[] = {"exclusive", "reuseport"};
+
+static bool reuseport(const struct master *m)
+{
+	return m->accept_mode == ACCEPT_REUSEPORT;
+}
+
+/* The row of listening sockets that worker i watches. */
+static size_t row_of(const struct master *m, uint32_t i)
+{
+	return reuseport(m) ? i : 0;
+}
+
+/* A bound socket on addr:port; listening unless probe.  A probe is bound
+ * without SO_REUSEPORT and closed at once: it fails with EADDRINUSE when any
+ * socket holds the port, so that a reuseport start does not silently join
+ * the SO_REUSEPORT group of another process (of the same user). */
+static int open_socket(const char *addr, uint16_t port, bool dual, bool rp, bool probe)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -78,42 +106,105 @@ static int open_listener(struct master *m, const char *addr, uint16_t port, bool
 	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
 	if (ss.ss_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+	if ((rp && !probe && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) ||
+	    bind(fd, (struct sockaddr *)&ss, len) < 0 || (!probe && listen(fd, LISTEN_BACKLOG) < 0)) {
 		int e = errno;
 		close(fd);
 		return -e;
 	}
-	m->listen_fds[m->nlisten++] = fd;
-	log_info("listening on %s port %u%s", addr, port, dual ? " (IPv4 and IPv6)" : "");
+	if (probe) {
+		close(fd);
+		return 0;
+	}
+	return fd;
+}
+
+static void close_row(struct master *m, size_t row)
+{
+	for (size_t a = 0; a < SETTINGS_MAX_LISTEN + 1; a++) {
+		if (m->listen_fds[row][a] >= 0)
+			close(m->listen_fds[row][a]);
+		m->listen_fds[row][a] = -1;
+	}
+}
+
+/* Open a row's sockets, one per address, unless it is open.  On failure
+ * none stays open and *failed is the address that failed. */
+static int open_row(struct master *m, size_t row, size_t *failed)
+{
+	if (m->naddr == 0 || m->listen_fds[row][0] >= 0)
+		return 0;
+	for (size_t a = 0; a < m->naddr; a++) {
+		int fd = open_socket(m->addrs[a].addr, m->lport, m->addrs[a].dual, reuseport(m), false);
+		if (fd < 0) {
+			close_row(m, row);
+			*failed = a;
+			return fd;
+		}
+		m->listen_fds[row][a] = fd;
+	}
 	return 0;
 }
 
-static int open_listeners(struct master *m)
+/* Every address free (reuseport only), then row 0. */
+static int open_first_row(struct master *m, size_t *failed)
 {
-	const struct settings *s = &m->cfg;
-	if (s->nlisten == 0) {
-		int rc = open_listener(m, "::", s->port, true);
-		if (rc == -EAFNOSUPPORT)
-			rc = open_listener(m, "0.0.0.0", s->port, false);
-		if (rc < 0)
-			log_error("cannot listen on port %u: %s", s->port, strerror(-rc));
-		return rc;
-	}
-	for (uint32_t i = 0; i < s->nlisten; i++) {
-		int rc = open_listener(m, s->listen[i], s->port, false);
+	for (size_t a = 0; reuseport(m) && a < m->naddr; a++) {
+		int rc = open_socket(m->addrs[a].addr, m->lport, m->addrs[a].dual, true, true);
 		if (rc < 0) {
-			log_error("cannot listen on %s port %u: %s", s->listen[i], s->port, strerror(-rc));
+			*failed = a;
 			return rc;
 		}
 	}
+	return open_row(m, 0, failed);
+}
+
+/* At the start, before any worker: row 0 (exclusive), or one row per worker. */
+static int open_listeners(struct master *m, uint32_t nworkers)
+{
+	const struct settings *s = &m->cfg;
+	m->accept_mode = s->accept;
+	m->lport = s->port;
+	bool dflt = s->nlisten == 0;
+	if (dflt) {
+		m->naddr = 1;
+		snprintf(m->addrs[0].addr, sizeof m->addrs[0].addr, "::");
+		m->addrs[0].dual = true;
+	} else {
+		m->naddr = s->nlisten;
+		for (uint32_t i = 0; i < s->nlisten; i++) {
+			snprintf(m->addrs[i].addr, sizeof m->addrs[i].addr, "%s", s->listen[i]);
+			m->addrs[i].dual = false;
+		}
+	}
+	size_t failed = 0;
+	int rc = open_first_row(m, &failed);
+	if (rc == -EAFNOSUPPORT && dflt) {
+		snprintf(m->addrs[0].addr, sizeof m->addrs[0].addr, "0.0.0.0");
+		m->addrs[0].dual = false;
+		rc = open_first_row(m, &failed);
+	}
+	for (uint32_t i = 1; rc == 0 && reuseport(m) && i < nworkers; i++)
+		rc = open_row(m, i, &failed);
+	if (rc < 0) {
+		if (dflt)
+			log_error("cannot listen on port %u: %s", m->lport, strerror(-rc));
+		else
+			log_error("cannot listen on %s port %u: %s", m->addrs[failed].addr, m->lport,
+			          strerror(-rc));
+		return rc;
+	}
+	for (size_t a = 0; a < m->naddr; a++)
+		log_info("listening on %s port %u%s%s", m->addrs[a].addr, m->lport,
+		         m->addrs[a].dual ? " (IPv4 and IPv6)" : "",
+		         reuseport(m) ? " (one SO_REUSEPORT socket per worker)" : "");
 	return 0;
 }
 
 static void close_listeners(struct master *m)
 {
-	for (size_t i = 0; i < m->nlisten; i++)
-		close(m->listen_fds[i]);
-	m->nlisten = 0;
+	for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
+		close_row(m, r);
 }
 
 /* ---- users and settings ------------------------------------------------- */
@@ -190,6 +281,14 @@ static void on_respawn(struct loop *l, struct loop_timer *t)
 static void spawn(struct master *m, uint32_t i)
 {
 	struct wslot *w = &m->workers[i];
+	size_t row = row_of(m, i), failed = 0;
+	int rc = open_row(m, row, &failed); /* reuseport: a worker added by a reload */
+	if (rc < 0) {
+		log_error("worker %u: cannot listen on %s port %u: %s; retrying in 1 s", i,
+		          m->addrs[failed].addr, m->lport, strerror(-rc));
+		loop_timer_start_at(&m->misc_tl, &w->respawn, m->loop.now + 1000);
+		return;
+	}
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
 		log_error("worker %u: socketpair: %s", i, strerror(errno));
@@ -227,15 +326,23 @@ static void spawn(struct master *m, uint32_t i)
 		}
 		close(m->sig_fd);
 		m->sig_fd = -1;
+		/* Reuseport: the other workers' sockets are not ours to hold (a
+		 * worker that is drained must not stay in its group through us). */
+		for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
+			if (r != row)
+				close_row(m, r);
 		struct worker_args a = {
 		    .index = i,
 		    .seg = m->seg,
 		    .ctrl_fd = sv[1],
-		    .listen_fds = m->listen_fds,
-		    .nlisten = m->nlisten,
+		    .listen_fds = m->listen_fds[row],
+		    .nlisten = m->naddr,
+		    .exclusive = !reuseport(m),
 		};
 		m->child_status = worker_main(&a);
-		m->nlisten = 0; /* closed by the worker */
+		/* Closed by the worker: forget them without closing. */
+		for (size_t k = 0; k < SETTINGS_MAX_LISTEN + 1; k++)
+			m->listen_fds[row][k] = -1;
 		m->is_child = true;
 		loop_stop(&m->loop);
 		return;
@@ -316,6 +423,10 @@ static void set_worker_count(struct master *m, uint32_t n)
 		} else if (!want && w->wanted) {
 			w->wanted = false;
 			loop_timer_stop(&w->respawn);
+			/* Reuseport: the worker closes its copies as it starts to
+			 * drain; with ours closed, its sockets leave the group. */
+			if (reuseport(m))
+				close_row(m, i);
 			if (w->pid > 0) {
 				struct ctrl_msg msg = {.type = CTRL_DRAIN};
 				(void)send(w->ctrl_fd, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -353,10 +464,14 @@ int master_reload(struct master *m)
 	if (s.port != m->cfg.port || s.nlisten != m->cfg.nlisten ||
 	    memcmp(s.listen, m->cfg.listen, sizeof s.listen) != 0)
 		log_warn("listening addresses changed: they take effect at the next start");
-	/* Listening addresses stay as opened. */
+	if (s.accept != m->accept_mode)
+		log_warn("accept strategy changed to %s: it takes effect at the next start",
+		         accept_names[s.accept == ACCEPT_REUSEPORT]);
+	/* Listening addresses and the accept strategy stay as opened. */
 	s.port = m->cfg.port;
 	s.nlisten = m->cfg.nlisten;
 	memcpy(s.listen, m->cfg.listen, sizeof s.listen);
+	s.accept = m->accept_mode;
 	sync_users(m, &users);
 	user_list_free(&users);
 	m->cfg = s;
@@ -548,6 +663,9 @@ static void raise_nofile(void)
 static int setup(struct master *m, const struct settings *s, const struct user_list *users)
 {
 	m->cfg = *s;
+	for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
+		for (size_t a = 0; a < SETTINGS_MAX_LISTEN + 1; a++)
+			m->listen_fds[r][a] = -1;
 	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
 		m->workers[i].ctrl_fd = -1;
 		m->workers[i].m = m;
@@ -591,7 +709,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	}
 	if (sync_users(m, users))
 		return -EINVAL;
-	if ((rc = open_listeners(m)) < 0)
+	if ((rc = open_listeners(m, s->workers)) < 0)
 		return rc;
 	m->ctrl_buf = malloc(sizeof(struct ctrl_msg) +
 	                     PIPO_SESSIONS_PAGE_MAX * sizeof(struct pipo_session));

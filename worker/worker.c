@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -18,6 +19,9 @@
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_MS 100
+/* Descriptors kept free of sessions: listeners, control and log pipes,
+ * DoH and DNS sockets, spare splice pipes, extra connection attempts. */
+#define FD_RESERVE 128
 /* Spare relay buffers kept for reuse, in bytes; beyond this they are freed
  * (a burst of transfers must not leave the worker holding its peak). */
 #define MAX_FREE_BYTES (4u << 20)
@@ -75,10 +79,11 @@ static void accept_enable(struct worker *wk, bool on)
 			loop_watch_del(&wk->loop, &ls->w);
 			continue;
 		}
-		/* EPOLLEXCLUSIVE: one worker is woken per connection, not all. */
+		/* Shared sockets: EPOLLEXCLUSIVE wakes one worker per connection,
+		 * not all.  Own sockets (reuseport): plain EPOLLIN. */
 		int rc = loop_watch_active(&ls->w) ? 0
 		                                    : loop_watch_add(&wk->loop, &ls->w, ls->fd,
-		                                                     EPOLLIN | EPOLLEXCLUSIVE, on_accept, wk);
+		                                                     wk->listen_events, on_accept, wk);
 		if (rc < 0) {
 			log_error("cannot watch a listening socket: %s; retrying", strerror(-rc));
 			failed = true;
@@ -89,14 +94,30 @@ static void accept_enable(struct worker *wk, bool on)
 		loop_timer_start_at(&wk->misc_tl, &wk->accept_timer, wk->loop.now + ACCEPT_PAUSE_MS);
 }
 
+/* Draining: no more accepts.  Closing our copies at once matters with
+ * reuseport, where a socket stays in the kernel's group (and is given
+ * connections) as long as any process holds it; with shared sockets it only
+ * drops a reference. */
+static void close_listeners(struct worker *wk)
+{
+	accept_enable(wk, false);
+	for (size_t i = 0; i < wk->nlisteners; i++)
+		close(wk->listeners[i].fd);
+	wk->nlisteners = 0;
+}
+
 static void on_accept_resume(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct worker *wk = t->data;
-	if (!wk->draining) {
-		wk->accepting = false;
-		accept_enable(wk, true);
+	if (wk->draining)
+		return;
+	if (wk->nsessions >= wk->max_sessions) {
+		loop_timer_start_at(&wk->misc_tl, &wk->accept_timer, wk->loop.now + ACCEPT_PAUSE_MS);
+		return;
 	}
+	wk->accepting = false;
+	accept_enable(wk, true);
 }
 
 static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
@@ -130,6 +151,20 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 		if (session_start(wk, fd, &peer) < 0) {
 			log_warn("cannot start a session: out of memory");
 			close(fd);
+		}
+		/* A session needs a second descriptor for its target: stop taking
+		 * new ones while the limit leaves no room for them (with a shared
+		 * socket another worker takes them). */
+		if (wk->nsessions >= wk->max_sessions) {
+			shm_count(wk->slot, M_ACCEPT_PAUSED, 1);
+			if (l->now - wk->last_accept_warn >= 1000) {
+				log_warn("%zu sessions: descriptor limit near; pausing accepts for %d ms",
+				         wk->nsessions, ACCEPT_PAUSE_MS);
+				wk->last_accept_warn = l->now;
+			}
+			accept_enable(wk, false);
+			loop_timer_start_at(&wk->misc_tl, &wk->accept_timer, l->now + ACCEPT_PAUSE_MS);
+			return;
 		}
 	}
 }
@@ -183,7 +218,7 @@ static void start_drain(struct worker *wk)
 	if (wk->draining)
 		return;
 	wk->draining = true;
-	accept_enable(wk, false);
+	close_listeners(wk);
 	loop_timer_stop(&wk->accept_timer);
 	if (wk->nsessions == 0) {
 		drain_done(wk);
@@ -298,8 +333,15 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	wk->ctrl_fd = a->ctrl_fd;
 	wk->sig_fd = -1;
 	wk->sessions.next = wk->sessions.prev = &wk->sessions;
+	struct rlimit rl;
+	wk->max_sessions = SIZE_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		rlim_t reserve = rl.rlim_cur / 4 < FD_RESERVE ? rl.rlim_cur / 4 : FD_RESERVE;
+		wk->max_sessions = (size_t)((rl.rlim_cur - reserve) / 2);
+	}
 	for (size_t i = 0; i < a->nlisten; i++)
 		wk->listeners[wk->nlisteners++].fd = a->listen_fds[i];
+	wk->listen_events = a->exclusive ? EPOLLIN | EPOLLEXCLUSIVE : EPOLLIN;
 	int rc = loop_init(&wk->loop);
 	if (rc < 0)
 		return rc;
@@ -335,9 +377,7 @@ static void teardown(struct worker *wk)
 {
 	while (wk->sessions.next != &wk->sessions)
 		session_abort((struct session *)wk->sessions.next);
-	accept_enable(wk, false);
-	for (size_t i = 0; i < wk->nlisteners; i++)
-		close(wk->listeners[i].fd);
+	close_listeners(wk);
 	auth_free(wk->auth);
 	resolver_free(wk->resolver);
 	for (int i = 0; i < 2; i++)

@@ -48,6 +48,7 @@ struct worker {
 
 	size_t nlisteners;
 	struct listener listeners[SETTINGS_MAX_LISTEN + 1];
+	uint32_t listen_events; /* EPOLLIN, | EPOLLEXCLUSIVE on shared sockets */
 	bool accepting;
 	bool draining;
 	int64_t last_accept_warn;
@@ -62,6 +63,7 @@ struct worker {
 
 	struct list_node sessions;
 	size_t nsessions;
+	size_t max_sessions; /* what the descriptor limit allows (2 each) */
 	uint64_t next_session_id;
 
 	struct rbuf *free_bufs;
@@ -72,8 +74,9 @@ struct worker_args {
 	uint32_t index;
 	struct shm_segment *seg;
 	int ctrl_fd;
-	const int *listen_fds;
+	const int *listen_fds; /* shared by every worker, or this worker's own */
 	size_t nlisten;
+	bool exclusive; /* shared sockets (accept exclusive): watch with EPOLLEXCLUSIVE */
 };
 
 /* Run the worker; returns the process exit status. */

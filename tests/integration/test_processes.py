@@ -299,7 +299,11 @@ def test_master_stderr_lines_have_date_pid_level(socks5d, echo_server, tmp_path)
     assert not bad, bad
 
 
-def test_descriptor_exhaustion_on_outbound_socket_fails_cleanly(socks5d, echo_server):
+def test_descriptor_limit_stops_accepting_before_outbound_sockets_fail(socks5d, echo_server):
+    """A worker takes no more sessions than its descriptor limit can give
+    two descriptors each (keeping a reserve): the sessions it took all get
+    their outbound socket, and the next client waits in the queue instead
+    of getting a failure reply."""
     from s5lib import socks_open
     p = socks5d(workers=1, prefix=["prlimit", "--nofile=64:64", "--"])
     sessions = []
@@ -317,8 +321,8 @@ def test_descriptor_exhaustion_on_outbound_socket_fails_cleanly(socks5d, echo_se
                 break
             sessions.append(s)
         assert outcome is not None, "descriptor limit never reached"
-        if outcome[0] == "rep":
-            assert outcome[1] == 1, "outbound socket() failing with EMFILE should give 01: %r" % (outcome,)
+        assert outcome[0] == "no reply", outcome
+        assert len(sessions) >= 20, len(sessions)
         # established sessions still relay
         for i, s in enumerate(sessions):
             echo_roundtrip(s, b"s%d" % i)

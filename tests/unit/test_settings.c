@@ -72,6 +72,7 @@ static void defaults_are_the_documented_values(void **state)
 	assert_int_equal(s.buffer_size, 65536);
 	assert_int_equal(s.idle_cleanup, 1);
 	assert_int_equal(s.dissectors, 1);
+	assert_int_equal(s.accept, ACCEPT_EXCLUSIVE);
 	assert_int_equal(s.anonymous, ANON_AUTO);
 	assert_int_equal(s.log_level, LOG_INFO);
 	assert_int_equal(s.doh_post, 0);
@@ -249,6 +250,24 @@ static void doh_method_takes_get_or_post(void **state)
 	set_ok("doh-method", "get");
 	assert_int_equal(s.doh_post, 0);
 	set_bad("doh-method", "put");
+}
+
+static void accept_takes_exclusive_or_reuseport(void **state)
+{
+	(void)state;
+	set_ok("accept", "reuseport");
+	assert_int_equal(s.accept, ACCEPT_REUSEPORT);
+	set_ok("accept", "exclusive");
+	assert_int_equal(s.accept, ACCEPT_EXCLUSIVE);
+	set_bad("accept", "");
+	set_bad("accept", "Reuseport");
+	set_bad("accept", "reuseport ");
+	set_bad("accept", "1");
+	set_bad("accept", "shared");
+	/* The error names the value and both choices. */
+	assert_int_equal(settings_set(&s, "accept", "roundrobin", err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "'roundrobin'"));
+	assert_non_null(strstr(err, "exclusive|reuseport"));
 }
 
 static void choice_error_lists_the_choices(void **state)
@@ -453,6 +472,7 @@ static const char *const all_keys[][2] = {
 	{"doh-host", "h"},         {"doh-path", "/p"},
 	{"doh-query", "?q="},      {"doh-url", "https://x/"},
 	{"doh-ca-file", "/ca"},    {"dns-server", "1.1.1.1"},
+	{"accept", "reuseport"},
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -585,6 +605,7 @@ int main(void)
 		T(anonymous_takes_auto_always_never),
 		T(log_level_takes_the_level_names),
 		T(doh_method_takes_get_or_post),
+		T(accept_takes_exclusive_or_reuseport),
 		T(choice_error_lists_the_choices),
 		T(address_keys_take_ipv4_and_ipv6),
 		T(address_keys_reject_names_and_junk),
