@@ -92,6 +92,7 @@ struct session {
 	bool splice;                       /* the splice setting when relaying began */
 	bool up_bulk, down_bulk;           /* a read filled the buffer: splice from now on */
 	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
+	bool sniff_wanted;   /* dissector on, state not allocated before the first byte */
 
 	struct loop_timer timer;  /* handshake, then idle, or linger */
 	struct auth_job *auth_job;
@@ -592,10 +593,9 @@ static void connected(struct session *s)
 	}
 	/* The dissector setting as it is now applies to this session for good
 	 * (a SIGHUP changes it for new sessions only). */
-	if (s->wk->cfg.dissectors)
-		s->sniff = sniff_new();
+	s->sniff_wanted = s->wk->cfg.dissectors;
 	s->splice = s->wk->cfg.splice;
-	if (s->sniff && hs->len)
+	if (hs->len)
 		sniff_input(s, SNIFF_UP, hs->in, hs->len);
 	free_handshake(s);
 	s->phase = PH_RELAY;
@@ -788,6 +788,14 @@ static void cred_record(void *arg, const struct sniff_cred *c)
  * more to find it is freed and the relay runs without it. */
 static void sniff_input(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n)
 {
+	/* The state is allocated with the first byte relayed, so that a
+	 * session that never carries any costs nothing for it. */
+	if (s->sniff_wanted) {
+		s->sniff_wanted = false;
+		s->sniff = sniff_new();
+	}
+	if (!s->sniff)
+		return;
 	if (sniff_feed(s->sniff, dir, p, n, cred_record, s) == SNIFF_DONE) {
 		sniff_free(s->sniff);
 		s->sniff = NULL;
@@ -813,6 +821,8 @@ struct flow {
 static uint64_t splice_allowance(const struct session *s, const struct flow *f)
 {
 	if (!s->splice || !*f->bulk || *f->buf)
+		return 0;
+	if (s->sniff_wanted)
 		return 0;
 	return s->sniff ? sniff_skippable(s->sniff, f->dir) : UINT64_MAX;
 }
@@ -927,7 +937,7 @@ static int fill_buf(struct session *s, const struct flow *f)
 	if (space > 0) {
 		ssize_t r = recv(f->src, b->data + b->last, space, 0);
 		if (r > 0) {
-			if (s->sniff)
+			if (s->sniff || s->sniff_wanted)
 				sniff_input(s, f->dir, b->data + b->last, (size_t)r);
 			b->last += (uint32_t)r;
 			rc = 1;
