@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Relay buffer size vs. single-stream throughput and proxy CPU, on loopback.
-# Starts nginx (sendfile) with a 1 GiB file and socks5d -w 1 with each buffer
+# Starts nginx (sendfile) with a 1 GiB file and socks5d -w 1 --no-splice (the
+# copying relay) with each buffer
 # size; fetches the file through the proxy RUNS times with curl.
 # Usage: bench/bufsize.sh [SIZES...]   (default: 16384 65536 262144)
 set -euo pipefail
@@ -29,7 +30,7 @@ printf '| buffer | seconds per GiB (median of %s) | proxy CPU s per GiB |\n|---|
 d=$(for i in $(seq "$RUNS"); do secs curl -sf -o /dev/null http://127.0.0.1:18091/big.bin; done | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
 printf '| direct | %s | - |\n' "$d"
 for bs in $SIZES; do
-	./build/socks5d -l 127.0.0.1 -p 11091 -w 1 --buffer-size "$bs" >/dev/null 2>&1 &
+	./build/socks5d -l 127.0.0.1 -p 11091 -w 1 --no-splice --buffer-size "$bs" >/dev/null 2>&1 &
 	master=$!
 	sleep 0.5
 	worker=$(tr -d " " < /proc/$master/task/$master/children)
