@@ -54,6 +54,8 @@ enum pipo_query {
 	PIPO_Q_CONNECT_TIMEOUT = 0x12,  /* -> u32 seconds */
 	PIPO_Q_SERVER = 0x13,           /* -> u8 proto, u32 pid, u64 uptime_ms, u32 workers, u8 len, version */
 	PIPO_Q_USER_STATS = 0x14,       /* -> u32 n, n x (u8 len, name, u8 admin, u32 conns, u64 up, u64 down) */
+	PIPO_Q_SPLICE = 0x15,           /* -> u8 */
+	PIPO_Q_PIPE_SIZE = 0x16,        /* -> u32 bytes */
 };
 
 enum pipo_modify {
@@ -70,6 +72,8 @@ enum pipo_modify {
 	PIPO_M_DOH = 0x0a,              /* u8 method, u16 len, url (len 0: keep the URL) */
 	PIPO_M_RELOAD = 0x0b,           /* (empty) */
 	PIPO_M_CONNECT_TIMEOUT = 0x0c,  /* u32 */
+	PIPO_M_SPLICE = 0x0d,           /* u8 0|1 */
+	PIPO_M_PIPE_SIZE = 0x0e,        /* u32 */
 };
 
 enum pipo_status {

@@ -1093,6 +1093,8 @@ static const struct setting settings[] = {
      "1..3600 seconds"},
     {"dissectors", K_BOOL, PIPO_Q_DISSECTORS, PIPO_M_DISSECTORS, "on or off"},
     {"idle-cleanup", K_BOOL, PIPO_Q_IDLE_CLEANUP, PIPO_M_IDLE_CLEANUP, "on or off"},
+    {"splice", K_BOOL, PIPO_Q_SPLICE, PIPO_M_SPLICE, "on or off"},
+    {"pipe-size", K_SIZE, PIPO_Q_PIPE_SIZE, PIPO_M_PIPE_SIZE, "4096..1048576 bytes"},
     {"anonymous", K_ANON, PIPO_Q_ANONYMOUS, PIPO_M_ANONYMOUS, "auto, always or never"},
     {"doh-method", K_DOH_METHOD, PIPO_Q_DOH, PIPO_M_DOH, "get or post"},
     {"doh-url", K_DOH_URL, PIPO_Q_DOH, PIPO_M_DOH, "an http:// or https:// URL"},
@@ -1102,7 +1104,8 @@ static const struct setting settings[] = {
 
 const char *const pc_settings[] = {"buffer-size",  "handshake-timeout", "idle-timeout",
                                    "connect-timeout", "dissectors",   "idle-cleanup",
-                                   "anonymous",       "doh-method",   "doh-url"};
+                                   "splice",          "pipe-size",    "anonymous",
+                                   "doh-method",      "doh-url"};
 const size_t pc_nsettings = sizeof pc_settings / sizeof pc_settings[0];
 
 static const struct setting *find_setting(const char *name)
@@ -1421,6 +1424,7 @@ void pc_print_commands(FILE *f)
 		fprintf(f, "  %-36s %s\n", pc_commands[i].synopsis, pc_commands[i].help);
 	fprintf(f, "  %-36s %s\n", "", "settings: buffer-size, handshake-timeout, idle-timeout,");
 	fprintf(f, "  %-36s %s\n", "", "connect-timeout, dissectors on|off, idle-cleanup on|off,");
+	fprintf(f, "  %-36s %s\n", "", "splice on|off, pipe-size,");
 	fprintf(f, "  %-36s %s\n", "", "anonymous auto|always|never, doh-method get|post, doh-url");
 }
 

@@ -219,7 +219,8 @@ static void candidates(char **words, int nw, struct cands *c)
 		else if (!strcmp(words[0], "get") || !strcmp(words[0], "set"))
 			add_cands(c, pc_settings, pc_nsettings);
 	} else if (nw == 2 && !strcmp(words[0], "set")) {
-		if (!strcmp(words[1], "dissectors") || !strcmp(words[1], "idle-cleanup"))
+		if (!strcmp(words[1], "dissectors") || !strcmp(words[1], "idle-cleanup") ||
+		    !strcmp(words[1], "splice"))
 			add_cands(c, onoff, 2);
 		else if (!strcmp(words[1], "anonymous"))
 			add_cands(c, anon_vals, 3);

@@ -368,6 +368,12 @@ static uint8_t query(struct admin_sess *s, uint8_t cmd, struct pipo_cur *c, stru
 	case PIPO_Q_CONNECT_TIMEOUT:
 		pipo_put_u32(b, cfg->connect_timeout_s);
 		break;
+	case PIPO_Q_SPLICE:
+		pipo_put_u8(b, cfg->splice);
+		break;
+	case PIPO_Q_PIPE_SIZE:
+		pipo_put_u32(b, cfg->pipe_size);
+		break;
 	case PIPO_Q_USER_CONNS: {
 		pipo_get_str8(c, name, sizeof name);
 		if (!pipo_cur_done(c) || !name[0])
@@ -630,6 +636,12 @@ static uint8_t modify(struct admin_sess *s, uint8_t cmd, struct pipo_cur *c, str
 		break;
 	case PIPO_M_CONNECT_TIMEOUT:
 		st = set_u32(c, &cfg.connect_timeout_s, 1, 3600);
+		break;
+	case PIPO_M_SPLICE:
+		st = set_u8(c, &cfg.splice, 1);
+		break;
+	case PIPO_M_PIPE_SIZE:
+		st = set_u32(c, &cfg.pipe_size, 4096, 1048576);
 		break;
 	case PIPO_M_DOH: {
 		uint8_t method = pipo_get_u8(c);

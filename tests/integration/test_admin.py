@@ -12,10 +12,11 @@ import pytest
 from admin_lib import (ADMIN_PASS, ADMIN_USER, BAD_VERSION, EXISTS, INVALID, M_ADD_USER,
                        M_ANONYMOUS, M_BUFFER_SIZE, M_CLOSE_SESSION, M_CONNECT_TIMEOUT, M_DEL_USER,
                        M_DISSECTORS, M_DOH, M_HANDSHAKE_TIMEOUT, M_IDLE_CLEANUP, M_IDLE_TIMEOUT,
-                       M_PASSWORD, M_RELOAD, MALFORMED, MAX_REQUEST, MODIFY, NOT_FOUND, OK, QUERY,
+                       M_PASSWORD, M_PIPE_SIZE, M_RELOAD, M_SPLICE, MALFORMED, MAX_REQUEST, MODIFY, NOT_FOUND, OK, QUERY,
                        Q_ANONYMOUS, Q_BUFFER_SIZE, Q_BYTES_DOWN, Q_BYTES_UP, Q_CONNECT_TIMEOUT,
                        Q_CURRENT, Q_DISSECTORS, Q_DOH, Q_HANDSHAKE_TIMEOUT, Q_HISTORIC,
-                       Q_IDLE_CLEANUP, Q_IDLE_TIMEOUT, Q_MAX, Q_METRICS, Q_SERVER, Q_SESSIONS,
+                       Q_IDLE_CLEANUP, Q_IDLE_TIMEOUT, Q_MAX, Q_METRICS, Q_PIPE_SIZE, Q_SERVER,
+                       Q_SESSIONS, Q_SPLICE,
                        Q_USER_CONNS, Q_USER_COUNT, Q_USER_STATS, Q_USERS, Q_USERS_CONNECTED,
                        TOO_BIG, UNKNOWN, Cursor, PipoConn, admin_server, auth_msg, frame,  # noqa: F401
                        parse_metrics, parse_server, parse_sessions, parse_users, s8)
@@ -330,6 +331,15 @@ def test_settings_round_trip(admin_server):
         assert c.q(Q_DISSECTORS).payload == b"\x00"
         c.m(M_IDLE_CLEANUP, b"\x00")
         assert c.q(Q_IDLE_CLEANUP).payload == b"\x00"
+        assert c.q(Q_SPLICE).payload == b"\x01"
+        c.m(M_SPLICE, b"\x00")
+        assert c.q(Q_SPLICE).payload == b"\x00"
+        c.m(M_SPLICE, b"\x02", expect=INVALID)
+        assert c.u32_query(Q_PIPE_SIZE) == 1048576
+        c.m(M_PIPE_SIZE, struct.pack("!I", 65536))
+        assert c.u32_query(Q_PIPE_SIZE) == 65536
+        c.m(M_PIPE_SIZE, struct.pack("!I", 2048), expect=INVALID)
+        c.m(M_PIPE_SIZE, struct.pack("!I", 1048577), expect=INVALID)
         c.m(M_ANONYMOUS, b"\x02")
         assert c.q(Q_ANONYMOUS).payload == b"\x02"
         url = b"https://127.0.0.1:8053/dns-query"

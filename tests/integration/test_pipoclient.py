@@ -226,6 +226,8 @@ SETTINGS = [
     ("connect-timeout", "5", 5),
     ("dissectors", "off", False),
     ("idle-cleanup", "off", False),
+    ("splice", "off", False),
+    ("pipe-size", "256K", 262144),
     ("anonymous", "never", "never"),
     ("doh-method", "post", "post"),
     ("doh-url", "https://127.0.0.1:8053/dns-query", "https://127.0.0.1:8053/dns-query"),

@@ -11,7 +11,7 @@ import subprocess
 import time
 
 import pytest
-from admin_lib import admin_server  # noqa: F401 (fixture)
+from admin_lib import M_SPLICE, admin_server  # noqa: F401 (fixture)
 from mail_servers import USERS, AuthNginx
 from s5lib import ThreadedTarget, hash_sink_handler, read_until_eof, socks_connect_ok
 from test_dissectors import esc
@@ -58,6 +58,22 @@ def test_download_intact_and_spliced_only_when_on(admin_server, nginx, splice): 
         assert m[SPLICED] <= m[UP] + m[DOWN]
     else:
         assert m[SPLICED] == 0, m
+
+
+def test_splice_switched_off_at_run_time(admin_server, nginx):  # noqa: F811
+    """M_SPLICE 0 (pipoClient set splice off) applies to the sessions that
+    start relaying afterwards: their bytes are all copied."""
+    srv = admin_server("--anonymous", "always")
+    with srv.login() as c:
+        c.m(M_SPLICE, b"\x00")
+    out = subprocess.run(["curl", "-sS", "--max-time", "60", "-x",
+                          "socks5://127.0.0.1:%d" % srv.port,
+                          "http://127.0.0.1:%d/big.bin" % nginx.port, "-o", "-"],
+                         capture_output=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    assert hashlib.sha256(out.stdout).hexdigest() == nginx.big_sha
+    m = wait_metric(srv, lambda m: m[DOWN] >= nginx.big_size)
+    assert m[DOWN] >= nginx.big_size and m[SPLICED] == 0, m
 
 
 def test_upload_spliced_intact(admin_server, nginx):  # noqa: F811
