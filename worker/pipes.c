@@ -77,8 +77,3 @@ void pipes_drain(void)
 	}
 	nspare = 0;
 }
-
-unsigned pipes_spare(void)
-{
-	return nspare;
-}

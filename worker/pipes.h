@@ -35,7 +35,4 @@ void pipes_discard(struct rpipe *p);
 /* Close every spare pipe (a worker low on descriptors, or exiting). */
 void pipes_drain(void);
 
-/* Spare pipes now in the pool. */
-unsigned pipes_spare(void);
-
 #endif

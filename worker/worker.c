@@ -14,6 +14,7 @@
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "auth.h"
+#include "pipes.h"
 #include "resolver.h"
 #include "session.h"
 
@@ -378,6 +379,7 @@ static void teardown(struct worker *wk)
 	while (wk->sessions.next != &wk->sessions)
 		session_abort((struct session *)wk->sessions.next);
 	close_listeners(wk);
+	pipes_drain();
 	auth_free(wk->auth);
 	resolver_free(wk->resolver);
 	for (int i = 0; i < 2; i++)
