@@ -7,26 +7,36 @@
 
 static struct rpipe *spare;
 static unsigned nspare;
+static size_t nopen;
+/* What the kernel granted the last time a pipe of granted_for bytes was
+ * asked for: below the size under the per-user pipe limits. */
+static uint32_t granted, granted_for;
 
 static void close_pipe(struct rpipe *p)
 {
 	close(p->rfd);
 	close(p->wfd);
 	free(p);
+	nopen--;
 }
 
-struct rpipe *pipes_get(uint32_t size)
+struct rpipe *pipes_get(uint32_t size, bool may_create)
 {
-	/* A spare whose size no longer matches the setting is replaced. */
+	/* A spare smaller than the setting is replaced, unless the kernel
+	 * would give no more now (a new one would be as small). */
 	while (spare) {
 		struct rpipe *p = spare;
 		spare = p->next_free;
 		nspare--;
-		if (p->cap >= size) {
+		if (p->cap >= size || (granted_for == size && p->cap >= granted)) {
 			p->len = 0;
 			return p;
 		}
 		close_pipe(p);
+	}
+	if (!may_create) {
+		errno = EMFILE;
+		return NULL;
 	}
 	struct rpipe *p = malloc(sizeof *p);
 	if (!p)
@@ -38,6 +48,7 @@ struct rpipe *pipes_get(uint32_t size)
 		errno = e;
 		return NULL;
 	}
+	nopen++;
 	p->rfd = fds[0];
 	p->wfd = fds[1];
 	p->len = 0;
@@ -48,6 +59,8 @@ struct rpipe *pipes_get(uint32_t size)
 			cap = got;
 	}
 	p->cap = cap > 0 ? (uint32_t)cap : 4096;
+	granted = p->cap;
+	granted_for = size;
 	return p;
 }
 
@@ -76,4 +89,9 @@ void pipes_drain(void)
 		close_pipe(p);
 	}
 	nspare = 0;
+}
+
+size_t pipes_open(void)
+{
+	return nopen;
 }

@@ -91,6 +91,7 @@ struct session {
 	struct rpipe *up_pipe, *down_pipe; /* splice(2) relay: held only while not empty */
 	bool splice;                       /* the splice setting when relaying began */
 	bool up_bulk, down_bulk;           /* a read filled the buffer: splice from now on */
+	bool urgent; /* TCP urgent data seen: copy from now on (splice stops at the mark) */
 	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
 	bool sniff_wanted;   /* dissector on, state not allocated before the first byte */
 
@@ -691,7 +692,7 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
 	/* The first to connect wins; the others are closed. */
 	int fd = a->fd;
 	loop_timer_stop(&a->timer);
-	if (loop_watch_move(l, &a->w, &s->tw, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_target,
+	if (loop_watch_move(l, &a->w, &s->tw, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET, on_target,
 	                    s) < 0) {
 		attempt_failed(a, errno);
 		return;
@@ -820,7 +821,7 @@ struct flow {
  * must look at the bytes: no dissector, or one that skips them unseen. */
 static uint64_t splice_allowance(const struct session *s, const struct flow *f)
 {
-	if (!s->splice || !*f->bulk || *f->buf)
+	if (!s->splice || s->urgent || !*f->bulk || *f->buf)
 		return 0;
 	if (s->sniff_wanted)
 		return 0;
@@ -879,7 +880,7 @@ static int fill_pipe(struct session *s, const struct flow *f, uint64_t max)
 {
 	struct rpipe *p = *f->pipe;
 	if (!p) {
-		p = *f->pipe = pipes_get(s->wk->cfg.pipe_size);
+		p = *f->pipe = pipes_get(s->wk->cfg.pipe_size, worker_fd_room(s->wk, 2));
 		if (!p)
 			return -ENOBUFS;
 	}
@@ -945,8 +946,10 @@ static int fill_buf(struct session *s, const struct flow *f)
 				*f->bulk = true;
 			/* A short read drained the socket, and new data raises a
 			 * new edge; but an EOF that came with this data raises
-			 * none, so after EPOLLRDHUP read on until it shows. */
-			else if (!f->hup)
+			 * none, so after EPOLLRDHUP read on until it shows.  A
+			 * read also stops short at an urgent mark, with more
+			 * behind it: after urgent data, read on until EAGAIN. */
+			else if (!f->hup && !s->urgent)
 				*f->readable = false;
 		} else if (r == 0) {
 			*f->eof = true;
@@ -1032,8 +1035,10 @@ static void on_client(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)l;
 	struct session *s = w->data;
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
 		s->c_readable = true;
+	if (events & EPOLLPRI)
+		s->urgent = true;
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		s->c_hup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -1048,8 +1053,10 @@ static void on_target(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)l;
 	struct session *s = w->data;
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI))
 		s->t_readable = true;
+	if (events & EPOLLPRI)
+		s->urgent = true;
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		s->t_hup = true;
 	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
@@ -1160,7 +1167,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	s->start_ms = wk->loop.now;
 	s->phase = PH_GREETING;
 	loop_timer_init(&s->timer, on_handshake_timeout, s);
-	if (loop_watch_add(&wk->loop, &s->cw, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_client,
+	if (loop_watch_add(&wk->loop, &s->cw, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET, on_client,
 	                   s) < 0) {
 		free(s->hs);
 		free(s);

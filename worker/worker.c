@@ -20,8 +20,8 @@
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_MS 100
-/* Descriptors kept free of sessions: listeners, control and log pipes,
- * DoH and DNS sockets, spare splice pipes, extra connection attempts. */
+/* Descriptors kept free of sessions and pipes: listeners, control and log
+ * pipes, DoH and DNS sockets, extra connection attempts. */
 #define FD_RESERVE 128
 /* Spare relay buffers kept for reuse, in bytes; beyond this they are freed
  * (a burst of transfers must not leave the worker holding its peak). */
@@ -69,6 +69,11 @@ static void free_bufs(struct worker *wk)
 
 static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events);
 
+bool worker_fd_room(const struct worker *wk, size_t n)
+{
+	return 2 * (wk->nsessions + pipes_open()) + wk->fd_reserve + n <= wk->fd_limit;
+}
+
 static void accept_enable(struct worker *wk, bool on)
 {
 	if (wk->accepting == on)
@@ -113,7 +118,7 @@ static void on_accept_resume(struct loop *l, struct loop_timer *t)
 	struct worker *wk = t->data;
 	if (wk->draining)
 		return;
-	if (wk->nsessions >= wk->max_sessions) {
+	if (!worker_fd_room(wk, 2)) {
 		loop_timer_start_at(&wk->misc_tl, &wk->accept_timer, wk->loop.now + ACCEPT_PAUSE_MS);
 		return;
 	}
@@ -137,6 +142,7 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 				 * queued, so a level-triggered watch would spin.  Stop
 				 * watching for a moment; running sessions go on. */
 				shm_count(wk->slot, M_ACCEPT_PAUSED, 1);
+				pipes_drain();
 				if (l->now - wk->last_accept_warn >= 1000) {
 					log_warn("accept: %s; pausing accepts for %d ms (%zu sessions)",
 					         strerror(errno), ACCEPT_PAUSE_MS, wk->nsessions);
@@ -156,7 +162,7 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 		/* A session needs a second descriptor for its target: stop taking
 		 * new ones while the limit leaves no room for them (with a shared
 		 * socket another worker takes them). */
-		if (wk->nsessions >= wk->max_sessions) {
+		if (!worker_fd_room(wk, 2)) {
 			shm_count(wk->slot, M_ACCEPT_PAUSED, 1);
 			if (l->now - wk->last_accept_warn >= 1000) {
 				log_warn("%zu sessions: descriptor limit near; pausing accepts for %d ms",
@@ -335,11 +341,10 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	wk->sig_fd = -1;
 	wk->sessions.next = wk->sessions.prev = &wk->sessions;
 	struct rlimit rl;
-	wk->max_sessions = SIZE_MAX;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
-		rlim_t reserve = rl.rlim_cur / 4 < FD_RESERVE ? rl.rlim_cur / 4 : FD_RESERVE;
-		wk->max_sessions = (size_t)((rl.rlim_cur - reserve) / 2);
-	}
+	wk->fd_limit = SIZE_MAX / 2;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < wk->fd_limit)
+		wk->fd_limit = (size_t)rl.rlim_cur;
+	wk->fd_reserve = wk->fd_limit / 4 < FD_RESERVE ? wk->fd_limit / 4 : FD_RESERVE;
 	for (size_t i = 0; i < a->nlisten; i++)
 		wk->listeners[wk->nlisteners++].fd = a->listen_fds[i];
 	wk->listen_events = a->exclusive ? EPOLLIN | EPOLLEXCLUSIVE : EPOLLIN;

@@ -63,7 +63,8 @@ struct worker {
 
 	struct list_node sessions;
 	size_t nsessions;
-	size_t max_sessions; /* what the descriptor limit allows (2 each) */
+	size_t fd_limit;  /* RLIMIT_NOFILE */
+	size_t fd_reserve; /* kept for everything but sessions and pipes */
 	uint64_t next_session_id;
 
 	struct rbuf *free_bufs;
@@ -81,6 +82,10 @@ struct worker_args {
 
 /* Run the worker; returns the process exit status. */
 int worker_main(const struct worker_args *args);
+
+/* Whether the descriptor limit leaves n more beyond what the sessions (two
+ * each), the splice pipes (two each) and the reserve need. */
+bool worker_fd_room(const struct worker *wk, size_t n);
 
 struct rbuf *worker_buf_get(struct worker *wk);
 void worker_buf_put(struct worker *wk, struct rbuf *b);

@@ -397,3 +397,40 @@ def test_single_worker_serves_right_after_ready_every_time(socks5d):
             break
     assert not hung, "worker never served after 'ready' (start %r, worker %r blocked in %r)" % (
         hung[0][0], hung[0][2], hung[0][3])
+
+
+def test_descriptor_budget_counts_the_splice_pipes(socks5d, nginx, echo_server):
+    """Sessions whose downloads wait in a full pipe hold two more
+    descriptors each: the worker counts them, so under a 64-descriptor
+    limit a new session is either served or left waiting, never answered
+    with a failure for lack of a descriptor, and the worker never runs
+    into EMFILE."""
+    from s5lib import socks_open
+    p = socks5d(workers=1, prefix=["prlimit", "--nofile=64:64", "--"])
+    (worker,) = wait_workers(p, 1)
+    stalled = []
+    try:
+        for _ in range(10):  # downloads that nobody reads: their pipes stay full
+            s, r = socks_open(p.port, "127.0.0.1", nginx.port, timeout=3)
+            assert r.rep == 0
+            s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+            stalled.append(s)
+        time.sleep(1.0)
+        pipes = sum(1 for fd in os.listdir("/proc/%d/fd" % worker)
+                    if os.readlink("/proc/%d/fd/%s" % (worker, fd)).startswith("pipe:"))
+        assert pipes >= 10, "expected the stalled downloads to hold pipes, saw %d" % pipes
+        served = 0
+        for i in range(20):
+            try:
+                s, r = socks_open(p.port, "127.0.0.1", echo_server.port, timeout=1)
+            except (TimeoutError, EOFError, OSError):
+                break  # waiting in the queue: the worker is at its budget
+            assert r.rep == 0, "session %d refused with %d" % (i, r.rep)
+            echo_roundtrip(s, b"x%d" % i)
+            stalled.append(s)
+            served += 1
+        assert served < 20, "the budget never stopped accepting"
+        assert not any("Too many open files" in line for line in p.err_lines), p.err_lines[-5:]
+    finally:
+        for s in stalled:
+            s.close()

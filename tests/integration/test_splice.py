@@ -7,6 +7,7 @@ splicing, the dissector still finds a credential sent after a spliced body
 on the same keep-alive connection, and idle sessions hold no pipe."""
 import hashlib
 import os
+import socket
 import subprocess
 import time
 
@@ -74,6 +75,49 @@ def test_splice_switched_off_at_run_time(admin_server, nginx):  # noqa: F811
     assert hashlib.sha256(out.stdout).hexdigest() == nginx.big_sha
     m = wait_metric(srv, lambda m: m[DOWN] >= nginx.big_size)
     assert m[DOWN] >= nginx.big_size and m[SPLICED] == 0, m
+
+
+def count_then_answer(total):
+    """Read until `total` bytes came, then send the count (no EOF needed)."""
+    def handler(c, a):
+        c.settimeout(20)
+        n = 0
+        while n < total:
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            n += len(d)
+        c.sendall(b"%d\n" % n)
+    return handler
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice", "no-splice"])
+def test_urgent_data_does_not_stall_the_stream(admin_server, splice):  # noqa: F811
+    """A splice from a socket stops at a TCP urgent mark; recv stops short
+    at it.  Either way the bytes behind the mark must still flow, without
+    an EOF to push them: the urgent byte itself is not relayed (it is out
+    of band), the 512 KiB around it are."""
+    srv = admin_server("--anonymous", "always", *([] if splice else ["--no-splice"]))
+    half = 256 << 10
+    target = ThreadedTarget(count_then_answer(2 * half))
+    try:
+        s, _ = socks_connect_ok(srv.port, "127.0.0.1", target.port)
+        with s:
+            s.settimeout(20)
+            s.sendall(os.urandom(half))
+            time.sleep(0.2)
+            s.send(b"!", socket.MSG_OOB)
+            time.sleep(0.2)
+            s.sendall(os.urandom(half))
+            got = b""
+            while not got.endswith(b"\n"):
+                d = s.recv(64)
+                assert d, "target closed early"
+                got += d
+        assert int(got) == 2 * half
+        assert not target.errors
+    finally:
+        target.close()
 
 
 def test_upload_spliced_intact(admin_server, nginx):  # noqa: F811
