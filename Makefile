@@ -50,7 +50,7 @@ build/loadgen: bench/loadgen.c
 	@mkdir -p build
 	$(CC) $(CSTD) $(WARN) -O2 -o $@ $<
 
-# Side-by-side benchmark against direct, Dante and microsocks (about ten
+# Side-by-side benchmark against direct, Dante and microsocks (about five
 # minutes); writes its table and plot into docs/performance.md.
 bench: build/socks5d build/loadgen
 	bench/run.sh

@@ -325,7 +325,7 @@ def main():
 
     if doc:
         title = "## Side by side: direct, socks5d, Dante and microsocks (`make bench`)"
-        intro = ("`bench/run.sh` (run by `make bench`, about ten minutes as root) installs Dante, "
+        intro = ("`bench/run.sh` (run by `make bench`, about five minutes as root) installs Dante, "
                  "microsocks and gnuplot if missing, starts nginx and every proxy on loopback and "
                  "drives them with `bench/loadgen`; each run rewrites this section, the plot and "
                  "`build/bench/` (raw loadgen output).")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark on loopback: direct (no proxy), socks5d, Dante 1.4.2
 # (danted) and microsocks 1.0.3, all against one nginx, driven by
-# bench/loadgen.  Run as root (`make bench`, or bench/run.sh); about ten
+# bench/loadgen.  Run as root (`make bench`, or bench/run.sh); about five
 # minutes.  It writes:
 #   build/bench/results.txt   one line per loadgen run (raw loadgen output
 #                             plus the proxy's CPU, memory and descriptors)

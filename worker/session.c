@@ -821,9 +821,7 @@ struct flow {
  * must look at the bytes: no dissector, or one that skips them unseen. */
 static uint64_t splice_allowance(const struct session *s, const struct flow *f)
 {
-	if (!s->splice || s->urgent || !*f->bulk || *f->buf)
-		return 0;
-	if (s->sniff_wanted)
+	if (!s->splice || s->urgent || !*f->bulk || *f->buf || s->sniff_wanted)
 		return 0;
 	return s->sniff ? sniff_skippable(s->sniff, f->dir) : UINT64_MAX;
 }
