@@ -2,14 +2,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../shared/log.h"
 #include <stdbool.h>
+
+#include "../shared/log.h"
+#include "../shared/names.h"
 
 #include "options.h"
 
@@ -36,8 +39,9 @@ static int parse_user(char *value, struct user_list *users, bool admin, char *er
 	}
 	*colon = '\0';
 	const char *hash = colon + 1;
-	if (strlen(value) > SHM_USER_NAME_MAX) {
-		snprintf(err, errlen, "user name longer than %d bytes", SHM_USER_NAME_MAX);
+	const char *why = names_user_problem(value, strlen(value));
+	if (why) {
+		snprintf(err, errlen, "the user name %s", why);
 		return -EINVAL;
 	}
 	if (!pwhash_is_hash(hash)) {
@@ -134,31 +138,46 @@ static int write_users(FILE *out, const struct user_list *users)
 	return 0;
 }
 
+/* The rewrite must not become a way to write elsewhere or to hand the file
+ * to someone else: the temporary file is created exclusively (mkostemp:
+ * O_CREAT|O_EXCL, so a planted file or symlink is never opened) beside the
+ * real file (a symlinked config stays a symlink; its target is replaced),
+ * gets the original's owner, group and mode before it holds anything, and
+ * file and directory are synced. */
 int conffile_save_users(const char *path, const struct user_list *users)
 {
-	FILE *in = fopen(path, "re");
+	char real[PATH_MAX];
+	if (!realpath(path, real))
+		return -errno;
+	FILE *in = fopen(real, "re");
 	if (!in)
 		return -errno;
 	struct stat st;
-	if (fstat(fileno(in), &st) < 0) {
-		int e = errno;
+	int e = fstat(fileno(in), &st) < 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
+	if (e) {
 		fclose(in);
 		return -e;
 	}
-	char tmp[4096];
-	snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, st.st_mode & 0777);
-	FILE *out = fd >= 0 ? fdopen(fd, "w") : NULL;
-	if (!out) {
-		int e = errno;
-		if (fd >= 0)
-			close(fd);
+	char tmp[PATH_MAX + 16];
+	snprintf(tmp, sizeof tmp, "%s.XXXXXX", real);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		e = errno;
 		fclose(in);
 		return -e;
+	}
+	FILE *out = NULL;
+	int rc = 0;
+	if (fchown(fd, st.st_uid, st.st_gid) < 0 || fchmod(fd, st.st_mode & 07777) < 0 ||
+	    !(out = fdopen(fd, "w"))) {
+		rc = -errno;
+		close(fd);
+		fclose(in);
+		unlink(tmp);
+		return rc;
 	}
 	char line[CONF_LINE_MAX];
 	bool written = false;
-	int rc = 0;
 	/* The users take the place of the first user line; other lines stay. */
 	while (rc == 0 && fgets(line, sizeof line, in)) {
 		if (is_user_line(line)) {
@@ -177,16 +196,14 @@ int conffile_save_users(const char *path, const struct user_list *users)
 		rc = -errno;
 	if (fclose(out) != 0 && rc == 0)
 		rc = -errno;
-	if (rc == 0 && rename(tmp, path) != 0)
+	if (rc == 0 && rename(tmp, real) != 0)
 		rc = -errno;
 	if (rc != 0) {
 		unlink(tmp);
 		return rc;
 	}
 	/* Make the rename itself durable. */
-	char dir[4096];
-	snprintf(dir, sizeof dir, "%s", path);
-	int dfd = open(dirname(dir), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int dfd = open(dirname(real), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd >= 0) {
 		(void)fsync(dfd);
 		close(dfd);

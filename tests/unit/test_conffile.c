@@ -129,7 +129,7 @@ static void save_users_replaces_user_lines_and_keeps_the_rest(void **state)
 	user_list_free(&u);
 	/* No temporary file is left behind. */
 	char cmd[160];
-	snprintf(cmd, sizeof cmd, "test -z \"$(ls %s | grep '\\.tmp\\.')\"", dir);
+	snprintf(cmd, sizeof cmd, "test -z \"$(ls %s | grep 'rw\\.conf.')\"", dir);
 	assert_int_equal(system(cmd), 0);
 }
 
@@ -161,6 +161,87 @@ static void later_entry_for_a_name_replaces_the_earlier(void **state)
 	user_list_free(&u);
 }
 
+/* ---- the rewrite is safe in a directory others can write ---------------- */
+
+/* The name the rewrite once used (CONF.tmp.PID) planted as a symlink to a
+ * victim file: the victim is left as it was. */
+static void save_users_never_follows_a_planted_temporary_name(void **state)
+{
+	(void)state;
+	char path[128], victim[128], planted[192];
+	snprintf(path, sizeof path, "%s/plant.conf", dir);
+	snprintf(victim, sizeof victim, "%s/victim", dir);
+	snprintf(planted, sizeof planted, "%s.tmp.%d", path, (int)getpid());
+	write_file(path, "port = 1080\n");
+	write_file(victim, "precious\n");
+	assert_int_equal(symlink(victim, planted), 0);
+	struct user_list u = {0};
+	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
+	assert_int_equal(conffile_save_users(path, &u), 0);
+	assert_string_equal(read_file(victim), "precious\n");
+	assert_string_equal(read_file(path), "port = 1080\nuser = x:" HASH "\n");
+	user_list_free(&u);
+}
+
+/* The rewritten file keeps the original's owner, group and mode (it used
+ * to become root's, and a pre-created temporary file made it another's). */
+static void save_users_keeps_owner_group_and_mode(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		fail_msg("this test changes a file's owner: run it as root");
+	char path[128];
+	snprintf(path, sizeof path, "%s/owned.conf", dir);
+	write_file(path, "port = 1080\n");
+	assert_int_equal(chown(path, 65534, 65534), 0);
+	assert_int_equal(chmod(path, 0640), 0);
+	struct user_list u = {0};
+	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
+	assert_int_equal(conffile_save_users(path, &u), 0);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	assert_int_equal(st.st_gid, 65534);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	user_list_free(&u);
+}
+
+/* A configuration reached through a symlink: the link stays a link and
+ * the file it names is rewritten. */
+static void save_users_through_a_symlink_rewrites_its_target(void **state)
+{
+	(void)state;
+	char real[256], link[128], sub[128];
+	snprintf(sub, sizeof sub, "%s/etc", dir);
+	assert_int_equal(mkdir(sub, 0755), 0);
+	snprintf(real, sizeof real, "%s/real.conf", sub);
+	snprintf(link, sizeof link, "%s/link.conf", dir);
+	write_file(real, "port = 1080\n");
+	assert_int_equal(symlink(real, link), 0);
+	struct user_list u = {0};
+	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
+	assert_int_equal(conffile_save_users(link, &u), 0);
+	struct stat st;
+	assert_int_equal(lstat(link, &st), 0);
+	assert_true(S_ISLNK(st.st_mode));
+	assert_string_equal(read_file(real), "port = 1080\nuser = x:" HASH "\n");
+	user_list_free(&u);
+}
+
+static void a_user_name_with_a_control_byte_is_an_error(void **state)
+{
+	(void)state;
+	char path[128];
+	snprintf(path, sizeof path, "%s/ctl.conf", dir);
+	write_file(path, "user = bad\x1b[31mname:" HASH "\nuser = tab\tname:" HASH "\n");
+	struct settings s;
+	struct user_list u = {0};
+	settings_defaults(&s);
+	assert_int_equal(conffile_load(path, &s, &u), -EINVAL);
+	assert_int_equal(u.n, 0);
+	user_list_free(&u);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -170,6 +251,10 @@ int main(void)
 	    cmocka_unit_test(save_users_replaces_user_lines_and_keeps_the_rest),
 	    cmocka_unit_test(save_users_appends_when_the_file_had_none),
 	    cmocka_unit_test(later_entry_for_a_name_replaces_the_earlier),
+	    cmocka_unit_test(save_users_never_follows_a_planted_temporary_name),
+	    cmocka_unit_test(save_users_keeps_owner_group_and_mode),
+	    cmocka_unit_test(save_users_through_a_symlink_rewrites_its_target),
+	    cmocka_unit_test(a_user_name_with_a_control_byte_is_an_error),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
