@@ -70,8 +70,6 @@ struct master {
 	struct user_list file_users; /* the users the configuration file holds */
 	uint8_t *ctrl_buf;           /* one worker answer */
 	bool draining;
-	bool is_child; /* this process is a forked worker unwinding to main() */
-	int child_status;
 };
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -253,6 +251,7 @@ static void notify_workers(struct master *m, enum ctrl_type type)
 /* ---- workers ------------------------------------------------------------ */
 
 static void spawn(struct master *m, uint32_t i);
+static void teardown(struct master *m, bool in_child);
 
 static void on_worker_ctrl(struct loop *l, struct loop_watch *lw, uint32_t events)
 {
@@ -274,8 +273,53 @@ static void on_respawn(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct wslot *w = t->data;
-	if (!w->m->is_child && !w->m->draining && w->wanted && w->pid == 0)
+	if (!w->m->draining && w->wanted && w->pid == 0)
 		spawn(w->m, (uint32_t)(w - w->m->workers));
+}
+
+/* The forked child: drop what belongs to the master, run the worker, and
+ * leave from here.  A worker never returns into master code: spawn() is
+ * called from admin requests (a reload raising the worker count), timers
+ * and signal handling, whose callers hold master state the child has just
+ * released. */
+static _Noreturn void run_worker(struct master *m, uint32_t i, size_t row, int ctrl_fd)
+{
+	log_after_fork();
+	/* The epoll instance is shared with the master: close it before
+	 * anything below deletes a watch, which would delete the master's
+	 * registration. */
+	close(m->loop.epfd);
+	m->loop.epfd = -1;
+	admin_forget(m->admin);
+	m->admin = NULL;
+	for (uint32_t j = 0; j < SHM_MAX_WORKERS; j++) {
+		if (m->workers[j].ctrl_fd >= 0)
+			close(m->workers[j].ctrl_fd);
+		m->workers[j].ctrl_fd = -1;
+	}
+	close(m->sig_fd);
+	m->sig_fd = -1;
+	/* Reuseport: the other workers' sockets are not ours to hold (a worker
+	 * that is drained must not stay in its group through us). */
+	for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
+		if (r != row)
+			close_row(m, r);
+	struct worker_args a = {
+	    .index = i,
+	    .seg = m->seg,
+	    .ctrl_fd = ctrl_fd,
+	    .listen_fds = m->listen_fds[row],
+	    .nlisten = m->naddr,
+	    .exclusive = !reuseport(m),
+	};
+	int status = worker_main(&a);
+	/* Closed by the worker: forget them without closing. */
+	for (size_t k = 0; k < SETTINGS_MAX_LISTEN + 1; k++)
+		m->listen_fds[row][k] = -1;
+	teardown(m, true);
+	free(m);
+	log_shutdown(2000);
+	exit(status);
 }
 
 static void spawn(struct master *m, uint32_t i)
@@ -307,46 +351,8 @@ static void spawn(struct master *m, uint32_t i)
 		loop_timer_start_at(&m->misc_tl, &w->respawn, m->loop.now + 1000);
 		return;
 	}
-	if (pid == 0) {
-		/* The child: drop what belongs to the master, run the worker, then
-		 * unwind to main() so that everything is freed on the way out. */
-		log_after_fork();
-		close(sv[0]);
-		/* The epoll instance is shared with the master: close it before
-		 * anything below deletes a watch, which would delete the
-		 * master's registration. */
-		close(m->loop.epfd);
-		m->loop.epfd = -1;
-		admin_forget(m->admin);
-		m->admin = NULL;
-		for (uint32_t j = 0; j < SHM_MAX_WORKERS; j++) {
-			if (m->workers[j].ctrl_fd >= 0)
-				close(m->workers[j].ctrl_fd);
-			m->workers[j].ctrl_fd = -1;
-		}
-		close(m->sig_fd);
-		m->sig_fd = -1;
-		/* Reuseport: the other workers' sockets are not ours to hold (a
-		 * worker that is drained must not stay in its group through us). */
-		for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
-			if (r != row)
-				close_row(m, r);
-		struct worker_args a = {
-		    .index = i,
-		    .seg = m->seg,
-		    .ctrl_fd = sv[1],
-		    .listen_fds = m->listen_fds[row],
-		    .nlisten = m->naddr,
-		    .exclusive = !reuseport(m),
-		};
-		m->child_status = worker_main(&a);
-		/* Closed by the worker: forget them without closing. */
-		for (size_t k = 0; k < SETTINGS_MAX_LISTEN + 1; k++)
-			m->listen_fds[row][k] = -1;
-		m->is_child = true;
-		loop_stop(&m->loop);
-		return;
-	}
+	if (pid == 0)
+		run_worker(m, i, row, sv[1]);
 	close(sv[1]);
 	w->pid = pid;
 	w->ctrl_fd = sv[0];
@@ -418,8 +424,6 @@ static void set_worker_count(struct master *m, uint32_t n)
 			w->quick_deaths = 0;
 			if (w->pid == 0)
 				spawn(m, i);
-			if (m->is_child)
-				return;
 		} else if (!want && w->wanted) {
 			w->wanted = false;
 			loop_timer_stop(&w->respawn);
@@ -479,8 +483,6 @@ int master_reload(struct master *m)
 	shm_settings_publish(m->seg, &s);
 	notify_workers(m, CTRL_CONFIG);
 	set_worker_count(m, s.workers);
-	if (m->is_child)
-		return 0;
 	log_info("configuration %s reloaded (%u users)", m->opts->config_path,
 	         shm_user_count(m->seg));
 	return 0;
@@ -518,7 +520,7 @@ static void on_signal(struct loop *l, struct loop_watch *w, uint32_t events)
 	(void)events;
 	struct master *m = w->data;
 	struct signalfd_siginfo si;
-	while (!m->is_child && read(m->sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+	while (read(m->sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
 		switch (si.ssi_signo) {
 		case SIGCHLD:
 			reap(m);
@@ -695,8 +697,9 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		return rc;
 
 	raise_nofile();
-	snprintf(m->shm_name, sizeof m->shm_name, "/socks5d-%d", (int)getpid());
-	if ((rc = shm_create(m->shm_name, &m->seg)) < 0) {
+	char prefix[32];
+	snprintf(prefix, sizeof prefix, "/socks5d-%d", (int)getpid());
+	if ((rc = shm_create(prefix, m->shm_name, sizeof m->shm_name, &m->seg)) < 0) {
 		log_error("cannot create the shared segment %s: %s", m->shm_name, strerror(-rc));
 		m->shm_name[0] = '\0';
 		return rc;
@@ -720,9 +723,11 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	return 0;
 }
 
-static void teardown(struct master *m)
+/* in_child: a worker leaving; the segment's name and the admin socket
+ * path are the master's to remove. */
+static void teardown(struct master *m, bool in_child)
 {
-	if (m->is_child)
+	if (in_child)
 		admin_forget(m->admin);
 	else
 		admin_close(m->admin);
@@ -737,7 +742,7 @@ static void teardown(struct master *m)
 		close(m->sig_fd);
 	loop_free(&m->loop);
 	if (m->seg)
-		shm_destroy(m->is_child ? NULL : (m->shm_name[0] ? m->shm_name : NULL), m->seg);
+		shm_destroy(in_child ? NULL : (m->shm_name[0] ? m->shm_name : NULL), m->seg);
 }
 
 int master_run(const struct options *o, const struct settings *s, const struct user_list *users,
@@ -760,20 +765,16 @@ int master_run(const struct options *o, const struct settings *s, const struct u
 		status = rc == -EINVAL ? EXIT_CONFIG : EXIT_OSERR;
 	} else {
 		set_worker_count(m, s->workers);
-		if (!m->is_child) {
-			log_info("ready: %u workers", s->workers);
-			rc = loop_run(&m->loop);
-			if (rc < 0) {
-				log_error("event loop failed: %s", strerror(-rc));
-				status = EXIT_OSERR;
-			}
-		}
-		if (m->is_child)
-			status = m->child_status;
-		else if (!status)
+		log_info("ready: %u workers", s->workers);
+		rc = loop_run(&m->loop);
+		if (rc < 0) {
+			log_error("event loop failed: %s", strerror(-rc));
+			status = EXIT_OSERR;
+		} else {
 			log_info("stopped");
+		}
 	}
-	teardown(m);
+	teardown(m, false);
 	free(m);
 	return status;
 }

@@ -3,9 +3,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
+
+#include "names.h"
 
 static int init_robust(pthread_mutex_t *m)
 {
@@ -22,19 +26,33 @@ static int init_robust(pthread_mutex_t *m)
 	return -rc;
 }
 
-int shm_create(const char *name, struct shm_segment **out)
+/* A new name "PREFIX-<16 hex digits>" that did not exist, created with
+ * O_EXCL: a name planted in /dev/shm by someone else is never opened,
+ * truncated or unlinked, only passed over. */
+static int create_unique(const char *prefix, char *name, size_t namelen)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		uint64_t r;
+		if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+			return -errno;
+		if ((size_t)snprintf(name, namelen, "%s-%016llx", prefix, (unsigned long long)r) >=
+		    namelen)
+			return -ENAMETOOLONG;
+		int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd >= 0 ? fd : -errno;
+	}
+	return -EEXIST;
+}
+
+int shm_create(const char *prefix, char *name, size_t namelen, struct shm_segment **out)
 {
 	size_t size = sizeof(struct shm_segment);
 	void *p;
-	if (name) {
-		int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0 && errno == EEXIST) {
-			/* Left behind by a master that was killed; its pid is in the name. */
-			shm_unlink(name);
-			fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		}
+	if (prefix) {
+		int fd = create_unique(prefix, name, namelen);
 		if (fd < 0)
-			return -errno;
+			return fd;
 		if (ftruncate(fd, (off_t)size) < 0) {
 			int e = errno;
 			close(fd);
@@ -48,7 +66,7 @@ int shm_create(const char *name, struct shm_segment **out)
 	}
 	if (p == MAP_FAILED) {
 		int e = errno;
-		if (name)
+		if (prefix)
 			shm_unlink(name);
 		return -e;
 	}
@@ -59,7 +77,7 @@ int shm_create(const char *name, struct shm_segment **out)
 		rc = init_robust(&seg->users_lock);
 	if (rc) {
 		munmap(p, size);
-		if (name)
+		if (prefix)
 			shm_unlink(name);
 		return rc;
 	}
@@ -141,6 +159,10 @@ int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bo
 		return -EINVAL;
 	if (nlen > SHM_USER_NAME_MAX)
 		return -ENAMETOOLONG;
+	/* The last barrier: a name the table holds is written back to the
+	 * configuration file and into logs. */
+	if (names_user_problem(name, nlen))
+		return -EINVAL;
 	if (strlen(hash) >= SHM_HASH_MAX)
 		return -EINVAL;
 	shm_lock(&seg->users_lock);

@@ -25,7 +25,7 @@
 static int seg_setup(void **state)
 {
 	struct shm_segment *seg = NULL;
-	if (shm_create(NULL, &seg) != 0 || !seg)
+	if (shm_create(NULL, NULL, 0, &seg) != 0 || !seg)
 		return -1;
 	*state = seg;
 	return 0;
@@ -593,12 +593,15 @@ static void lock_recovered_twice_in_a_row(void **state)
 static void named_segment_is_unlinked_by_destroy(void **state)
 {
 	(void)state;
-	char name[64];
-	snprintf(name, sizeof name, "/socks5d-test-%d", (int)getpid());
+	char prefix[64], name[96];
+	snprintf(prefix, sizeof prefix, "/socks5d-test-%d", (int)getpid());
 	struct shm_segment *seg = NULL;
-	assert_int_equal(shm_create(name, &seg), 0);
+	assert_int_equal(shm_create(prefix, name, sizeof name, &seg), 0);
 	assert_non_null(seg);
 	assert_int_equal(shm_check(seg), 0);
+	/* PREFIX-<16 hex digits> */
+	assert_int_equal(strncmp(name, prefix, strlen(prefix)), 0);
+	assert_int_equal(strlen(name), strlen(prefix) + 17);
 
 	int fd = shm_open(name, O_RDONLY, 0);
 	assert_true(fd >= 0);
@@ -622,24 +625,53 @@ static void named_segment_is_unlinked_by_destroy(void **state)
 	assert_int_equal(errno, ENOENT);
 }
 
-static void named_segment_left_behind_is_replaced(void **state)
+static void two_segments_of_one_prefix_get_different_names(void **state)
 {
 	(void)state;
-	char name[64];
-	snprintf(name, sizeof name, "/socks5d-test-stale-%d", (int)getpid());
-	int fd = shm_open(name, O_RDWR | O_CREAT | O_EXCL, 0600);
+	char prefix[64], a[96], b[96];
+	snprintf(prefix, sizeof prefix, "/socks5d-test-two-%d", (int)getpid());
+	struct shm_segment *sa = NULL, *sb = NULL;
+	assert_int_equal(shm_create(prefix, a, sizeof a, &sa), 0);
+	assert_int_equal(shm_create(prefix, b, sizeof b, &sb), 0);
+	assert_string_not_equal(a, b);
+	shm_destroy(a, sa);
+	shm_destroy(b, sb);
+}
+
+/* Someone else's file under the old predictable name /socks5d-PID: it is
+ * neither opened nor removed, and the segment is created anyway. */
+static void a_planted_name_is_passed_over_and_left_alone(void **state)
+{
+	(void)state;
+	char prefix[64], name[96];
+	snprintf(prefix, sizeof prefix, "/socks5d-test-planted-%d", (int)getpid());
+	int fd = shm_open(prefix, O_RDWR | O_CREAT | O_EXCL, 0600);
 	assert_true(fd >= 0);
-	assert_int_equal(ftruncate(fd, 16), 0);
+	assert_int_equal(write(fd, "planted", 7), 7);
 	close(fd);
 
 	struct shm_segment *seg = NULL;
-	assert_int_equal(shm_create(name, &seg), 0);
+	assert_int_equal(shm_create(prefix, name, sizeof name, &seg), 0);
 	assert_int_equal(shm_check(seg), 0);
-	assert_int_equal(shm_user_count(seg), 0);
+	assert_string_not_equal(name, prefix);
 	shm_destroy(name, seg);
-	errno = 0;
-	assert_int_equal(shm_open(name, O_RDONLY, 0), -1);
-	assert_int_equal(errno, ENOENT);
+
+	fd = shm_open(prefix, O_RDONLY, 0);
+	assert_true(fd >= 0);
+	char buf[8] = "";
+	assert_int_equal(read(fd, buf, sizeof buf), 7);
+	assert_memory_equal(buf, "planted", 7);
+	close(fd);
+	shm_unlink(prefix);
+}
+
+static void a_name_that_does_not_fit_is_refused(void **state)
+{
+	(void)state;
+	char name[20];
+	struct shm_segment *seg = NULL;
+	assert_int_equal(shm_create("/socks5d-test", name, sizeof name, &seg), -ENAMETOOLONG);
+	assert_null(seg);
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, seg_setup, seg_teardown)
@@ -676,7 +708,9 @@ int main(void)
 		T(settings_api_recovers_a_lock_left_by_a_dead_holder),
 		T(lock_recovered_twice_in_a_row),
 		cmocka_unit_test(named_segment_is_unlinked_by_destroy),
-		cmocka_unit_test(named_segment_left_behind_is_replaced),
+		cmocka_unit_test(two_segments_of_one_prefix_get_different_names),
+		cmocka_unit_test(a_planted_name_is_passed_over_and_left_alone),
+		cmocka_unit_test(a_name_that_does_not_fit_is_refused),
 	};
 	return cmocka_run_group_tests_name("shm", tests, NULL, NULL);
 }

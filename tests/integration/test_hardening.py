@@ -1,0 +1,87 @@
+"""Process hardening: forked workers never return into master code, the
+shared segment's name cannot be squatted, and names that would break the
+configuration file are refused at start."""
+
+import glob
+import os
+import subprocess
+import time
+
+from admin_lib import ADMIN_PASS, ADMIN_USER, M_RELOAD, admin_server  # noqa: F401
+from s5lib import Socks5d, free_port, hash_password, socks5d_binary
+
+
+def worker_pids(master_pid):
+    with open("/proc/%d/task/%d/children" % (master_pid, master_pid)) as f:
+        return [int(p) for p in f.read().split()]
+
+
+def wait_workers(master_pid, n, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        pids = worker_pids(master_pid)
+        if len(pids) == n:
+            return pids
+        time.sleep(0.05)
+    raise AssertionError("expected %d workers, have %s" % (n, worker_pids(master_pid)))
+
+
+def test_admin_reload_raising_workers_forks_cleanly(admin_server, tmp_path):
+    """The workers forked from inside an admin request run and exit without
+    ever unwinding into the admin handler (a use-after-free under ASan
+    before), and the admin session that asked goes on."""
+    cfg = tmp_path / "socks5d.conf"
+    admin = "admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))
+    cfg.write_text("%s\nworkers = 1\n" % admin)
+    srv = admin_server(config=cfg, workers=None)
+    wait_workers(srv.proc.pid, 1)
+    with srv.login() as c:
+        cfg.write_text("%s\nworkers = 3\n" % admin)
+        c.m(M_RELOAD)
+        wait_workers(srv.proc.pid, 3)
+        # the same admin session still answers, in the master
+        c.m(M_RELOAD)
+    # stop(): SIGTERM, exit 0, and no sanitizer report from any process
+    assert srv.stop() == 0
+    srv.proc.assert_clean()
+
+
+def segments_of(pid):
+    return sorted(glob.glob("/dev/shm/socks5d-%d*" % pid))
+
+
+def test_planted_segment_name_is_neither_used_nor_removed():
+    """Someone else's file at /dev/shm/socks5d-PID (the name a master with
+    that pid once used): the master starts with a segment of its own and
+    leaves the planted file as it was."""
+    port = free_port()
+    plant = ('p=/dev/shm/socks5d-$$; printf planted > "$p"; chown 65534:65534 "$p"; '
+             'exec "$0" "$@"')
+    s = Socks5d(["-l", "127.0.0.1", "-p", str(port), "-w", "1", "--grace", "1"],
+                prefix=("sh", "-c", plant))
+    try:
+        s.wait_ready()
+        planted = "/dev/shm/socks5d-%d" % s.pid
+        ours = [p for p in segments_of(s.pid) if p != planted]
+        assert len(ours) == 1, segments_of(s.pid)
+        assert ours[0].startswith(planted + "-"), ours
+        st = os.stat(ours[0])
+        assert st.st_uid == os.geteuid() and (st.st_mode & 0o777) == 0o600
+    finally:
+        assert s.stop() == 0
+    s.assert_clean()
+    with open(planted) as f:
+        assert f.read() == "planted"
+    os.unlink(planted)
+    assert segments_of(s.pid) == []
+
+
+def test_config_user_name_with_a_control_byte_refused_at_start(tmp_path):
+    cfg = tmp_path / "bad.conf"
+    cfg.write_text("user = evil\x1b[2Jname:%s\n" % hash_password("pw"))
+    r = subprocess.run([socks5d_binary(), "-f", str(cfg), "-l", "127.0.0.1",
+                        "-p", str(free_port())], capture_output=True, timeout=20)
+    assert r.returncode == 78, r
+    err = r.stderr.decode()
+    assert "%s:1: user: the user name contains a control byte" % cfg in err, err
+    assert "\x1b" not in err
