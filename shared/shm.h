@@ -7,7 +7,9 @@
  * are guarded by process-shared robust mutexes: a process that dies while
  * holding one leaves it recoverable (EOWNERDEAD is made consistent), never
  * wedged.  Each metrics slot is written by its own worker only, without a
- * lock, with relaxed atomic adds; readers sum the slots.
+ * lock: one writer needs no read-modify-write, so an add is a relaxed
+ * atomic load and a relaxed atomic store (no locked instruction); readers
+ * load whole 64-bit values and sum the slots.
  *
  * The master creates and unlinks the segment; workers inherit the mapping
  * across fork().
