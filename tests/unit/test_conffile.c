@@ -52,6 +52,16 @@ static char *read_file(const char *path)
 	return buf;
 }
 
+static void expect_invalid_without_users(const char *path)
+{
+	struct settings s;
+	struct user_list u = {0};
+	settings_defaults(&s);
+	assert_int_equal(conffile_load(path, &s, &u), -EINVAL);
+	assert_int_equal(u.n, 0);
+	user_list_free(&u);
+}
+
 static void valid_file_sets_settings_and_users(void **state)
 {
 	(void)state;
@@ -82,12 +92,7 @@ static void every_bad_line_is_an_error(void **state)
 	char path[128];
 	snprintf(path, sizeof path, "%s/bad.conf", dir);
 	write_file(path, "workers = 0\nno equals sign\nuser = bob:plaintext\nbogus = 1\n");
-	struct settings s;
-	struct user_list u = {0};
-	settings_defaults(&s);
-	assert_int_equal(conffile_load(path, &s, &u), -EINVAL);
-	assert_int_equal(u.n, 0);
-	user_list_free(&u);
+	expect_invalid_without_users(path);
 }
 
 static void missing_file_is_not_invalid(void **state)
@@ -234,12 +239,7 @@ static void a_user_name_with_a_control_byte_is_an_error(void **state)
 	char path[128];
 	snprintf(path, sizeof path, "%s/ctl.conf", dir);
 	write_file(path, "user = bad\x1b[31mname:" HASH "\nuser = tab\tname:" HASH "\n");
-	struct settings s;
-	struct user_list u = {0};
-	settings_defaults(&s);
-	assert_int_equal(conffile_load(path, &s, &u), -EINVAL);
-	assert_int_equal(u.n, 0);
-	user_list_free(&u);
+	expect_invalid_without_users(path);
 }
 
 int main(void)
