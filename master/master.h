@@ -14,8 +14,6 @@
 int master_run(const struct options *o, const struct settings *s, const struct user_list *users,
                const struct user_list *file_users);
 
-#endif
-
 /* ---- what the admin handlers need from the master (master/admin.c) ---- */
 
 struct master;
@@ -37,3 +35,5 @@ int master_user_change(struct master *m, enum master_user_op op, const char *nam
                        const char *pass, bool admin, bool *persisted);
 /* Send to worker index; -ESRCH when it is not running. */
 int master_worker_send(struct master *m, uint32_t index, const struct ctrl_msg *msg);
+
+#endif
