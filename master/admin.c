@@ -46,6 +46,10 @@ struct admin_sess {
 	int fd;
 	bool authed;
 	bool closing; /* send what is queued, then close */
+	/* The user this session logged in as (or is checking): its rights are
+	 * those of this record, re-checked before every request. */
+	int32_t uslot;
+	uint64_t uid, ugen;
 	bool readable;
 	struct pipo_auth auth;
 	struct auth_job *job;
@@ -189,6 +193,49 @@ static void on_idle(struct loop *l, struct loop_timer *t)
 	struct admin_sess *s = t->data;
 	log_info("admin session closed: silent for %d s", ADMIN_IDLE_MS / 1000);
 	sess_close(s);
+}
+
+/* Is the user this session logged in as still that administrator: same
+ * record (id), same password (generation), administrator flag? */
+static bool still_admin(const struct admin_sess *s, bool *only_password)
+{
+	struct shm_segment *seg = s->a->seg;
+	if (s->uslot < 0 || s->uslot >= SHM_MAX_USERS)
+		return false;
+	shm_lock(&seg->users_lock);
+	const struct shm_user *u = &seg->users[s->uslot];
+	bool same = u->used && u->id == s->uid;
+	bool ok = same && u->admin && u->cred_gen == s->ugen;
+	if (only_password)
+		*only_password = same && u->admin && u->cred_gen != s->ugen;
+	shm_unlock(&seg->users_lock);
+	return ok;
+}
+
+/* After a change of the users (by session `by`): close every admin session
+ * whose user was deleted, demoted or given a new password.  The session
+ * that changed its own password keeps its rights. */
+static void revoke_stale(struct admin *a, struct admin_sess *by)
+{
+	struct admin_sess *next;
+	for (struct admin_sess *t = a->sessions; t; t = next) {
+		next = t->next;
+		bool only_password;
+		if (!t->authed || still_admin(t, &only_password))
+			continue;
+		if (t == by && only_password) {
+			shm_lock(&a->seg->users_lock);
+			t->ugen = a->seg->users[t->uslot].cred_gen;
+			shm_unlock(&a->seg->users_lock);
+			continue;
+		}
+		log_info("admin session of '%s' closed: the user was deleted, demoted or given a new "
+		         "password", t->auth.user);
+		if (t == by)
+			t->closing = true; /* after its answer */
+		else
+			sess_close(t);
+	}
 }
 
 static uint8_t start_list(struct admin_sess *s, struct pipo_cur *c)
@@ -340,6 +387,12 @@ static bool handle(struct admin_sess *s)
 	struct pipo_cur c = {.p = s->payload, .len = rd->too_big ? 0 : f->len};
 	struct admin_ctx x = {.m = s->a->m, .seg = s->a->seg, .admin_sessions = s->a->nsessions};
 	uint8_t st;
+	if (!still_admin(s, NULL)) {
+		log_info("admin session of '%s' closed: the user was deleted, demoted or given a new "
+		         "password", s->auth.user);
+		sess_close(s);
+		return true;
+	}
 	if (f->ver != PIPO_VERSION) {
 		st = PIPO_E_VERSION;
 	} else if (rd->too_big) {
@@ -381,6 +434,12 @@ static bool handle(struct admin_sess *s)
 		st = admin_cmd_query(&x, f->cmd, &c, &b);
 	} else if (f->type == PIPO_MODIFY) {
 		st = admin_cmd_modify(&x, f->cmd, &c, &b);
+		if (st == PIPO_OK && (f->cmd == PIPO_M_ADD_USER || f->cmd == PIPO_M_DEL_USER ||
+		                      f->cmd == PIPO_M_PASSWORD || f->cmd == PIPO_M_RELOAD)) {
+			respond(s, f->type, f->cmd, b.overflow ? PIPO_E_SERVER : st, &b);
+			revoke_stale(s->a, s);
+			return true;
+		}
 	} else {
 		st = PIPO_E_UNKNOWN;
 	}
@@ -394,8 +453,8 @@ static void auth_done(void *arg, bool ok)
 {
 	struct admin_sess *s = arg;
 	s->job = NULL;
-	struct shm_user u;
-	bool admin = ok && shm_user_get(s->a->seg, s->auth.user, &u) >= 0 && u.admin;
+	/* The record checked must still be there, unchanged, with the flag. */
+	bool admin = ok && still_admin(s, NULL);
 	if (!admin) {
 		log_warn("admin login failed for '%s'", s->auth.user);
 		loop_timer_start_at(&s->a->misc_tl, &s->delay, s->a->loop->now + ADMIN_FAIL_DELAY_MS);
@@ -435,6 +494,9 @@ static void process(struct admin_sess *s)
 			}
 			struct shm_user u;
 			int slot = shm_user_get(s->a->seg, s->auth.user, &u);
+			s->uslot = slot;
+			s->uid = slot >= 0 ? u.id : 0;
+			s->ugen = slot >= 0 ? u.cred_gen : 0;
 			enum auth_result r = auth_check(s->a->auth, slot, slot >= 0 ? &u : NULL, s->auth.pass,
 			                                auth_done, s, &s->job);
 			explicit_bzero(s->auth.pass, sizeof s->auth.pass);
@@ -508,6 +570,7 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		s->a = a;
 		s->fd = fd;
 		s->out_tail = &s->out;
+		s->uslot = -1;
 		pipo_auth_init(&s->auth);
 		pipo_reader_init(&s->rd, s->payload, PIPO_MAX_REQUEST);
 		loop_timer_init(&s->idle, on_idle, s);

@@ -3,6 +3,7 @@ authentication, every query and modification, pipelining, hostile input,
 effects on SOCKS sessions, persistence and reload."""
 
 import os
+import signal
 import socket
 import struct
 import time
@@ -582,3 +583,60 @@ def test_without_kernel_sctp_one_warning_and_unix_socket_serves(admin_server):
     assert len(warn) == 1 and "warn" in warn[0], warn
     with srv.login() as c:
         c.q(Q_USER_COUNT)
+
+
+# ---------------------------------------------------------------- rights re-checked
+
+def request_closes_session(c, type_, cmd, payload=b""):
+    """Send one request; True when the server closes the session instead of answering."""
+    try:
+        c.send(frame(type_, cmd, payload))
+    except OSError:
+        return True
+    return c.eof_within(3)
+
+
+def test_deleted_admin_session_closed_and_cannot_add_an_admin(admin_server):
+    srv = admin_server()
+    with srv.login() as y:
+        y.add_user("xadmin", "x-pass", admin=1)
+        with srv.login("xadmin", "x-pass") as x:
+            assert x.u32_query(Q_USER_COUNT) == 2
+            y.m(M_DEL_USER, s8("xadmin"))
+            assert request_closes_session(x, MODIFY, M_ADD_USER, s8("evil") + s8("evil-pw") + b"\x01")
+        assert {u["name"] for u in y.users()} == {ADMIN_USER}
+        y.q(Q_USER_COUNT)          # the session that deleted stays served
+
+
+def test_password_change_closes_the_other_sessions_of_that_admin(admin_server):
+    srv = admin_server()
+    with srv.login() as y:
+        y.add_user("xadmin", "x-pass", admin=1)
+        x1 = srv.login("xadmin", "x-pass")
+        x2 = srv.login("xadmin", "x-pass")
+        with x1, x2:
+            y.m(M_PASSWORD, s8("xadmin") + s8("new-x-pass"))
+            assert x1.eof_within(3) and x2.eof_within(3)
+        # its own password change leaves a session served
+        with srv.login("xadmin", "new-x-pass") as x:
+            x.m(M_PASSWORD, s8("xadmin") + s8("newer-x-pass"))
+            assert x.u32_query(Q_USER_COUNT) == 2
+        with srv.conn() as x:
+            assert x.auth("xadmin", "new-x-pass") == b"\x02\x01"
+
+
+def test_admin_demoted_by_a_reload_refused_at_its_next_request(admin_server, tmp_path):
+    cfg = tmp_path / "socks5d.conf"
+    base = ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))]
+    xhash = hash_password("x-pass")
+    write_config(cfg, base + ["admin = xadmin:%s" % xhash])
+    srv = admin_server(config=cfg)
+    with srv.login("xadmin", "x-pass") as x:
+        assert x.u32_query(Q_USER_COUNT) == 2
+        write_config(cfg, base + ["user = xadmin:%s" % xhash])
+        mark = srv.proc.n_err()
+        srv.proc.send_signal(signal.SIGHUP)
+        srv.proc.wait_stderr(r"reloaded", start=mark)
+        assert request_closes_session(x, MODIFY, M_ADD_USER, s8("evil") + s8("evil-pw") + b"\x01")
+    with srv.login() as y:
+        assert {u["name"] for u in y.users()} == {ADMIN_USER, "xadmin"}
