@@ -480,6 +480,14 @@ static void process(struct admin_sess *s)
 			s->in_pos += used;
 			if (rc == PIPO_NEED_MORE)
 				break;
+			/* A NUL would cut the name or the password short below (C
+			 * strings): refused like a wrong password, as SOCKS logins are. */
+			if (rc == PIPO_DONE && (strlen(s->auth.user) != s->auth.ulen ||
+			                        strlen(s->auth.pass) != s->auth.plen)) {
+				explicit_bzero(s->auth.pass, sizeof s->auth.pass);
+				log_warn("admin login failed: a NUL byte in the name or the password");
+				rc = PIPO_ERROR;
+			}
 			if (rc == PIPO_ERROR) {
 				uint8_t msg[2] = {PIPO_VERSION, s->auth.ver == PIPO_VERSION ? PIPO_AUTH_FAILED
 				                                                           : PIPO_AUTH_BAD_VERSION};

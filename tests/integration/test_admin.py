@@ -115,6 +115,18 @@ def test_empty_username_refused(admin_server):
         assert c.eof_within(3)
 
 
+@pytest.mark.parametrize("user,password", [
+    (ADMIN_USER, ADMIN_PASS.encode() + b"\x00junk"),
+    (ADMIN_USER.encode() + b"\x00junk", ADMIN_PASS),
+])
+def test_nul_in_login_refused(admin_server, user, password):
+    srv = admin_server()
+    with srv.conn() as c:
+        assert c.auth(user, password) == b"\x02\x01"
+        assert c.eof_within(3)
+    srv.proc.wait_stderr(r"admin login failed")
+
+
 def test_auth_split_byte_by_byte(admin_server):
     srv = admin_server()
     with srv.conn() as c:
