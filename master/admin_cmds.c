@@ -6,6 +6,7 @@
 
 #include "../shared/clock.h"
 #include "../shared/log.h"
+#include "../shared/names.h"
 #include "../shared/shm.h"
 #include "master.h"
 
@@ -283,6 +284,17 @@ uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur
 			return PIPO_E_MALFORMED;
 		}
 		if (!name[0] || (cmd != PIPO_M_DEL_USER && !pass[0]) || admin > 1) {
+			explicit_bzero(pass, sizeof pass);
+			return PIPO_E_INVALID;
+		}
+		/* The rule of every entry point: such a name could not be written
+		 * back to the configuration file or logged on one line. */
+		const char *why = NULL;
+		if (cmd != PIPO_M_DEL_USER && (why = names_user_problem(name, strlen(name))))
+			log_warn("admin: user name refused: it %s", why);
+		else if (cmd != PIPO_M_DEL_USER && (why = names_password_problem(pass, strlen(pass))))
+			log_warn("admin: password refused: it %s", why);
+		if (why) {
 			explicit_bzero(pass, sizeof pass);
 			return PIPO_E_INVALID;
 		}

@@ -281,6 +281,33 @@ def test_nul_inside_a_name_is_malformed(admin_server):
         assert {u["name"] for u in c.users()} == {ADMIN_USER}
 
 
+@pytest.mark.parametrize("name", ["eve\nadmin = x:y", "eve\r", "\x1b[31meve", "eve\x7f",
+                                  " eve", "eve\t", "eve "])
+def test_user_name_the_config_file_cannot_hold_refused(admin_server, tmp_path, name):
+    cfg = tmp_path / "socks5d.conf"
+    write_config(cfg, ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))])
+    before = cfg.read_text()
+    srv = admin_server(config=cfg)
+    with srv.login() as c:
+        c.add_user(name, "pw", admin=1, expect=INVALID)
+        c.add_user(BOB, BOB_PASS)
+        c.m(M_PASSWORD, s8(name) + s8("pw"), expect=INVALID)
+        c.m(M_DEL_USER, s8(name), expect=NOT_FOUND)
+        assert {u["name"] for u in c.users()} == {ADMIN_USER, BOB}
+    text = cfg.read_text()
+    assert text.startswith(before) and len(text.splitlines()) == len(before.splitlines()) + 1, text
+    srv.proc.wait_stderr(r"user name refused: it (contains a control byte|begins or ends)")
+
+
+def test_password_with_control_bytes_allowed_empty_refused(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.add_user(BOB, "", expect=INVALID)
+        c.add_user(BOB, "tab\there")
+        c.m(M_PASSWORD, s8(BOB) + s8(""), expect=INVALID)
+    assert socks_login_ok(srv.port, BOB, "tab\there")
+
+
 def test_oversized_request_skipped_stream_in_sync(admin_server):
     srv = admin_server()
     with srv.login() as c:
