@@ -622,7 +622,13 @@ static int open_unix(struct admin *a, const char *path)
 	if (fd < 0)
 		return -errno;
 	/* A socket file left by a server that is gone is replaced; one that a
-	 * live server answers on is not taken over. */
+	 * live server answers on is not taken over, and anything else (a
+	 * file, a symbolic link) is never removed. */
+	struct stat st;
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		close(fd);
+		return -EEXIST;
+	}
 	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (probe >= 0) {
 		if (connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
@@ -690,6 +696,11 @@ int admin_open(struct master *m, struct loop *l, struct admin **out)
 	else
 		default_socket_path(path, sizeof path);
 	rc = open_unix(a, path);
+	if (rc == -EEXIST) {
+		log_error("admin socket %s: the path exists and is not a socket; not replacing it", path);
+		admin_close(a);
+		return rc;
+	}
 	if (rc == -EADDRINUSE)
 		log_error("admin socket %s is in use by another server: no unix-socket administration",
 		          path);

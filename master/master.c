@@ -715,7 +715,9 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	                     PIPO_SESSIONS_PAGE_MAX * sizeof(struct pipo_session));
 	if (!m->ctrl_buf)
 		return -ENOMEM;
-	if ((rc = admin_open(m, &m->loop, &m->admin)) < 0)
+	if ((rc = admin_open(m, &m->loop, &m->admin)) == -EEXIST)
+		return -EINVAL; /* a file in the admin socket's place: said, not removed */
+	if (rc < 0)
 		log_error("administration is off: %s", strerror(-rc));
 	return 0;
 }

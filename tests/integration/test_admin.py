@@ -3,6 +3,7 @@ authentication, every query and modification, pipelining, hostile input,
 effects on SOCKS sessions, persistence and reload."""
 
 import os
+import subprocess
 import signal
 import socket
 import struct
@@ -679,3 +680,44 @@ def test_admin_demoted_by_a_reload_refused_at_its_next_request(admin_server, tmp
         assert request_closes_session(x, MODIFY, M_ADD_USER, s8("evil") + s8("evil-pw") + b"\x01")
     with srv.login() as y:
         assert {u["name"] for u in y.users()} == {ADMIN_USER, "xadmin"}
+
+
+# ---------------------------------------------------------------- the socket's path
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_admin_socket_path_holding_no_socket_is_not_removed(socks5d_bin, tmp_path, kind):
+    from s5lib import SANITIZER_MARKERS, closed_port, free_port, socks5d_binary
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    path = tmp_path / "admin.sock"
+    if kind == "file":
+        path.write_text("keep me too\n")
+    else:
+        path.symlink_to(target)
+    argv = [socks5d_binary(), "-l", "127.0.0.1", "-p", str(free_port()), "-w", "1",
+            "--admin-socket", str(path), "-L", "127.0.0.1", "-P", str(free_port()),
+            "--dns-server", "127.0.0.1:%d" % closed_port(), "-a", "%s:%s" % (ADMIN_USER, ADMIN_PASS)]
+    r = subprocess.run(argv, capture_output=True, timeout=30,
+                       env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    err = r.stderr.decode("utf-8", "replace")
+    for m in SANITIZER_MARKERS:
+        assert m not in err, err
+    assert r.returncode != 0, err
+    lines = [l for l in err.splitlines() if str(path) in l]
+    assert len(lines) == 1 and "not a socket" in lines[0], err
+    assert target.read_text() == "keep me\n"
+    if kind == "file":
+        assert path.read_text() == "keep me too\n"
+    else:
+        assert path.is_symlink() and os.readlink(path) == str(target)
+
+
+def test_stale_admin_socket_replaced(admin_server):
+    srv = admin_server()
+    assert srv.stop() == 0
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(srv.path))     # a socket file nobody listens on
+    stale.close()
+    srv.start()
+    with srv.login() as c:
+        c.q(Q_USER_COUNT)
