@@ -1,5 +1,6 @@
 #include "admin_cmds.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -239,6 +240,20 @@ uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur 
 
 /* Ask every running worker for its sessions; the answer is sent when the
  * last one replied (or after ADMIN_WORKER_WAIT_MS). */
+/* The master's errno for a change of users, as a pipo status. */
+static uint8_t user_status(int rc)
+{
+	switch (rc) {
+	case 0: return PIPO_OK;
+	case -EEXIST: return PIPO_E_EXISTS;
+	case -ENOENT: return PIPO_E_NOT_FOUND;
+	case -EPERM: return PIPO_E_FIXED;
+	case -EINVAL: return PIPO_E_INVALID;
+	case -ENOSPC: return PIPO_E_FULL;
+	default: return PIPO_E_SERVER;
+	}
+}
+
 static uint8_t set_u32(struct pipo_cur *c, uint32_t *field, uint32_t min, uint32_t max)
 {
 	uint32_t v = pipo_get_u32(c);
@@ -301,10 +316,10 @@ uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur
 		enum master_user_op op = cmd == PIPO_M_ADD_USER   ? MASTER_USER_ADD
 		                         : cmd == PIPO_M_DEL_USER ? MASTER_USER_DEL
 		                                                  : MASTER_USER_PASSWD;
-		st = (uint8_t)master_user_change(a->m, op, name, pass, admin, &persisted);
+		int rc = master_user_change(a->m, op, name, pass, admin, &persisted);
 		explicit_bzero(pass, sizeof pass);
 		pipo_put_u8(b, persisted);
-		return st;
+		return user_status(rc);
 	}
 	case PIPO_M_DISSECTORS:
 		st = set_u8(c, &cfg.dissectors, 1);

@@ -30,7 +30,10 @@ void master_apply(struct master *m, const struct settings *s);
  * -EINVAL when it is invalid (nothing changed). */
 int master_reload(struct master *m);
 /* Change users at runtime; persisted to the configuration file when there
- * is one.  Returns a pipo status. */
+ * is one (*persisted).  Returns 0 or a negative errno: -EEXIST (add: the
+ * name exists), -ENOENT (no such user), -EPERM (a user given on the
+ * command line: it wins over any change at the next reload, so it is not
+ * changed), -EINVAL, -ENOSPC (users table full), -EIO or -ENOMEM. */
 int master_user_change(struct master *m, enum master_user_op op, const char *name,
                        const char *pass, bool admin, bool *persisted);
 /* Send to worker index; -ESRCH when it is not running. */

@@ -20,7 +20,7 @@ from admin_lib import (ADMIN_PASS, ADMIN_USER, BAD_VERSION, EXISTS, INVALID, M_A
                        Q_IDLE_CLEANUP, Q_IDLE_TIMEOUT, Q_MAX, Q_METRICS, Q_PIPE_SIZE, Q_SERVER,
                        Q_SESSIONS, Q_SPLICE,
                        Q_USER_CONNS, Q_USER_COUNT, Q_USER_STATS, Q_USERS, Q_USERS_CONNECTED,
-                       TOO_BIG, UNKNOWN, Cursor, PipoConn, admin_server, auth_msg, frame,  # noqa: F401
+                       TOO_BIG, UNKNOWN, FIXED, Cursor, PipoConn, admin_server, auth_msg, frame,  # noqa: F401
                        parse_metrics, parse_server, parse_sessions, parse_users, s8)
 from s5lib import (connect, eof_within, greeting, hash_password, recv_exact, socks_connect_ok)
 
@@ -454,7 +454,10 @@ def test_added_admin_can_administer(admin_server):
 
 
 def test_delete_user_closes_its_live_sessions_only(admin_server, echo_server):
-    srv = admin_server(users=["alice:alice-pw", "%s:%s" % (BOB, BOB_PASS)])
+    srv = admin_server()
+    with srv.login() as c:
+        c.add_user("alice", "alice-pw")
+        c.add_user(BOB, BOB_PASS)
     a1, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="alice", password="alice-pw")
     a2, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="alice", password="alice-pw")
     b1, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user=BOB, password=BOB_PASS)
@@ -721,3 +724,24 @@ def test_stale_admin_socket_replaced(admin_server):
     srv.start()
     with srv.login() as c:
         c.q(Q_USER_COUNT)
+
+
+# ---------------------------------------------------------------- command-line users
+
+def test_command_line_users_cannot_be_changed_at_run_time(admin_server, tmp_path):
+    cfg = tmp_path / "socks5d.conf"
+    write_config(cfg, ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))])
+    before = cfg.read_text()
+    srv = admin_server("-a", "cliadmin:cli-pass", config=cfg, users=["%s:%s" % (BOB, BOB_PASS)])
+    with srv.login() as c:
+        c.m(M_PASSWORD, s8(BOB) + s8("new-pass"), expect=FIXED)
+        c.m(M_DEL_USER, s8(BOB), expect=FIXED)
+        c.m(M_PASSWORD, s8("cliadmin") + s8("new-pass"), expect=FIXED)
+        c.add_user(BOB, "other", expect=EXISTS)
+        assert cfg.read_text() == before
+        c.m(M_RELOAD)
+    assert socks_login_ok(srv.port, BOB, BOB_PASS)
+    assert not socks_login_ok(srv.port, BOB, "new-pass")
+    with srv.login("cliadmin", "cli-pass") as c:
+        # users of the file stay changeable
+        c.m(M_PASSWORD, s8(ADMIN_USER) + s8("file-pass"))
