@@ -23,7 +23,13 @@
 #include "admin_cmds.h"
 #include "master.h"
 
-#define ADMIN_MAX_SESSIONS 16
+#define ADMIN_MAX_SESSIONS 16 /* logged in */
+/* Connections that have not logged in yet have their own, smaller cap and
+ * a fixed deadline, so that idle or slow connections cannot keep an
+ * administrator out. */
+#define ADMIN_MAX_PENDING 8
+#define ADMIN_LOGIN_MS 5000
+#define ADMIN_SAY_EVERY_MS 1000 /* at most one refusal line per second */
 #define ADMIN_IDLE_MS 60000
 #define ADMIN_FAIL_DELAY_MS 1000
 #define ADMIN_WORKER_WAIT_MS 2000
@@ -59,6 +65,7 @@ struct admin_sess {
 	struct out_msg *out, **out_tail;
 	size_t out_bytes;
 	struct loop_timer idle;
+	struct loop_timer login; /* the deadline of the login, from accept */
 	struct loop_timer delay; /* failed login answered late; worker wait */
 
 	/* A request waiting for the workers (answered before any later one). */
@@ -82,9 +89,14 @@ struct admin {
 	int unix_fd, sctp_fd;
 	struct loop_watch unix_w, sctp_w;
 	char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	struct loop_tlist idle_tl, misc_tl;
+	struct loop_tlist idle_tl, login_tl, misc_tl;
 	struct admin_sess *sessions;
-	unsigned nsessions;
+	unsigned nsessions; /* all of them */
+	unsigned npending;  /* not logged in yet */
+	/* Refusals are said at most once a second, with a count of the rest. */
+	int64_t said_at;
+	unsigned unsaid;
+	struct loop_timer say_rest;
 	uint32_t next_tag;
 };
 
@@ -167,6 +179,7 @@ static void sess_close(struct admin_sess *s)
 		return;
 	auth_cancel(a->auth, s->job);
 	loop_timer_stop(&s->idle);
+	loop_timer_stop(&s->login);
 	loop_timer_stop(&s->delay);
 	loop_watch_del(a->loop, &s->w);
 	close(s->fd);
@@ -182,6 +195,8 @@ static void sess_close(struct admin_sess *s)
 			break;
 		}
 	a->nsessions--;
+	if (!s->authed)
+		a->npending--;
 	__atomic_store_n(&a->seg->admin_sessions, a->nsessions, __ATOMIC_RELAXED);
 	explicit_bzero(&s->auth, sizeof s->auth);
 	loop_defer_free(a->loop, &s->deferred, sess_free, s);
@@ -192,6 +207,41 @@ static void on_idle(struct loop *l, struct loop_timer *t)
 	(void)l;
 	struct admin_sess *s = t->data;
 	log_info("admin session closed: silent for %d s", ADMIN_IDLE_MS / 1000);
+	sess_close(s);
+}
+
+static void say_rest(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct admin *a = t->data;
+	if (a->unsaid)
+		log_warn("admin: %u more connection(s) refused or closed before login in the last "
+		         "second(s)", a->unsaid);
+	a->unsaid = 0;
+}
+
+/* A refusal, said at most once a second: a flood must not flood the log. */
+static void say_refused(struct admin *a, const char *what)
+{
+	if (a->said_at && a->loop->now - a->said_at < ADMIN_SAY_EVERY_MS) {
+		if (a->unsaid++ == 0)
+			loop_timer_start_at(&a->misc_tl, &a->say_rest, a->said_at + ADMIN_SAY_EVERY_MS);
+		return;
+	}
+	loop_timer_stop(&a->say_rest);
+	if (a->unsaid)
+		log_warn("admin: %s (and %u more in the last second(s))", what, a->unsaid);
+	else
+		log_warn("admin: %s", what);
+	a->unsaid = 0;
+	a->said_at = a->loop->now;
+}
+
+static void on_login_deadline(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct admin_sess *s = t->data;
+	say_refused(s->a, "a connection did not log in within 5 s: closed");
 	sess_close(s);
 }
 
@@ -460,8 +510,15 @@ static void auth_done(void *arg, bool ok)
 		loop_timer_start_at(&s->a->misc_tl, &s->delay, s->a->loop->now + ADMIN_FAIL_DELAY_MS);
 		return;
 	}
+	if (s->a->nsessions - s->a->npending >= ADMIN_MAX_SESSIONS) {
+		say_refused(s->a, "16 sessions logged in already: closing a new one");
+		sess_close(s);
+		return;
+	}
 	log_info("admin '%s' logged in", s->auth.user);
 	s->authed = true;
+	s->a->npending--;
+	loop_timer_stop(&s->login);
 	uint8_t msg[2] = {PIPO_VERSION, PIPO_AUTH_OK};
 	queue(s, msg, 2);
 	flush(s);
@@ -557,6 +614,22 @@ static void on_sess(struct loop *l, struct loop_watch *w, uint32_t events)
 	}
 }
 
+/* Make room for a new connection: close the oldest one that has not logged
+ * in and is not having its password checked.  New sessions are at the
+ * head of the list. */
+static bool evict_pending(struct admin *a)
+{
+	struct admin_sess *oldest = NULL;
+	for (struct admin_sess *s = a->sessions; s; s = s->next)
+		if (!s->authed && !s->job)
+			oldest = s;
+	if (!oldest)
+		return false;
+	say_refused(a, "8 connections have not logged in: closing the oldest");
+	sess_close(oldest);
+	return true;
+}
+
 static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)events;
@@ -565,8 +638,8 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
-		if (a->nsessions >= ADMIN_MAX_SESSIONS) {
-			log_warn("admin: %d sessions already: refusing another", ADMIN_MAX_SESSIONS);
+		if (a->npending >= ADMIN_MAX_PENDING && !evict_pending(a)) {
+			say_refused(a, "8 connections are checking a password: refusing another");
 			close(fd);
 			continue;
 		}
@@ -582,6 +655,7 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		pipo_auth_init(&s->auth);
 		pipo_reader_init(&s->rd, s->payload, PIPO_MAX_REQUEST);
 		loop_timer_init(&s->idle, on_idle, s);
+		loop_timer_init(&s->login, on_login_deadline, s);
 		loop_timer_init(&s->delay, on_delay, s);
 		if (loop_watch_add(l, &s->w, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, on_sess, s) < 0) {
 			close(fd);
@@ -591,8 +665,10 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		s->next = a->sessions;
 		a->sessions = s;
 		a->nsessions++;
+		a->npending++;
 		__atomic_store_n(&a->seg->admin_sessions, a->nsessions, __ATOMIC_RELAXED);
 		loop_timer_start(l, &a->idle_tl, &s->idle);
+		loop_timer_start(l, &a->login_tl, &s->login);
 	}
 }
 
@@ -683,7 +759,9 @@ int admin_open(struct master *m, struct loop *l, struct admin **out)
 	a->seg = master_segment(m);
 	a->unix_fd = a->sctp_fd = -1;
 	loop_tlist_init(l, &a->idle_tl, ADMIN_IDLE_MS);
+	loop_tlist_init(l, &a->login_tl, ADMIN_LOGIN_MS);
 	loop_tlist_init(l, &a->misc_tl, 0);
+	loop_timer_init(&a->say_rest, say_rest, a);
 	int rc = auth_new(l, &a->auth);
 	if (rc < 0) {
 		admin_close(a);
@@ -748,7 +826,9 @@ static void release(struct admin *a, bool in_child)
 		loop_watch_del(a->loop, &a->sctp_w);
 		close(a->sctp_fd);
 	}
+	loop_timer_stop(&a->say_rest);
 	loop_tlist_detach(a->loop, &a->idle_tl);
+	loop_tlist_detach(a->loop, &a->login_tl);
 	loop_tlist_detach(a->loop, &a->misc_tl);
 	if (in_child)
 		auth_forget(a->auth);

@@ -3,6 +3,7 @@ authentication, every query and modification, pipelining, hostile input,
 effects on SOCKS sessions, persistence and reload."""
 
 import os
+import re
 import subprocess
 import signal
 import socket
@@ -745,3 +746,74 @@ def test_command_line_users_cannot_be_changed_at_run_time(admin_server, tmp_path
     with srv.login("cliadmin", "cli-pass") as c:
         # users of the file stay changeable
         c.m(M_PASSWORD, s8(ADMIN_USER) + s8("file-pass"))
+
+
+# ---------------------------------------------------------------- connections before login
+
+def test_idle_unauthenticated_flood_does_not_lock_the_administrator_out(admin_server):
+    srv = admin_server()
+    idle = []
+    try:
+        for _ in range(40):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(srv.path))
+            idle.append(s)
+        with srv.login() as c:
+            assert c.u32_query(Q_USER_COUNT) == 1
+        # logged-in sessions are not counted with the connections before login
+        conns = [srv.login() for _ in range(15)]
+        for c in conns:
+            c.q(Q_USER_COUNT)
+            c.close()
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_slow_drip_login_closed_at_the_deadline(admin_server):
+    srv = admin_server()
+    msg = auth_msg(ADMIN_USER, "p" * 255)
+    with srv.conn() as c:
+        t0 = time.monotonic()
+        closed = False
+        for b in msg:
+            if time.monotonic() - t0 > 12:
+                break
+            try:
+                c.send(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            if c.eof_within(0.25):
+                closed = True
+                break
+        assert closed, "a connection sending a byte every 0.25 s was not closed before login"
+        # fixed deadline from accept (5 s); generous bound for a slow machine
+        assert time.monotonic() - t0 >= 4.5
+    srv.proc.wait_stderr(r"did not log in within 5 s")
+
+
+def test_refusal_warning_rate_limited(admin_server):
+    srv = admin_server()
+    mark = srv.proc.n_err()
+    t0 = time.monotonic()
+    flood = []
+    try:
+        for _ in range(300):         # each one past the eighth closes an older one
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(srv.path))
+            flood.append(s)
+        with srv.login() as c:       # the flood is over and the server answers
+            c.q(Q_USER_COUNT)
+        time.sleep(1.2)              # the count of the last second is said
+    finally:
+        for s in flood:
+            s.close()
+    elapsed = time.monotonic() - t0
+    lines = [l for l in srv.proc.err_lines[mark:] if "not logged in" in l or "refus" in l
+             or "more connection" in l]
+    assert lines, "no refusal said at all"
+    assert len(lines) <= elapsed + 2, "%d lines in %.1f s:\n%s" % (len(lines), elapsed,
+                                                                   "\n".join(lines[:20]))
+    counted = sum(int(m.group(1)) for l in lines for m in [re.search(r"(\d+) more", l)] if m)
+    assert len(lines) + counted >= 300 - 8, (counted, lines)
