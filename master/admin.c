@@ -245,6 +245,18 @@ static void on_login_deadline(struct loop *l, struct loop_timer *t)
 	sess_close(s);
 }
 
+/* The session's user name for a log line: escaped, as every name is, so
+ * that a control byte cannot forge or hide a line. */
+struct shown_name {
+	char s[PIPO_MAX_NAME * 4 + 1];
+};
+
+static const char *shown(const struct admin_sess *s, struct shown_name *out)
+{
+	log_escape(out->s, sizeof out->s, (const uint8_t *)s->auth.user, s->auth.ulen);
+	return out->s;
+}
+
 /* Is the user this session logged in as still that administrator: same
  * record (id), same password (generation), administrator flag? */
 static bool still_admin(const struct admin_sess *s, bool *only_password)
@@ -279,8 +291,9 @@ static void revoke_stale(struct admin *a, struct admin_sess *by)
 			shm_unlock(&a->seg->users_lock);
 			continue;
 		}
+		struct shown_name n;
 		log_info("admin session of '%s' closed: the user was deleted, demoted or given a new "
-		         "password", t->auth.user);
+		         "password", shown(t, &n));
 		if (t == by)
 			t->closing = true; /* after its answer */
 		else
@@ -438,8 +451,9 @@ static bool handle(struct admin_sess *s)
 	struct admin_ctx x = {.m = s->a->m, .seg = s->a->seg, .admin_sessions = s->a->nsessions};
 	uint8_t st;
 	if (!still_admin(s, NULL)) {
+		struct shown_name n;
 		log_info("admin session of '%s' closed: the user was deleted, demoted or given a new "
-		         "password", s->auth.user);
+		         "password", shown(s, &n));
 		sess_close(s);
 		return true;
 	}
@@ -506,7 +520,8 @@ static void auth_done(void *arg, bool ok)
 	/* The record checked must still be there, unchanged, with the flag. */
 	bool admin = ok && still_admin(s, NULL);
 	if (!admin) {
-		log_warn("admin login failed for '%s'", s->auth.user);
+		struct shown_name n;
+		log_warn("admin login failed for '%s'", shown(s, &n));
 		loop_timer_start_at(&s->a->misc_tl, &s->delay, s->a->loop->now + ADMIN_FAIL_DELAY_MS);
 		return;
 	}
@@ -515,7 +530,8 @@ static void auth_done(void *arg, bool ok)
 		sess_close(s);
 		return;
 	}
-	log_info("admin '%s' logged in", s->auth.user);
+	struct shown_name n;
+	log_info("admin '%s' logged in", shown(s, &n));
 	s->authed = true;
 	s->a->npending--;
 	loop_timer_stop(&s->login);

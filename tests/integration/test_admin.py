@@ -129,6 +129,17 @@ def test_nul_in_login_refused(admin_server, user, password):
     srv.proc.wait_stderr(r"admin login failed")
 
 
+def test_names_in_admin_log_lines_escaped(admin_server):
+    srv = admin_server()
+    evil = b"\x1b[2Jroot' logged in\nforged line \x7f"
+    with srv.conn() as c:
+        assert c.auth(evil, "pw") == b"\x02\x01"
+    m = srv.proc.wait_stderr(r"admin login failed for '(.*)'")
+    assert m.group(1) == r"\x1b[2Jroot'\x20logged\x20in\x0aforged\x20line\x20\x7f"
+    text = srv.proc.stderr_text()
+    assert "\x1b" not in text and "forged line" not in text
+
+
 def test_auth_split_byte_by_byte(admin_server):
     srv = admin_server()
     with srv.conn() as c:
