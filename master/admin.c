@@ -21,6 +21,7 @@
 #include "../shared/shm.h"
 #include "../worker/auth.h"
 #include "admin_cmds.h"
+#include "admin_endpoint.h"
 #include "master.h"
 
 #define ADMIN_MAX_SESSIONS 16 /* logged in */
@@ -688,83 +689,6 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 	}
 }
 
-/* ---- endpoints ----------------------------------------------------------- */
-
-static void default_socket_path(char *out, size_t len)
-{
-	const char *rt = getenv("RUNTIME_DIRECTORY");
-	if (rt && *rt) {
-		/* systemd may list several directories separated by ':'. */
-		snprintf(out, len, "%.*s/socks5d.sock", (int)strcspn(rt, ":"), rt);
-	} else if (geteuid() == 0) {
-		(void)mkdir("/run/socks5d", 0700);
-		snprintf(out, len, "/run/socks5d/socks5d.sock");
-	} else {
-		snprintf(out, len, "socks5d.sock");
-	}
-}
-
-static int open_unix(struct admin *a, const char *path)
-{
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof sun.sun_path)
-		return -ENAMETOOLONG;
-	memcpy(sun.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	/* A socket file left by a server that is gone is replaced; one that a
-	 * live server answers on is not taken over, and anything else (a
-	 * file, a symbolic link) is never removed. */
-	struct stat st;
-	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-		close(fd);
-		return -EEXIST;
-	}
-	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (probe >= 0) {
-		if (connect(probe, (struct sockaddr *)&sun, sizeof sun) == 0) {
-			close(probe);
-			close(fd);
-			return -EADDRINUSE;
-		}
-		if (errno == ECONNREFUSED)
-			unlink(path);
-		close(probe);
-	}
-	mode_t old = umask(0177);
-	int rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
-	umask(old);
-	if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
-	a->unix_fd = fd;
-	snprintf(a->unix_path, sizeof a->unix_path, "%s", path);
-	return 0;
-}
-
-static int open_sctp(struct admin *a, const char *addr, uint16_t port)
-{
-	struct sockaddr_storage ss;
-	socklen_t len;
-	if (addr_parse(addr, port, &ss, &len) < 0)
-		return -EINVAL;
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_SCTP);
-	if (fd < 0)
-		return -errno;
-	int one = 1;
-	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 16) < 0) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
-	a->sctp_fd = fd;
-	return 0;
-}
-
 int admin_open(struct master *m, struct loop *l, struct admin **out)
 {
 	struct admin *a = calloc(1, sizeof *a);
@@ -788,8 +712,10 @@ int admin_open(struct master *m, struct loop *l, struct admin **out)
 	if (s->admin_socket[0])
 		snprintf(path, sizeof path, "%s", s->admin_socket);
 	else
-		default_socket_path(path, sizeof path);
-	rc = open_unix(a, path);
+		admin_endpoint_default_path(path, sizeof path);
+	rc = a->unix_fd = admin_endpoint_unix(path);
+	if (rc >= 0)
+		snprintf(a->unix_path, sizeof a->unix_path, "%s", path);
 	if (rc == -EEXIST) {
 		log_error("admin socket %s: the path exists and is not a socket; not replacing it", path);
 		admin_close(a);
@@ -802,7 +728,7 @@ int admin_open(struct master *m, struct loop *l, struct admin **out)
 		log_error("cannot open the admin socket %s: %s", path, strerror(-rc));
 	else if (loop_watch_add(l, &a->unix_w, a->unix_fd, EPOLLIN, on_listen, a) == 0)
 		log_info("admin socket %s", path);
-	rc = open_sctp(a, s->admin_addr, s->admin_port);
+	rc = a->sctp_fd = admin_endpoint_sctp(s->admin_addr, s->admin_port);
 	if (rc == -EPROTONOSUPPORT || rc == -ESOCKTNOSUPPORT)
 		log_warn("SCTP is not available in this kernel: administration over SCTP is off "
 		         "(the unix socket serves)");
