@@ -441,6 +441,7 @@ void admin_worker_msg(struct admin *a, uint32_t index, const uint8_t *msg, size_
 	}
 }
 
+/* Handle one complete frame; false when the request waits for workers. */
 static bool handle(struct admin_sess *s)
 {
 	struct pipo_reader *rd = &s->rd;

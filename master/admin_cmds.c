@@ -238,8 +238,6 @@ uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur 
 	return pipo_cur_done(c) ? PIPO_OK : PIPO_E_MALFORMED;
 }
 
-/* Ask every running worker for its sessions; the answer is sent when the
- * last one replied (or after ADMIN_WORKER_WAIT_MS). */
 /* The master's errno for a change of users, as a pipo status. */
 static uint8_t user_status(int rc)
 {
@@ -382,5 +380,3 @@ uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur
 	}
 	return st;
 }
-
-/* Handle one complete frame; false when the request waits for workers. */
