@@ -1,112 +1,27 @@
 #include "admin.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "../admin/pipo.h"
-#include "../shared/addr.h"
-#include "../shared/clock.h"
-#include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "../shared/shm.h"
 #include "../worker/auth.h"
 #include "admin_cmds.h"
 #include "admin_endpoint.h"
+#include "admin_int.h"
 #include "master.h"
 
-#define ADMIN_MAX_SESSIONS 16 /* logged in */
-/* Connections that have not logged in yet have their own, smaller cap and
- * a fixed deadline, so that idle or slow connections cannot keep an
- * administrator out. */
-#define ADMIN_MAX_PENDING 8
-#define ADMIN_LOGIN_MS 5000
-#define ADMIN_SAY_EVERY_MS 1000 /* at most one refusal line per second */
-#define ADMIN_IDLE_MS 60000
-#define ADMIN_FAIL_DELAY_MS 1000
-#define ADMIN_WORKER_WAIT_MS 2000
-#define ADMIN_OUT_MAX (4u << 20)
-#define ADMIN_IN_BUF 16384
-
-enum pending_kind { PEND_NONE, PEND_LIST, PEND_CLOSE };
-
-struct out_msg {
-	struct out_msg *next;
-	size_t len, pos;
-	uint8_t data[];
-};
-
-struct admin_sess {
-	struct admin_sess *next;
-	struct admin *a;
-	struct loop_deferred deferred;
-	struct loop_watch w;
-	int fd;
-	bool authed;
-	bool closing; /* send what is queued, then close */
-	/* The user this session logged in as (or is checking): its rights are
-	 * those of this record, re-checked before every request. */
-	int32_t uslot;
-	uint64_t uid, ugen;
-	bool readable;
-	struct pipo_auth auth;
-	struct auth_job *job;
-	struct pipo_reader rd;
-	uint8_t in[ADMIN_IN_BUF];
-	size_t in_pos, in_len;
-	struct out_msg *out, **out_tail;
-	size_t out_bytes;
-	struct loop_timer idle;
-	struct loop_timer login; /* the deadline of the login, from accept */
-	struct loop_timer delay; /* failed login answered late; worker wait */
-
-	/* A request waiting for the workers (answered before any later one). */
-	enum pending_kind pend;
-	uint32_t pend_tag;
-	uint32_t pend_waiting;
-	uint64_t pend_after;
-	uint32_t pend_max;
-	bool pend_more;
-	bool pend_found;
-	size_t pend_n;
-	struct pipo_session *pend_sessions;
-	uint8_t payload[PIPO_MAX_REQUEST];
-};
-
-struct admin {
-	struct master *m;
-	struct loop *loop;
-	struct shm_segment *seg;
-	struct auth *auth;
-	int unix_fd, sctp_fd;
-	struct loop_watch unix_w, sctp_w;
-	char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	struct loop_tlist idle_tl, login_tl, misc_tl;
-	struct admin_sess *sessions;
-	unsigned nsessions; /* all of them */
-	unsigned npending;  /* not logged in yet */
-	/* Refusals are said at most once a second, with a count of the rest. */
-	int64_t said_at;
-	unsigned unsaid;
-	struct loop_timer say_rest;
-	uint32_t next_tag;
-};
-
 static void sess_close(struct admin_sess *s);
-static void process(struct admin_sess *s);
 
 /* ---- output -------------------------------------------------------------- */
 
-static void flush(struct admin_sess *s)
+void admin_flush(struct admin_sess *s)
 {
 	while (s->out) {
 		struct out_msg *o = s->out;
@@ -148,7 +63,7 @@ static void queue(struct admin_sess *s, const void *p, size_t n)
 	s->out_bytes += n;
 }
 
-static void respond(struct admin_sess *s, uint8_t type, uint8_t cmd, uint8_t status,
+void admin_respond(struct admin_sess *s, uint8_t type, uint8_t cmd, uint8_t status,
                     const struct pipo_buf *body)
 {
 	size_t len = body && status == PIPO_OK ? body->len : 0;
@@ -302,91 +217,6 @@ static void revoke_stale(struct admin *a, struct admin_sess *by)
 	}
 }
 
-static uint8_t start_list(struct admin_sess *s, struct pipo_cur *c)
-{
-	uint64_t after = pipo_get_u64(c);
-	uint16_t max = pipo_get_u16(c);
-	if (!pipo_cur_done(c))
-		return PIPO_E_MALFORMED;
-	if (max == 0 || max > PIPO_SESSIONS_PAGE_MAX)
-		return PIPO_E_INVALID;
-	struct admin *a = s->a;
-	s->pend_sessions = calloc(SHM_MAX_WORKERS * (size_t)max, sizeof *s->pend_sessions);
-	if (!s->pend_sessions)
-		return PIPO_E_SERVER;
-	s->pend = PEND_LIST;
-	s->pend_tag = ++a->next_tag;
-	s->pend_after = after;
-	s->pend_max = max;
-	s->pend_more = false;
-	s->pend_n = 0;
-	s->pend_waiting = 0;
-	struct ctrl_msg m = {.type = CTRL_LIST_SESSIONS, .tag = s->pend_tag, .a = after, .b = max};
-	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
-		if (master_worker_send(a->m, i, &m) == 0)
-			s->pend_waiting++;
-	return PIPO_OK;
-}
-
-static uint8_t start_close(struct admin_sess *s, struct pipo_cur *c)
-{
-	uint64_t id = pipo_get_u64(c);
-	if (!pipo_cur_done(c))
-		return PIPO_E_MALFORMED;
-	uint64_t w = id >> CTRL_ID_SHIFT;
-	struct admin *a = s->a;
-	s->pend = PEND_CLOSE;
-	s->pend_tag = ++a->next_tag;
-	s->pend_found = false;
-	s->pend_waiting = 0;
-	struct ctrl_msg m = {.type = CTRL_CLOSE_SESSION, .tag = s->pend_tag, .a = id};
-	if (w >= 1 && w <= SHM_MAX_WORKERS && master_worker_send(a->m, (uint32_t)(w - 1), &m) == 0)
-		s->pend_waiting = 1;
-	return PIPO_OK;
-}
-
-static int cmp_session(const void *x, const void *y)
-{
-	const struct pipo_session *p = x, *q = y;
-	return p->id < q->id ? -1 : p->id > q->id;
-}
-
-static void finish_pending(struct admin_sess *s)
-{
-	uint8_t buf[16];
-	struct pipo_buf b = {.p = buf, .cap = sizeof buf};
-	if (s->pend == PEND_LIST) {
-		qsort(s->pend_sessions, s->pend_n, sizeof *s->pend_sessions, cmp_session);
-		size_t n = s->pend_n < s->pend_max ? s->pend_n : s->pend_max;
-		bool more = s->pend_more || s->pend_n > n;
-		size_t cap = 3 + n * 600;
-		struct pipo_buf body = {.p = malloc(cap), .cap = cap};
-		if (!body.p) {
-			respond(s, PIPO_QUERY, PIPO_Q_SESSIONS, PIPO_E_SERVER, NULL);
-		} else {
-			pipo_put_u16(&body, (uint16_t)n);
-			pipo_put_u8(&body, more);
-			for (size_t i = 0; i < n; i++)
-				pipo_put_session(&body, &s->pend_sessions[i]);
-			respond(s, PIPO_QUERY, PIPO_Q_SESSIONS, body.overflow ? PIPO_E_SERVER : PIPO_OK,
-			        &body);
-			free(body.p);
-		}
-		free(s->pend_sessions);
-		s->pend_sessions = NULL;
-	} else if (s->pend == PEND_CLOSE) {
-		respond(s, PIPO_MODIFY, PIPO_M_CLOSE_SESSION,
-		        s->pend_found ? PIPO_OK : PIPO_E_NOT_FOUND, &b);
-	}
-	s->pend = PEND_NONE;
-	loop_timer_stop(&s->delay);
-	if (s->fd >= 0) {
-		flush(s);
-		if (s->fd >= 0)
-			process(s);
-	}
-}
-
 static void on_delay(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
@@ -397,48 +227,20 @@ static void on_delay(struct loop *l, struct loop_timer *t)
 			free(s->pend_sessions);
 			s->pend_sessions = NULL;
 			s->pend = PEND_NONE;
-			respond(s, PIPO_QUERY, PIPO_Q_SESSIONS, PIPO_E_BUSY, NULL);
-			flush(s);
+			admin_respond(s, PIPO_QUERY, PIPO_Q_SESSIONS, PIPO_E_BUSY, NULL);
+			admin_flush(s);
 			if (s->fd >= 0)
-				process(s);
+				admin_process(s);
 			return;
 		}
-		finish_pending(s);
+		admin_finish_pending(s);
 		return;
 	}
 	/* A failed login: answered late, then closed. */
 	uint8_t msg[2] = {PIPO_VERSION, PIPO_AUTH_FAILED};
 	queue(s, msg, 2);
 	s->closing = true;
-	flush(s);
-}
-
-void admin_worker_msg(struct admin *a, uint32_t index, const uint8_t *msg, size_t len)
-{
-	(void)index;
-	if (len < sizeof(struct ctrl_msg))
-		return;
-	struct ctrl_msg m;
-	memcpy(&m, msg, sizeof m);
-	for (struct admin_sess *s = a->sessions; s; s = s->next) {
-		if (s->pend == PEND_NONE || s->pend_tag != m.tag)
-			continue;
-		if (m.type == CTRL_SESSIONS && s->pend == PEND_LIST) {
-			size_t n = m.b;
-			if (n > s->pend_max || sizeof m + n * sizeof(struct pipo_session) > len)
-				n = 0;
-			memcpy(s->pend_sessions + s->pend_n, msg + sizeof m, n * sizeof(struct pipo_session));
-			s->pend_n += n;
-			s->pend_more |= m.c != 0;
-		} else if (m.type == CTRL_CLOSED && s->pend == PEND_CLOSE) {
-			s->pend_found = m.b != 0;
-		} else {
-			return;
-		}
-		if (s->pend_waiting && --s->pend_waiting == 0)
-			finish_pending(s);
-		return;
-	}
+	admin_flush(s);
 }
 
 /* Handle one complete frame; false when the request waits for workers. */
@@ -464,20 +266,20 @@ static bool handle(struct admin_sess *s)
 	} else if (rd->too_big) {
 		st = PIPO_E_TOO_BIG;
 	} else if (f->type == PIPO_QUERY && f->cmd == PIPO_Q_SESSIONS) {
-		st = start_list(s, &c);
+		st = admin_start_list(s, &c);
 		if (st == PIPO_OK) {
 			if (s->pend_waiting == 0) {
-				finish_pending(s);
+				admin_finish_pending(s);
 				return true;
 			}
 			loop_timer_start_at(&s->a->misc_tl, &s->delay, s->a->loop->now + ADMIN_WORKER_WAIT_MS);
 			return false;
 		}
 	} else if (f->type == PIPO_MODIFY && f->cmd == PIPO_M_CLOSE_SESSION) {
-		st = start_close(s, &c);
+		st = admin_start_close(s, &c);
 		if (st == PIPO_OK) {
 			if (s->pend_waiting == 0) {
-				finish_pending(s);
+				admin_finish_pending(s);
 				return true;
 			}
 			loop_timer_start_at(&s->a->misc_tl, &s->delay, s->a->loop->now + ADMIN_WORKER_WAIT_MS);
@@ -489,11 +291,11 @@ static bool handle(struct admin_sess *s)
 			big.cap = 4 + SHM_MAX_USERS * (2 + PIPO_MAX_NAME + 1 + 20);
 			big.p = malloc(big.cap);
 			if (!big.p) {
-				respond(s, f->type, f->cmd, PIPO_E_SERVER, NULL);
+				admin_respond(s, f->type, f->cmd, PIPO_E_SERVER, NULL);
 				return true;
 			}
 			st = admin_cmd_query(&x, f->cmd, &c, &big);
-			respond(s, f->type, f->cmd, big.overflow ? PIPO_E_SERVER : st, &big);
+			admin_respond(s, f->type, f->cmd, big.overflow ? PIPO_E_SERVER : st, &big);
 			free(big.p);
 			return true;
 		}
@@ -502,7 +304,7 @@ static bool handle(struct admin_sess *s)
 		st = admin_cmd_modify(&x, f->cmd, &c, &b);
 		if (st == PIPO_OK && (f->cmd == PIPO_M_ADD_USER || f->cmd == PIPO_M_DEL_USER ||
 		                      f->cmd == PIPO_M_PASSWORD || f->cmd == PIPO_M_RELOAD)) {
-			respond(s, f->type, f->cmd, b.overflow ? PIPO_E_SERVER : st, &b);
+			admin_respond(s, f->type, f->cmd, b.overflow ? PIPO_E_SERVER : st, &b);
 			revoke_stale(s->a, s);
 			return true;
 		}
@@ -511,7 +313,7 @@ static bool handle(struct admin_sess *s)
 	}
 	if (b.overflow)
 		st = PIPO_E_SERVER;
-	respond(s, f->type, f->cmd, st, &b);
+	admin_respond(s, f->type, f->cmd, st, &b);
 	return true;
 }
 
@@ -539,13 +341,13 @@ static void auth_done(void *arg, bool ok)
 	loop_timer_stop(&s->login);
 	uint8_t msg[2] = {PIPO_VERSION, PIPO_AUTH_OK};
 	queue(s, msg, 2);
-	flush(s);
+	admin_flush(s);
 	if (s->fd >= 0)
-		process(s);
+		admin_process(s);
 }
 
 /* Parse and answer what is buffered, in order, until a request waits. */
-static void process(struct admin_sess *s)
+void admin_process(struct admin_sess *s)
 {
 	while (s->fd >= 0 && s->in_pos < s->in_len && s->pend == PEND_NONE && !s->closing &&
 	       !s->job && !loop_timer_active(&s->delay)) {
@@ -599,14 +401,14 @@ static void process(struct admin_sess *s)
 	if (s->in_pos == s->in_len)
 		s->in_pos = s->in_len = 0;
 	if (s->fd >= 0)
-		flush(s);
+		admin_flush(s);
 }
 
 static void on_sess(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	struct admin_sess *s = w->data;
 	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
-		flush(s);
+		admin_flush(s);
 		if (s->fd < 0)
 			return;
 	}
@@ -628,7 +430,7 @@ static void on_sess(struct loop *l, struct loop_watch *w, uint32_t events)
 			continue;
 		}
 		s->in_len += (size_t)n;
-		process(s);
+		admin_process(s);
 	}
 }
 
