@@ -173,21 +173,9 @@ static const char *shown(const struct admin_sess *s, struct shown_name *out)
 	return out->s;
 }
 
-/* Is the user this session logged in as still that administrator: same
- * record (id), same password (generation), administrator flag? */
 static bool still_admin(const struct admin_sess *s, bool *only_password)
 {
-	struct shm_segment *seg = s->a->seg;
-	if (s->uslot < 0 || s->uslot >= SHM_MAX_USERS)
-		return false;
-	shm_lock(&seg->users_lock);
-	const struct shm_user *u = &seg->users[s->uslot];
-	bool same = u->used && u->id == s->uid;
-	bool ok = same && u->admin && u->cred_gen == s->ugen;
-	if (only_password)
-		*only_password = same && u->admin && u->cred_gen != s->ugen;
-	shm_unlock(&seg->users_lock);
-	return ok;
+	return admin_rights_hold(s->a->seg, &s->rights, only_password);
 }
 
 /* After a change of the users (by session `by`): close every admin session
@@ -203,7 +191,7 @@ static void revoke_stale(struct admin *a, struct admin_sess *by)
 			continue;
 		if (t == by && only_password) {
 			shm_lock(&a->seg->users_lock);
-			t->ugen = a->seg->users[t->uslot].cred_gen;
+			t->rights.gen = a->seg->users[t->rights.slot].cred_gen;
 			shm_unlock(&a->seg->users_lock);
 			continue;
 		}
@@ -379,9 +367,9 @@ void admin_process(struct admin_sess *s)
 			}
 			struct shm_user u;
 			int slot = shm_user_get(s->a->seg, s->auth.user, &u);
-			s->uslot = slot;
-			s->uid = slot >= 0 ? u.id : 0;
-			s->ugen = slot >= 0 ? u.cred_gen : 0;
+			s->rights.slot = slot;
+			s->rights.id = slot >= 0 ? u.id : 0;
+			s->rights.gen = slot >= 0 ? u.cred_gen : 0;
 			enum auth_result r = auth_check(s->a->auth, slot, slot >= 0 ? &u : NULL, s->auth.pass,
 			                                auth_done, s, &s->job);
 			explicit_bzero(s->auth.pass, sizeof s->auth.pass);
@@ -471,7 +459,7 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		s->a = a;
 		s->fd = fd;
 		s->out_tail = &s->out;
-		s->uslot = -1;
+		s->rights.slot = -1;
 		pipo_auth_init(&s->auth);
 		pipo_reader_init(&s->rd, s->payload, PIPO_MAX_REQUEST);
 		loop_timer_init(&s->idle, on_idle, s);

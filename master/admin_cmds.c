@@ -11,6 +11,23 @@
 #include "../shared/shm.h"
 #include "master.h"
 
+bool admin_rights_hold(struct shm_segment *seg, const struct admin_rights *r,
+                       bool *only_password)
+{
+	if (only_password)
+		*only_password = false;
+	if (r->slot < 0 || r->slot >= SHM_MAX_USERS)
+		return false;
+	shm_lock(&seg->users_lock);
+	const struct shm_user *u = &seg->users[r->slot];
+	bool same = u->used && u->id == r->id && u->admin;
+	bool ok = same && u->cred_gen == r->gen;
+	if (only_password)
+		*only_password = same && !ok;
+	shm_unlock(&seg->users_lock);
+	return ok;
+}
+
 static uint64_t users_connected(struct shm_segment *seg)
 {
 	uint64_t n = 0;

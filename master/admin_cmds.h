@@ -10,6 +10,7 @@
 #ifndef SOCKS5D_ADMIN_CMDS_H
 #define SOCKS5D_ADMIN_CMDS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "../admin/pipo.h"
@@ -23,6 +24,20 @@ struct admin_ctx {
 	struct shm_segment *seg;
 	unsigned admin_sessions; /* open admin sessions, for the metrics */
 };
+
+/* The user record an admin session logged in with: its slot in the users
+ * table, its id and its password generation. */
+struct admin_rights {
+	int32_t slot; /* -1: none */
+	uint64_t id, gen;
+};
+
+/* Do the rights still hold: the same record (id), the same password
+ * (generation), the administrator flag?  *only_password (may be NULL) is
+ * set when the record and the flag are unchanged but the password is new.
+ * Takes the users lock. */
+bool admin_rights_hold(struct shm_segment *seg, const struct admin_rights *r,
+                       bool *only_password);
 
 /* A query (PIPO_QUERY) or a modification (PIPO_MODIFY) other than the
  * session listing and closing, which wait for the workers (admin.c). */

@@ -15,6 +15,7 @@
 
 #include "../admin/pipo.h"
 #include "../worker/loop.h"
+#include "admin_cmds.h"
 
 #define ADMIN_MAX_SESSIONS 16 /* logged in */
 /* Connections that have not logged in yet have their own, smaller cap and
@@ -47,8 +48,7 @@ struct admin_sess {
 	bool closing; /* send what is queued, then close */
 	/* The user this session logged in as (or is checking): its rights are
 	 * those of this record, re-checked before every request. */
-	int32_t uslot;
-	uint64_t uid, ugen;
+	struct admin_rights rights;
 	bool readable;
 	struct pipo_auth auth;
 	struct auth_job *job;
