@@ -253,18 +253,9 @@ static bool handle(struct admin_sess *s)
 		st = PIPO_E_VERSION;
 	} else if (rd->too_big) {
 		st = PIPO_E_TOO_BIG;
-	} else if (f->type == PIPO_QUERY && f->cmd == PIPO_Q_SESSIONS) {
-		st = admin_start_list(s, &c);
-		if (st == PIPO_OK) {
-			if (s->pend_waiting == 0) {
-				admin_finish_pending(s);
-				return true;
-			}
-			loop_timer_start_at(&s->a->misc_tl, &s->delay, s->a->loop->now + ADMIN_WORKER_WAIT_MS);
-			return false;
-		}
-	} else if (f->type == PIPO_MODIFY && f->cmd == PIPO_M_CLOSE_SESSION) {
-		st = admin_start_close(s, &c);
+	} else if ((f->type == PIPO_QUERY && f->cmd == PIPO_Q_SESSIONS) ||
+	           (f->type == PIPO_MODIFY && f->cmd == PIPO_M_CLOSE_SESSION)) {
+		st = f->type == PIPO_QUERY ? admin_start_list(s, &c) : admin_start_close(s, &c);
 		if (st == PIPO_OK) {
 			if (s->pend_waiting == 0) {
 				admin_finish_pending(s);
