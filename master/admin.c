@@ -64,7 +64,7 @@ static void queue(struct admin_sess *s, const void *p, size_t n)
 }
 
 void admin_respond(struct admin_sess *s, uint8_t type, uint8_t cmd, uint8_t status,
-                    const struct pipo_buf *body)
+                   const struct pipo_buf *body)
 {
 	size_t len = body && status == PIPO_OK ? body->len : 0;
 	uint8_t *msg = malloc(PIPO_HEADER_LEN + len);

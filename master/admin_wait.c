@@ -81,15 +81,15 @@ void admin_finish_pending(struct admin_sess *s)
 			pipo_put_u8(&body, more);
 			for (size_t i = 0; i < n; i++)
 				pipo_put_session(&body, &s->pend_sessions[i]);
-			admin_respond(s, PIPO_QUERY, PIPO_Q_SESSIONS, body.overflow ? PIPO_E_SERVER : PIPO_OK,
-			        &body);
+			admin_respond(s, PIPO_QUERY, PIPO_Q_SESSIONS,
+			              body.overflow ? PIPO_E_SERVER : PIPO_OK, &body);
 			free(body.p);
 		}
 		free(s->pend_sessions);
 		s->pend_sessions = NULL;
 	} else if (s->pend == PEND_CLOSE) {
 		admin_respond(s, PIPO_MODIFY, PIPO_M_CLOSE_SESSION,
-		        s->pend_found ? PIPO_OK : PIPO_E_NOT_FOUND, &b);
+		              s->pend_found ? PIPO_OK : PIPO_E_NOT_FOUND, &b);
 	}
 	s->pend = PEND_NONE;
 	loop_timer_stop(&s->delay);
