@@ -77,6 +77,11 @@ build/test/tests/unit/test_conffile: build/test/tests/unit/test_conffile.o $(TES
     build/test/master/conffile.o build/test/master/options.o
 	$(CC) $(TEST_CFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
+# The admin request handlers live in master/; the test stands in for the master.
+build/test/tests/unit/test_admin_cmds: build/test/tests/unit/test_admin_cmds.o $(TEST_CORE) \
+    build/test/master/admin_cmds.o
+	$(CC) $(TEST_CFLAGS) -o $@ $^ $(LIBS) -lcmocka
+
 # Fuzz targets: clang's libFuzzer with ASan/UBSan.
 build/fuzz/%: %.c $(CORE_SRC)
 	@mkdir -p $(dir $@)

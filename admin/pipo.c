@@ -302,6 +302,7 @@ const char *pipo_status_name(uint8_t status)
 	case PIPO_E_VERSION: return "unsupported protocol version";
 	case PIPO_E_FULL: return "users table full";
 	case PIPO_E_BUSY: return "server busy, try again";
+	case PIPO_E_FIXED: return "user given on the server's command line: change it there";
 	case PIPO_E_SERVER: return "server error";
 	default: return "unknown status";
 	}

@@ -87,6 +87,7 @@ enum pipo_status {
 	PIPO_E_VERSION = 0x07,     /* frame VER not supported */
 	PIPO_E_FULL = 0x08,        /* users table full */
 	PIPO_E_BUSY = 0x09,        /* try again (workers did not answer in time) */
+	PIPO_E_FIXED = 0x0a,       /* a user given on the command line: not changed */
 	PIPO_E_SERVER = 0xff,
 };
 

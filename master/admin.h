@@ -20,6 +20,8 @@
 struct admin;
 struct master;
 
+/* -EEXIST (logged) when something other than a socket is at the unix
+ * socket's path: the server must not start over it. */
 int admin_open(struct master *m, struct loop *l, struct admin **out);
 void admin_close(struct admin *a);
 /* In a forked worker: close the master's admin descriptors and free the

@@ -589,6 +589,16 @@ int master_worker_send(struct master *m, uint32_t index, const struct ctrl_msg *
 	return 0;
 }
 
+/* Was this user given on the command line (-u, -a)?  Those win over the
+ * file at every reload, so a change made at run time would not last. */
+static bool cli_user(const struct master *m, const char *name)
+{
+	for (size_t i = 0; i < m->opts->cli_users.n; i++)
+		if (strcmp(m->opts->cli_users.v[i].name, name) == 0)
+			return true;
+	return false;
+}
+
 int master_user_change(struct master *m, enum master_user_op op, const char *name,
                        const char *pass, bool admin, bool *persisted)
 {
@@ -597,32 +607,34 @@ int master_user_change(struct master *m, enum master_user_op op, const char *nam
 	explicit_bzero(u.hash, sizeof u.hash);
 	*persisted = false;
 	if (op == MASTER_USER_ADD && exists)
-		return PIPO_E_EXISTS;
+		return -EEXIST;
 	if (op != MASTER_USER_ADD && !exists)
-		return PIPO_E_NOT_FOUND;
+		return -ENOENT;
+	if (op != MASTER_USER_ADD && cli_user(m, name))
+		return -EPERM;
 	if (strlen(name) > SHM_USER_NAME_MAX)
-		return PIPO_E_INVALID;
+		return -EINVAL;
 	char hash[PWHASH_MAX] = "";
 	if (op != MASTER_USER_DEL) {
 		/* One yescrypt hash (tens of ms) on the master's loop: admin
 		 * changes are rare and one at a time per session. */
 		if (pwhash_make(pass, hash) < 0)
-			return PIPO_E_SERVER;
+			return -EIO;
 		admin = op == MASTER_USER_ADD ? admin : u.admin != 0;
 	}
 	int rc = op == MASTER_USER_DEL ? shm_user_del(m->seg, name)
 	                               : shm_user_put(m->seg, name, hash, admin);
-	if (rc == -ENOSPC)
-		return PIPO_E_FULL;
 	if (rc < 0)
-		return PIPO_E_INVALID;
-	log_info("admin: user '%s' %s", name,
+		return rc == -ENOSPC ? rc : -EINVAL;
+	char shown[SHM_USER_NAME_MAX * 4 + 1];
+	log_escape(shown, sizeof shown, (const uint8_t *)name, strlen(name));
+	log_info("admin: user '%s' %s", shown,
 	         op == MASTER_USER_ADD ? "added" : op == MASTER_USER_DEL ? "deleted" : "password changed");
 	/* Workers close the sessions of users that no longer exist. */
 	if (op == MASTER_USER_DEL)
 		notify_workers(m, CTRL_CONFIG);
 	if (!m->opts->config_path)
-		return PIPO_OK;
+		return 0;
 	struct user_list next = {0};
 	for (size_t i = 0; i < m->file_users.n; i++) {
 		const struct user_spec *f = &m->file_users.v[i];
@@ -637,15 +649,15 @@ int master_user_change(struct master *m, enum master_user_op op, const char *nam
 	if (rc < 0) {
 		log_error("cannot write the users to %s: %s", m->opts->config_path, strerror(-rc));
 		user_list_free(&next);
-		return PIPO_OK;
+		return 0;
 	}
 	user_list_free(&m->file_users);
 	m->file_users = next;
 	*persisted = true;
-	return PIPO_OK;
+	return 0;
 fail:
 	user_list_free(&next);
-	return PIPO_E_SERVER;
+	return -ENOMEM;
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -718,7 +730,9 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	                     PIPO_SESSIONS_PAGE_MAX * sizeof(struct pipo_session));
 	if (!m->ctrl_buf)
 		return -ENOMEM;
-	if ((rc = admin_open(m, &m->loop, &m->admin)) < 0)
+	if ((rc = admin_open(m, &m->loop, &m->admin)) == -EEXIST)
+		return -EINVAL; /* a file in the admin socket's place: said, not removed */
+	if (rc < 0)
 		log_error("administration is off: %s", strerror(-rc));
 	return 0;
 }

@@ -14,8 +14,6 @@
 int master_run(const struct options *o, const struct settings *s, const struct user_list *users,
                const struct user_list *file_users);
 
-#endif
-
 /* ---- what the admin handlers need from the master (master/admin.c) ---- */
 
 struct master;
@@ -32,8 +30,13 @@ void master_apply(struct master *m, const struct settings *s);
  * -EINVAL when it is invalid (nothing changed). */
 int master_reload(struct master *m);
 /* Change users at runtime; persisted to the configuration file when there
- * is one.  Returns a pipo status. */
+ * is one (*persisted).  Returns 0 or a negative errno: -EEXIST (add: the
+ * name exists), -ENOENT (no such user), -EPERM (a user given on the
+ * command line: it wins over any change at the next reload, so it is not
+ * changed), -EINVAL, -ENOSPC (users table full), -EIO or -ENOMEM. */
 int master_user_change(struct master *m, enum master_user_op op, const char *name,
                        const char *pass, bool admin, bool *persisted);
 /* Send to worker index; -ESRCH when it is not running. */
 int master_worker_send(struct master *m, uint32_t index, const struct ctrl_msg *msg);
+
+#endif

@@ -41,7 +41,7 @@ M_ANONYMOUS, M_DOH, M_RELOAD, M_CONNECT_TIMEOUT = 0x09, 0x0a, 0x0b, 0x0c
 M_SPLICE, M_PIPE_SIZE = 0x0d, 0x0e
 # Statuses
 OK, NOT_FOUND, EXISTS, INVALID, UNKNOWN, MALFORMED = 0x00, 0x01, 0x02, 0x03, 0x04, 0x05
-TOO_BIG, BAD_VERSION, FULL, BUSY, SERVER_ERROR = 0x06, 0x07, 0x08, 0x09, 0xff
+TOO_BIG, BAD_VERSION, FULL, BUSY, FIXED, SERVER_ERROR = 0x06, 0x07, 0x08, 0x09, 0x0a, 0xff
 
 MAX_REQUEST = 65536
 
@@ -167,7 +167,16 @@ class PipoConn:
     def __init__(self, path, timeout=5.0):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(str(path))
+        # a full listen backlog (a burst of connections) answers EAGAIN at once
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock.connect(str(path))
+                break
+            except BlockingIOError:
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.02)
         self.timeout = timeout
 
     def close(self):

@@ -3,6 +3,9 @@ authentication, every query and modification, pipelining, hostile input,
 effects on SOCKS sessions, persistence and reload."""
 
 import os
+import re
+import subprocess
+import signal
 import socket
 import struct
 import time
@@ -18,7 +21,7 @@ from admin_lib import (ADMIN_PASS, ADMIN_USER, BAD_VERSION, EXISTS, INVALID, M_A
                        Q_IDLE_CLEANUP, Q_IDLE_TIMEOUT, Q_MAX, Q_METRICS, Q_PIPE_SIZE, Q_SERVER,
                        Q_SESSIONS, Q_SPLICE,
                        Q_USER_CONNS, Q_USER_COUNT, Q_USER_STATS, Q_USERS, Q_USERS_CONNECTED,
-                       TOO_BIG, UNKNOWN, Cursor, PipoConn, admin_server, auth_msg, frame,  # noqa: F401
+                       TOO_BIG, UNKNOWN, FIXED, Cursor, PipoConn, admin_server, auth_msg, frame,  # noqa: F401
                        parse_metrics, parse_server, parse_sessions, parse_users, s8)
 from s5lib import (connect, eof_within, greeting, hash_password, recv_exact, socks_connect_ok)
 
@@ -112,6 +115,29 @@ def test_empty_username_refused(admin_server):
         ans = c.recv_exact(2, timeout=3)
         assert ans[0] == 0x02 and ans[1] != 0x00
         assert c.eof_within(3)
+
+
+@pytest.mark.parametrize("user,password", [
+    (ADMIN_USER, ADMIN_PASS.encode() + b"\x00junk"),
+    (ADMIN_USER.encode() + b"\x00junk", ADMIN_PASS),
+])
+def test_nul_in_login_refused(admin_server, user, password):
+    srv = admin_server()
+    with srv.conn() as c:
+        assert c.auth(user, password) == b"\x02\x01"
+        assert c.eof_within(3)
+    srv.proc.wait_stderr(r"admin login failed")
+
+
+def test_names_in_admin_log_lines_escaped(admin_server):
+    srv = admin_server()
+    evil = b"\x1b[2Jroot' logged in\nforged line \x7f"
+    with srv.conn() as c:
+        assert c.auth(evil, "pw") == b"\x02\x01"
+    m = srv.proc.wait_stderr(r"admin login failed for '(.*)'")
+    assert m.group(1) == r"\x1b[2Jroot'\x20logged\x20in\x0aforged\x20line\x20\x7f"
+    text = srv.proc.stderr_text()
+    assert "\x1b" not in text and "forged line" not in text
 
 
 def test_auth_split_byte_by_byte(admin_server):
@@ -268,6 +294,33 @@ def test_nul_inside_a_name_is_malformed(admin_server):
         assert {u["name"] for u in c.users()} == {ADMIN_USER}
 
 
+@pytest.mark.parametrize("name", ["eve\nadmin = x:y", "eve\r", "\x1b[31meve", "eve\x7f",
+                                  " eve", "eve\t", "eve "])
+def test_user_name_the_config_file_cannot_hold_refused(admin_server, tmp_path, name):
+    cfg = tmp_path / "socks5d.conf"
+    write_config(cfg, ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))])
+    before = cfg.read_text()
+    srv = admin_server(config=cfg)
+    with srv.login() as c:
+        c.add_user(name, "pw", admin=1, expect=INVALID)
+        c.add_user(BOB, BOB_PASS)
+        c.m(M_PASSWORD, s8(name) + s8("pw"), expect=INVALID)
+        c.m(M_DEL_USER, s8(name), expect=NOT_FOUND)
+        assert {u["name"] for u in c.users()} == {ADMIN_USER, BOB}
+    text = cfg.read_text()
+    assert text.startswith(before) and len(text.splitlines()) == len(before.splitlines()) + 1, text
+    srv.proc.wait_stderr(r"user name refused: it (contains a control byte|begins or ends)")
+
+
+def test_password_with_control_bytes_allowed_empty_refused(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        c.add_user(BOB, "", expect=INVALID)
+        c.add_user(BOB, "tab\there")
+        c.m(M_PASSWORD, s8(BOB) + s8(""), expect=INVALID)
+    assert socks_login_ok(srv.port, BOB, "tab\there")
+
+
 def test_oversized_request_skipped_stream_in_sync(admin_server):
     srv = admin_server()
     with srv.login() as c:
@@ -413,7 +466,10 @@ def test_added_admin_can_administer(admin_server):
 
 
 def test_delete_user_closes_its_live_sessions_only(admin_server, echo_server):
-    srv = admin_server(users=["alice:alice-pw", "%s:%s" % (BOB, BOB_PASS)])
+    srv = admin_server()
+    with srv.login() as c:
+        c.add_user("alice", "alice-pw")
+        c.add_user(BOB, BOB_PASS)
     a1, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="alice", password="alice-pw")
     a2, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="alice", password="alice-pw")
     b1, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user=BOB, password=BOB_PASS)
@@ -582,3 +638,193 @@ def test_without_kernel_sctp_one_warning_and_unix_socket_serves(admin_server):
     assert len(warn) == 1 and "warn" in warn[0], warn
     with srv.login() as c:
         c.q(Q_USER_COUNT)
+
+
+# ---------------------------------------------------------------- rights re-checked
+
+def request_closes_session(c, type_, cmd, payload=b""):
+    """Send one request; True when the server closes the session instead of answering."""
+    try:
+        c.send(frame(type_, cmd, payload))
+    except OSError:
+        return True
+    return c.eof_within(3)
+
+
+def test_deleted_admin_session_closed_and_cannot_add_an_admin(admin_server):
+    srv = admin_server()
+    with srv.login() as y:
+        y.add_user("xadmin", "x-pass", admin=1)
+        with srv.login("xadmin", "x-pass") as x:
+            assert x.u32_query(Q_USER_COUNT) == 2
+            y.m(M_DEL_USER, s8("xadmin"))
+            assert request_closes_session(x, MODIFY, M_ADD_USER, s8("evil") + s8("evil-pw") + b"\x01")
+        assert {u["name"] for u in y.users()} == {ADMIN_USER}
+        y.q(Q_USER_COUNT)          # the session that deleted stays served
+
+
+def test_password_change_closes_the_other_sessions_of_that_admin(admin_server):
+    srv = admin_server()
+    with srv.login() as y:
+        y.add_user("xadmin", "x-pass", admin=1)
+        x1 = srv.login("xadmin", "x-pass")
+        x2 = srv.login("xadmin", "x-pass")
+        with x1, x2:
+            y.m(M_PASSWORD, s8("xadmin") + s8("new-x-pass"))
+            assert x1.eof_within(3) and x2.eof_within(3)
+        # its own password change leaves a session served
+        with srv.login("xadmin", "new-x-pass") as x:
+            x.m(M_PASSWORD, s8("xadmin") + s8("newer-x-pass"))
+            assert x.u32_query(Q_USER_COUNT) == 2
+        with srv.conn() as x:
+            assert x.auth("xadmin", "new-x-pass") == b"\x02\x01"
+
+
+def test_admin_demoted_by_a_reload_refused_at_its_next_request(admin_server, tmp_path):
+    cfg = tmp_path / "socks5d.conf"
+    base = ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))]
+    xhash = hash_password("x-pass")
+    write_config(cfg, base + ["admin = xadmin:%s" % xhash])
+    srv = admin_server(config=cfg)
+    with srv.login("xadmin", "x-pass") as x:
+        assert x.u32_query(Q_USER_COUNT) == 2
+        write_config(cfg, base + ["user = xadmin:%s" % xhash])
+        mark = srv.proc.n_err()
+        srv.proc.send_signal(signal.SIGHUP)
+        srv.proc.wait_stderr(r"reloaded", start=mark)
+        assert request_closes_session(x, MODIFY, M_ADD_USER, s8("evil") + s8("evil-pw") + b"\x01")
+    with srv.login() as y:
+        assert {u["name"] for u in y.users()} == {ADMIN_USER, "xadmin"}
+
+
+# ---------------------------------------------------------------- the socket's path
+
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_admin_socket_path_holding_no_socket_is_not_removed(socks5d_bin, tmp_path, kind):
+    from s5lib import SANITIZER_MARKERS, closed_port, free_port, socks5d_binary
+    target = tmp_path / "precious"
+    target.write_text("keep me\n")
+    path = tmp_path / "admin.sock"
+    if kind == "file":
+        path.write_text("keep me too\n")
+    else:
+        path.symlink_to(target)
+    argv = [socks5d_binary(), "-l", "127.0.0.1", "-p", str(free_port()), "-w", "1",
+            "--admin-socket", str(path), "-L", "127.0.0.1", "-P", str(free_port()),
+            "--dns-server", "127.0.0.1:%d" % closed_port(), "-a", "%s:%s" % (ADMIN_USER, ADMIN_PASS)]
+    r = subprocess.run(argv, capture_output=True, timeout=30,
+                       env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1"))
+    err = r.stderr.decode("utf-8", "replace")
+    for m in SANITIZER_MARKERS:
+        assert m not in err, err
+    assert r.returncode != 0, err
+    lines = [l for l in err.splitlines() if str(path) in l]
+    assert len(lines) == 1 and "not a socket" in lines[0], err
+    assert target.read_text() == "keep me\n"
+    if kind == "file":
+        assert path.read_text() == "keep me too\n"
+    else:
+        assert path.is_symlink() and os.readlink(path) == str(target)
+
+
+def test_stale_admin_socket_replaced(admin_server):
+    srv = admin_server()
+    assert srv.stop() == 0
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(srv.path))     # a socket file nobody listens on
+    stale.close()
+    srv.start()
+    with srv.login() as c:
+        c.q(Q_USER_COUNT)
+
+
+# ---------------------------------------------------------------- command-line users
+
+def test_command_line_users_cannot_be_changed_at_run_time(admin_server, tmp_path):
+    cfg = tmp_path / "socks5d.conf"
+    write_config(cfg, ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))])
+    before = cfg.read_text()
+    srv = admin_server("-a", "cliadmin:cli-pass", config=cfg, users=["%s:%s" % (BOB, BOB_PASS)])
+    with srv.login() as c:
+        c.m(M_PASSWORD, s8(BOB) + s8("new-pass"), expect=FIXED)
+        c.m(M_DEL_USER, s8(BOB), expect=FIXED)
+        c.m(M_PASSWORD, s8("cliadmin") + s8("new-pass"), expect=FIXED)
+        c.add_user(BOB, "other", expect=EXISTS)
+        assert cfg.read_text() == before
+        c.m(M_RELOAD)
+    assert socks_login_ok(srv.port, BOB, BOB_PASS)
+    assert not socks_login_ok(srv.port, BOB, "new-pass")
+    with srv.login("cliadmin", "cli-pass") as c:
+        # users of the file stay changeable
+        c.m(M_PASSWORD, s8(ADMIN_USER) + s8("file-pass"))
+
+
+# ---------------------------------------------------------------- connections before login
+
+def test_idle_unauthenticated_flood_does_not_lock_the_administrator_out(admin_server):
+    srv = admin_server()
+    idle = []
+    try:
+        for _ in range(40):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(srv.path))
+            idle.append(s)
+        with srv.login() as c:
+            assert c.u32_query(Q_USER_COUNT) == 1
+        # logged-in sessions are not counted with the connections before login
+        conns = [srv.login() for _ in range(15)]
+        for c in conns:
+            c.q(Q_USER_COUNT)
+            c.close()
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_slow_drip_login_closed_at_the_deadline(admin_server):
+    srv = admin_server()
+    msg = auth_msg(ADMIN_USER, "p" * 255)
+    with srv.conn() as c:
+        t0 = time.monotonic()
+        closed = False
+        for b in msg:
+            if time.monotonic() - t0 > 12:
+                break
+            try:
+                c.send(bytes([b]))
+            except OSError:
+                closed = True
+                break
+            if c.eof_within(0.25):
+                closed = True
+                break
+        assert closed, "a connection sending a byte every 0.25 s was not closed before login"
+        # fixed deadline from accept (5 s); generous bound for a slow machine
+        assert time.monotonic() - t0 >= 4.5
+    srv.proc.wait_stderr(r"did not log in within 5 s")
+
+
+def test_refusal_warning_rate_limited(admin_server):
+    srv = admin_server()
+    mark = srv.proc.n_err()
+    t0 = time.monotonic()
+    flood = []
+    try:
+        for _ in range(300):         # each one past the eighth closes an older one
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(str(srv.path))
+            flood.append(s)
+        with srv.login() as c:       # the flood is over and the server answers
+            c.q(Q_USER_COUNT)
+        time.sleep(1.2)              # the count of the last second is said
+    finally:
+        for s in flood:
+            s.close()
+    elapsed = time.monotonic() - t0
+    lines = [l for l in srv.proc.err_lines[mark:] if "not logged in" in l or "refus" in l
+             or "more connection" in l]
+    assert lines, "no refusal said at all"
+    assert len(lines) <= elapsed + 2, "%d lines in %.1f s:\n%s" % (len(lines), elapsed,
+                                                                   "\n".join(lines[:20]))
+    counted = sum(int(m.group(1)) for l in lines for m in [re.search(r"(\d+) more", l)] if m)
+    assert len(lines) + counted >= 300 - 8, (counted, lines)

@@ -194,6 +194,27 @@ def test_user_add_password_limits(admin_server):
     one_line_error(r, "PIPO_NEW_PASSWORD")
 
 
+def test_user_add_name_with_a_newline_refused(admin_server):
+    srv = admin_server()
+    r = run_client("user", "add", "eve\nadmin = x:y", server=srv, new_password="pw")
+    assert r.returncode == 1
+    assert r.err.startswith("pipoClient: user add eve") and "invalid value (status 0x03)" in r.err
+    r = run_client("users", "--json", server=srv)
+    assert [u["name"] for u in json.loads(r.out)["users"]] == [ADMIN_USER]
+
+
+def test_command_line_user_change_refused_clearly(admin_server):
+    srv = admin_server(users=["%s:%s" % (BOB, BOB_PASS)])
+    r = run_client("user", "passwd", BOB, server=srv, new_password="new-pw")
+    assert r.returncode == 1
+    one_line_error(r, "command line")
+    assert "saved" not in r.out
+    r = run_client("user", "del", BOB, server=srv)
+    assert r.returncode == 1
+    one_line_error(r, "command line")
+    assert socks_login_ok(srv.port, BOB, BOB_PASS)
+
+
 def test_sessions_and_session_close(admin_server, echo_server):
     srv = admin_server(users=["%s:%s" % (BOB, BOB_PASS)])
     r = run_client("sessions", server=srv)

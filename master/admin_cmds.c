@@ -1,0 +1,399 @@
+#include "admin_cmds.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../shared/clock.h"
+#include "../shared/log.h"
+#include "../shared/names.h"
+#include "../shared/shm.h"
+#include "master.h"
+
+bool admin_rights_hold(struct shm_segment *seg, const struct admin_rights *r,
+                       bool *only_password)
+{
+	if (only_password)
+		*only_password = false;
+	if (r->slot < 0 || r->slot >= SHM_MAX_USERS)
+		return false;
+	shm_lock(&seg->users_lock);
+	const struct shm_user *u = &seg->users[r->slot];
+	bool same = u->used && u->id == r->id && u->admin;
+	bool ok = same && u->cred_gen == r->gen;
+	if (only_password)
+		*only_password = same && !ok;
+	shm_unlock(&seg->users_lock);
+	return ok;
+}
+
+static uint64_t users_connected(struct shm_segment *seg)
+{
+	uint64_t n = 0;
+	for (uint32_t i = 0; i < SHM_MAX_USERS; i++)
+		if (seg->users[i].used && shm_user_conns_sum(seg, i) > 0)
+			n++;
+	return n;
+}
+
+static uint32_t workers_running(struct shm_segment *seg)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		if (__atomic_load_n(&seg->slots[i].pid, __ATOMIC_RELAXED) > 0)
+			n++;
+	return n;
+}
+
+static void put_metric(struct pipo_buf *b, uint16_t id, uint64_t v)
+{
+	pipo_put_u16(b, id);
+	pipo_put_u64(b, v);
+}
+
+static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
+{
+	struct shm_segment *seg = a->seg;
+	static const struct {
+		uint16_t id;
+		enum shm_counter c;
+	} counters[] = {
+	    {PIPO_MET_CONN_TOTAL, M_CONN_TOTAL},
+	    {PIPO_MET_BYTES_UP, M_BYTES_UP},
+	    {PIPO_MET_BYTES_DOWN, M_BYTES_DOWN},
+	    {PIPO_MET_REQUESTS, M_REQUESTS},
+	    {PIPO_MET_AUTH_FAILURES, M_AUTH_FAIL},
+	    {PIPO_MET_NO_METHOD, M_NO_METHOD},
+	    {PIPO_MET_HANDSHAKE_TIMEOUTS, M_HANDSHAKE_TIMEOUT},
+	    {PIPO_MET_IDLE_TIMEOUTS, M_IDLE_TIMEOUT},
+	    {PIPO_MET_ACCEPT_PAUSES, M_ACCEPT_PAUSED},
+	    {PIPO_MET_DNS_LOOKUPS, M_DNS_LOOKUPS},
+	    {PIPO_MET_DNS_FAILURES, M_DNS_FAILURES},
+	    {PIPO_MET_LOG_DROPPED, M_LOG_DROPPED},
+	    {PIPO_MET_DNS_CACHE_HITS, M_DNS_CACHE_HITS},
+	    {PIPO_MET_CREDENTIALS, M_CREDENTIALS},
+	    {PIPO_MET_DNS_COALESCED, M_DNS_COALESCED},
+	    {PIPO_MET_DOH_QUERIES, M_DOH_QUERIES},
+	    {PIPO_MET_DOH_FAILURES, M_DOH_FAILURES},
+	    {PIPO_MET_DNS_FALLBACKS, M_DNS_FALLBACKS},
+	    {PIPO_MET_DOH_OUTAGES, M_DOH_OUTAGES},
+	    {PIPO_MET_DNS_TIMEOUTS, M_DNS_TIMEOUTS},
+	    {PIPO_MET_BYTES_SPLICED, M_BYTES_SPLICED},
+	};
+	size_t n = sizeof counters / sizeof counters[0];
+	pipo_put_u16(b, (uint16_t)(n + 9 + 8 + 2));
+	for (size_t i = 0; i < n; i++)
+		put_metric(b, counters[i].id, shm_counter_sum(seg, counters[i].c));
+	for (int r = 0; r < 9; r++)
+		put_metric(b, (uint16_t)(PIPO_MET_REPLY_0 + r),
+		           shm_counter_sum(seg, (enum shm_counter)(M_REPLY_0 + r)));
+	put_metric(b, PIPO_MET_CONN_CURRENT, __atomic_load_n(&seg->conns_now, __ATOMIC_RELAXED));
+	put_metric(b, PIPO_MET_CONN_MAX, __atomic_load_n(&seg->conns_max, __ATOMIC_RELAXED));
+	put_metric(b, PIPO_MET_USERS_CONNECTED, users_connected(seg));
+	put_metric(b, PIPO_MET_USER_COUNT, shm_user_count(seg));
+	put_metric(b, PIPO_MET_WORKER_RESTARTS, __atomic_load_n(&seg->worker_restarts, __ATOMIC_RELAXED));
+	put_metric(b, PIPO_MET_ADMIN_SESSIONS, a->admin_sessions);
+	put_metric(b, PIPO_MET_WORKERS, workers_running(seg));
+	put_metric(b, PIPO_MET_RELAYING, shm_gauge_sum(seg, G_CONN_RELAYING));
+	/* Lookup latency percentiles from the shared histogram: the upper
+	 * bound of the bucket holding the percentile (0 before any lookup). */
+	static const uint64_t bounds[] = SHM_DNS_LAT_BOUNDS_US;
+	uint64_t hist[M_DNS_LAT_END - M_DNS_LAT_0], total = 0;
+	for (int i = 0; i < M_DNS_LAT_END - M_DNS_LAT_0; i++)
+		total += hist[i] = shm_counter_sum(seg, (enum shm_counter)(M_DNS_LAT_0 + i));
+	uint16_t ids[2] = {PIPO_MET_DNS_LATENCY_P50, PIPO_MET_DNS_LATENCY_P99};
+	uint64_t want[2] = {(total + 1) / 2, total - total / 100};
+	for (int k = 0; k < 2; k++) {
+		uint64_t seen = 0, v = 0;
+		for (int i = 0; total && i < M_DNS_LAT_END - M_DNS_LAT_0; i++) {
+			seen += hist[i];
+			if (seen >= want[k]) {
+				v = bounds[i];
+				break;
+			}
+		}
+		put_metric(b, ids[k], v);
+	}
+}
+
+/* Copy the users table under its lock, then encode without holding it. */
+static void list_users(const struct admin_ctx *a, struct pipo_buf *b, bool stats)
+{
+	struct shm_segment *seg = a->seg;
+	struct shm_user *copy = malloc(sizeof seg->users);
+	if (!copy) {
+		b->overflow = true;
+		return;
+	}
+	shm_lock(&seg->users_lock);
+	memcpy(copy, seg->users, sizeof seg->users);
+	shm_unlock(&seg->users_lock);
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < SHM_MAX_USERS; i++)
+		n += copy[i].used != 0;
+	pipo_put_u32(b, n);
+	for (uint32_t i = 0; i < SHM_MAX_USERS; i++) {
+		if (!copy[i].used)
+			continue;
+		pipo_put_str8(b, copy[i].name);
+		pipo_put_u8(b, copy[i].admin ? 1 : 0);
+		if (stats) {
+			pipo_put_u32(b, (uint32_t)shm_user_conns_sum(seg, i));
+			for (int d = 0; d < 2; d++)
+				pipo_put_u64(b, shm_user_bytes_sum(seg, i, d) - copy[i].bytes_base[d]);
+		}
+	}
+	free(copy);
+}
+
+static void doh_url(const struct settings *s, char *out, size_t len)
+{
+	if (s->doh_url[0])
+		snprintf(out, len, "%s", s->doh_url);
+	else if (strchr(s->doh_ip, ':'))
+		snprintf(out, len, "http://[%s]:%u%s%s", s->doh_ip, s->doh_port, s->doh_path,
+		         s->doh_query);
+	else
+		snprintf(out, len, "http://%s:%u%s%s", s->doh_ip, s->doh_port, s->doh_path, s->doh_query);
+}
+
+uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur *c,
+                        struct pipo_buf *b)
+{
+	struct shm_segment *seg = a->seg;
+	const struct settings *cfg = master_settings(a->m);
+	char name[PIPO_MAX_NAME + 1];
+	switch (cmd) {
+	case PIPO_Q_USERS:
+	case PIPO_Q_USER_STATS:
+		if (!pipo_cur_done(c))
+			return PIPO_E_MALFORMED;
+		list_users(a, b, cmd == PIPO_Q_USER_STATS);
+		return PIPO_OK;
+	case PIPO_Q_HISTORIC_CONNS:
+		pipo_put_u64(b, shm_counter_sum(seg, M_CONN_TOTAL));
+		break;
+	case PIPO_Q_CURRENT_CONNS:
+		pipo_put_u64(b, __atomic_load_n(&seg->conns_now, __ATOMIC_RELAXED));
+		break;
+	case PIPO_Q_MAX_CONNS:
+		pipo_put_u64(b, __atomic_load_n(&seg->conns_max, __ATOMIC_RELAXED));
+		break;
+	case PIPO_Q_BYTES_UP:
+		pipo_put_u64(b, shm_counter_sum(seg, M_BYTES_UP));
+		break;
+	case PIPO_Q_BYTES_DOWN:
+		pipo_put_u64(b, shm_counter_sum(seg, M_BYTES_DOWN));
+		break;
+	case PIPO_Q_USERS_CONNECTED:
+		pipo_put_u64(b, users_connected(seg));
+		break;
+	case PIPO_Q_USER_COUNT:
+		pipo_put_u32(b, shm_user_count(seg));
+		break;
+	case PIPO_Q_BUFFER_SIZE:
+		pipo_put_u32(b, cfg->buffer_size);
+		break;
+	case PIPO_Q_HANDSHAKE_TIMEOUT:
+		pipo_put_u32(b, cfg->handshake_timeout_s);
+		break;
+	case PIPO_Q_IDLE_TIMEOUT:
+		pipo_put_u32(b, cfg->idle_timeout_s);
+		break;
+	case PIPO_Q_CONNECT_TIMEOUT:
+		pipo_put_u32(b, cfg->connect_timeout_s);
+		break;
+	case PIPO_Q_SPLICE:
+		pipo_put_u8(b, cfg->splice);
+		break;
+	case PIPO_Q_PIPE_SIZE:
+		pipo_put_u32(b, cfg->pipe_size);
+		break;
+	case PIPO_Q_USER_CONNS: {
+		pipo_get_str8(c, name, sizeof name);
+		if (!pipo_cur_done(c) || !name[0])
+			return PIPO_E_MALFORMED;
+		struct shm_user u;
+		int slot = shm_user_get(seg, name, &u);
+		explicit_bzero(u.hash, sizeof u.hash);
+		if (slot < 0)
+			return PIPO_E_NOT_FOUND;
+		pipo_put_u32(b, (uint32_t)shm_user_conns_sum(seg, (uint32_t)slot));
+		return PIPO_OK;
+	}
+	case PIPO_Q_METRICS:
+		metrics(a, b);
+		break;
+	case PIPO_Q_ANONYMOUS:
+		pipo_put_u8(b, cfg->anonymous);
+		break;
+	case PIPO_Q_DOH: {
+		char url[PIPO_MAX_URL + 64];
+		doh_url(cfg, url, sizeof url);
+		pipo_put_u8(b, cfg->doh_post);
+		pipo_put_u16(b, (uint16_t)strlen(url));
+		pipo_put_bytes(b, url, strlen(url));
+		break;
+	}
+	case PIPO_Q_DISSECTORS:
+		pipo_put_u8(b, cfg->dissectors);
+		break;
+	case PIPO_Q_IDLE_CLEANUP:
+		pipo_put_u8(b, cfg->idle_cleanup);
+		break;
+	case PIPO_Q_SERVER:
+		pipo_put_u8(b, PIPO_VERSION);
+		pipo_put_u32(b, (uint32_t)seg->master_pid);
+		pipo_put_u64(b, (uint64_t)(clock_ms() - (int64_t)seg->started_ms));
+		pipo_put_u32(b, workers_running(seg));
+		pipo_put_str8(b, SOCKS5D_VERSION);
+		break;
+	default:
+		return PIPO_E_UNKNOWN;
+	}
+	return pipo_cur_done(c) ? PIPO_OK : PIPO_E_MALFORMED;
+}
+
+/* The master's errno for a change of users, as a pipo status. */
+static uint8_t user_status(int rc)
+{
+	switch (rc) {
+	case 0: return PIPO_OK;
+	case -EEXIST: return PIPO_E_EXISTS;
+	case -ENOENT: return PIPO_E_NOT_FOUND;
+	case -EPERM: return PIPO_E_FIXED;
+	case -EINVAL: return PIPO_E_INVALID;
+	case -ENOSPC: return PIPO_E_FULL;
+	default: return PIPO_E_SERVER;
+	}
+}
+
+static uint8_t set_u32(struct pipo_cur *c, uint32_t *field, uint32_t min, uint32_t max)
+{
+	uint32_t v = pipo_get_u32(c);
+	if (!pipo_cur_done(c))
+		return PIPO_E_MALFORMED;
+	if (v < min || v > max)
+		return PIPO_E_INVALID;
+	*field = v;
+	return PIPO_OK;
+}
+
+static uint8_t set_u8(struct pipo_cur *c, uint8_t *field, uint8_t max)
+{
+	uint8_t v = pipo_get_u8(c);
+	if (!pipo_cur_done(c))
+		return PIPO_E_MALFORMED;
+	if (v > max)
+		return PIPO_E_INVALID;
+	*field = v;
+	return PIPO_OK;
+}
+
+uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur *c,
+                         struct pipo_buf *b)
+{
+	struct settings cfg = *master_settings(a->m);
+	char name[PIPO_MAX_NAME + 1], pass[PIPO_MAX_NAME + 1];
+	uint8_t st;
+	bool persisted = false;
+	switch (cmd) {
+	case PIPO_M_ADD_USER:
+	case PIPO_M_PASSWORD:
+	case PIPO_M_DEL_USER: {
+		uint8_t admin = 0;
+		pipo_get_str8(c, name, sizeof name);
+		pass[0] = '\0';
+		if (cmd != PIPO_M_DEL_USER)
+			pipo_get_str8(c, pass, sizeof pass);
+		if (cmd == PIPO_M_ADD_USER)
+			admin = pipo_get_u8(c);
+		if (!pipo_cur_done(c)) {
+			explicit_bzero(pass, sizeof pass);
+			return PIPO_E_MALFORMED;
+		}
+		if (!name[0] || (cmd != PIPO_M_DEL_USER && !pass[0]) || admin > 1) {
+			explicit_bzero(pass, sizeof pass);
+			return PIPO_E_INVALID;
+		}
+		/* The rule of every entry point: such a name could not be written
+		 * back to the configuration file or logged on one line. */
+		const char *why = NULL;
+		if (cmd != PIPO_M_DEL_USER && (why = names_user_problem(name, strlen(name))))
+			log_warn("admin: user name refused: it %s", why);
+		else if (cmd != PIPO_M_DEL_USER && (why = names_password_problem(pass, strlen(pass))))
+			log_warn("admin: password refused: it %s", why);
+		if (why) {
+			explicit_bzero(pass, sizeof pass);
+			return PIPO_E_INVALID;
+		}
+		enum master_user_op op = cmd == PIPO_M_ADD_USER   ? MASTER_USER_ADD
+		                         : cmd == PIPO_M_DEL_USER ? MASTER_USER_DEL
+		                                                  : MASTER_USER_PASSWD;
+		int rc = master_user_change(a->m, op, name, pass, admin, &persisted);
+		explicit_bzero(pass, sizeof pass);
+		pipo_put_u8(b, persisted);
+		return user_status(rc);
+	}
+	case PIPO_M_DISSECTORS:
+		st = set_u8(c, &cfg.dissectors, 1);
+		break;
+	case PIPO_M_IDLE_CLEANUP:
+		st = set_u8(c, &cfg.idle_cleanup, 1);
+		break;
+	case PIPO_M_ANONYMOUS:
+		st = set_u8(c, &cfg.anonymous, ANON_NEVER);
+		break;
+	case PIPO_M_BUFFER_SIZE:
+		st = set_u32(c, &cfg.buffer_size, 4096, 1048576);
+		break;
+	case PIPO_M_HANDSHAKE_TIMEOUT:
+		st = set_u32(c, &cfg.handshake_timeout_s, 1, 86400);
+		break;
+	case PIPO_M_IDLE_TIMEOUT:
+		st = set_u32(c, &cfg.idle_timeout_s, 1, 604800);
+		break;
+	case PIPO_M_CONNECT_TIMEOUT:
+		st = set_u32(c, &cfg.connect_timeout_s, 1, 3600);
+		break;
+	case PIPO_M_SPLICE:
+		st = set_u8(c, &cfg.splice, 1);
+		break;
+	case PIPO_M_PIPE_SIZE:
+		st = set_u32(c, &cfg.pipe_size, 4096, 1048576);
+		break;
+	case PIPO_M_DOH: {
+		uint8_t method = pipo_get_u8(c);
+		uint16_t ulen = pipo_get_u16(c);
+		if (c->bad || c->len - c->pos != ulen)
+			return PIPO_E_MALFORMED;
+		if (ulen >= sizeof cfg.doh_url)
+			return PIPO_E_INVALID;
+		char url[sizeof cfg.doh_url];
+		c->pos -= 2;
+		pipo_get_str16(c, url, sizeof url);
+		if (!pipo_cur_done(c))
+			return PIPO_E_MALFORMED;
+		if (method > 1 || (url[0] && strncmp(url, "http://", 7) != 0 &&
+		                   strncmp(url, "https://", 8) != 0))
+			return PIPO_E_INVALID;
+		cfg.doh_post = method;
+		if (url[0])
+			snprintf(cfg.doh_url, sizeof cfg.doh_url, "%s", url);
+		st = PIPO_OK;
+		break;
+	}
+	case PIPO_M_RELOAD:
+		if (!pipo_cur_done(c))
+			return PIPO_E_MALFORMED;
+		return master_reload(a->m) == 0 ? PIPO_OK : PIPO_E_INVALID;
+	default:
+		return PIPO_E_UNKNOWN;
+	}
+	if (st == PIPO_OK) {
+		master_apply(a->m, &cfg);
+		log_info("admin: setting 0x%02x changed", cmd);
+	}
+	return st;
+}
