@@ -78,7 +78,7 @@ static int setup(void **state)
 	(void)state;
 	memset(&F, 0, sizeof F);
 	settings_defaults(&F.cfg);
-	if (shm_create(NULL, &seg) != 0)
+	if (shm_create(NULL, NULL, 0, &seg) != 0)
 		return -1;
 	ctx = (struct admin_ctx){.m = NULL, .seg = seg, .admin_sessions = 1};
 	return 0;
