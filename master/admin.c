@@ -393,8 +393,9 @@ static uint8_t query(struct admin_sess *s, uint8_t cmd, struct pipo_cur *c, stru
 		pipo_put_u8(b, cfg->anonymous);
 		break;
 	case PIPO_Q_DOH: {
-		char url[PIPO_MAX_URL + 64];
-		doh_url(cfg, url, sizeof url);
+		char url[PIPO_MAX_URL + 64] = "";
+		if (cfg->doh)
+			doh_url(cfg, url, sizeof url);
 		pipo_put_u8(b, cfg->doh_post);
 		pipo_put_u16(b, (uint16_t)strlen(url));
 		pipo_put_bytes(b, url, strlen(url));
@@ -659,8 +660,10 @@ static uint8_t modify(struct admin_sess *s, uint8_t cmd, struct pipo_cur *c, str
 		                   strncmp(url, "https://", 8) != 0))
 			return PIPO_E_INVALID;
 		cfg.doh_post = method;
-		if (url[0])
+		if (url[0]) {
 			snprintf(cfg.doh_url, sizeof cfg.doh_url, "%s", url);
+			cfg.doh = 1;
+		}
 		st = PIPO_OK;
 		break;
 	}

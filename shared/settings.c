@@ -26,6 +26,15 @@ struct desc {
 	const char *const *choices;
 };
 
+/* Giving any part of a DoH endpoint turns DoH on; the parts not given keep
+ * their defaults.  Without one, a local user who binds the default port
+ * first could answer every lookup. */
+static int is_doh_endpoint(const char *key)
+{
+	return !strcmp(key, "doh-url") || !strcmp(key, "doh-ip") || !strcmp(key, "doh-port") ||
+	       !strcmp(key, "doh-host") || !strcmp(key, "doh-path") || !strcmp(key, "doh-query");
+}
+
 #define F(m) offsetof(struct settings, m), sizeof(((struct settings *)0)->m)
 
 static const struct desc descs[] = {
@@ -246,6 +255,8 @@ int settings_set(struct settings *s, const char *key, const char *value, char *e
 		snprintf(field, d->size, "%s", value);
 		break;
 	}
+	if (is_doh_endpoint(d->key))
+		s->doh = 1;
 	return (int)(d - descs);
 }
 
@@ -258,5 +269,7 @@ void settings_overlay(struct settings *dst, const struct settings *src, uint64_t
 		if (d->kind == K_LISTEN)
 			dst->nlisten = src->nlisten;
 		memcpy((char *)dst + d->off, (const char *)src + d->off, d->size);
+		if (is_doh_endpoint(d->key))
+			dst->doh = 1;
 	}
 }

@@ -45,6 +45,7 @@ struct settings {
 	uint8_t log_level; /* enum log_level */
 	uint8_t doh_post;
 	uint8_t dns_fallback;
+	uint8_t doh; /* a DoH endpoint was configured: DoH first, else classic DNS alone */
 	uint16_t port;
 	uint16_t admin_port;
 	uint16_t doh_port;

@@ -89,6 +89,44 @@ static void defaults_are_the_documented_values(void **state)
 	assert_string_equal(s.doh_url, "");
 	assert_string_equal(s.doh_ca_file, "");
 	assert_string_equal(s.dns_server, "");
+	assert_int_equal(s.doh, 0);
+}
+
+static void doh_is_on_only_when_a_part_of_the_endpoint_is_given(void **state)
+{
+	(void)state;
+	static const char *const parts[][2] = {
+	    {"doh-url", "https://dns.example/dns-query"}, {"doh-ip", "::1"}, {"doh-port", "443"},
+	    {"doh-host", "dns.example"}, {"doh-path", "/q"}, {"doh-query", "?d="},
+	};
+	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+		settings_defaults(&s);
+		set_ok(parts[i][0], parts[i][1]);
+		assert_int_equal(s.doh, 1);
+		/* the parts not given keep their defaults */
+		if (strcmp(parts[i][0], "doh-port"))
+			assert_int_equal(s.doh_port, 8053);
+	}
+	settings_defaults(&s);
+	set_ok("doh-method", "post");
+	set_ok("doh-ca-file", "/ca");
+	set_ok("dns-fallback", "no");
+	set_ok("doh-connections", "2");
+	assert_int_equal(s.doh, 0);
+	/* a refused value turns nothing on */
+	settings_defaults(&s);
+	set_bad("doh-url", "ftp://x/");
+	assert_int_equal(s.doh, 0);
+
+	struct settings src, dst;
+	settings_defaults(&src);
+	settings_defaults(&dst);
+	uint64_t bit = 1ull << settings_set(&src, "doh-port", "8443", err, sizeof err);
+	settings_overlay(&dst, &src, bit);
+	assert_int_equal(dst.doh, 1);
+	settings_defaults(&dst);
+	settings_overlay(&dst, &src, 0);
+	assert_int_equal(dst.doh, 0);
 }
 
 static void defaults_are_deterministic_including_padding(void **state)
@@ -531,6 +569,7 @@ static void overlay_copies_only_masked_keys(void **state)
 	want.port = 2000;
 	strcpy(want.doh_host, "dns.example");
 	want.anonymous = ANON_NEVER;
+	want.doh = 1; /* a part of the endpoint was given */
 
 	settings_overlay(&dst, &src, mask);
 	assert_memory_equal(&dst, &want, sizeof dst);
@@ -596,6 +635,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(defaults_are_the_documented_values),
 		T(defaults_are_deterministic_including_padding),
+		T(doh_is_on_only_when_a_part_of_the_endpoint_is_given),
 		T(integer_keys_accept_their_bounds),
 		T(integer_keys_reject_values_out_of_bounds),
 		T(integer_keys_reject_junk),
