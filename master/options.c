@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../shared/log.h"
+#include "../shared/names.h"
 
 enum {
 	OPT_ALLOW_ANON = 256,
@@ -171,24 +172,34 @@ static int set(struct options *o, const char *opt, const char *key, const char *
 	return 0;
 }
 
-static int add_user(struct options *o, const char *opt, const char *arg, bool admin)
+static int add_user(struct options *o, const char *opt, char *arg, bool admin)
 {
 	const char *colon = strchr(arg, ':');
-	if (!colon || colon == arg)
+	if (!colon)
 		return bad(opt, "expected USER:PASS");
 	size_t nlen = (size_t)(colon - arg);
-	if (nlen > SHM_USER_NAME_MAX)
-		return bad(opt, "the user name is longer than 255 bytes");
-	if (strlen(colon + 1) > 255)
-		return bad(opt, "the password is longer than 255 bytes");
+	const char *why = names_user_problem(arg, nlen);
+	char msg[96];
+	if (why) {
+		snprintf(msg, sizeof msg, "the user name %s", why);
+		return bad(opt, msg);
+	}
+	char *pass = arg + nlen + 1;
+	if ((why = names_password_problem(pass, strlen(pass)))) {
+		snprintf(msg, sizeof msg, "the password %s", why);
+		return bad(opt, msg);
+	}
 	char name[SHM_USER_NAME_MAX + 1];
 	memcpy(name, arg, nlen);
 	name[nlen] = '\0';
 	char hash[PWHASH_MAX];
-	if (pwhash_make(colon + 1, hash) < 0)
+	if (pwhash_make(pass, hash) < 0)
 		return bad(opt, "cannot hash the password");
 	if (user_list_add(&o->cli_users, name, hash, admin) < 0)
 		return bad(opt, "out of memory");
+	/* Every local user can read /proc/PID/cmdline of the master and of
+	 * the workers it forks: the clear password must not stay there. */
+	memset(pass, '*', strlen(pass));
 	return 0;
 }
 
