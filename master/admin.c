@@ -603,11 +603,12 @@ static uint8_t modify(struct admin_sess *s, uint8_t cmd, struct pipo_cur *c, str
 		if (!pipo_cur_done(c))
 			return PIPO_E_MALFORMED;
 		int rc = settings_change(&cfg, name, value, msg, sizeof msg);
-		st = rc == -ENOENT ? PIPO_E_NOT_FOUND : rc < 0 ? PIPO_E_INVALID : PIPO_OK;
+		if (rc < 0)
+			return rc == -ENOENT ? PIPO_E_NOT_FOUND : PIPO_E_INVALID;
 		pipo_put_u16(b, (uint16_t)strlen(msg));
 		pipo_put_bytes(b, msg, strlen(msg));
-		if (st == PIPO_OK)
-			log_info("admin: %s set to %s", name, msg);
+		log_info("admin: %s set to %s", name, msg);
+		st = PIPO_OK;
 		break;
 	}
 	case PIPO_M_RELOAD:

@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include "../admin/pipo.h"
-#include "log.h"
 
 static const char *const anon_choices[] = {"auto", "always", "never", NULL};
 static const char *const level_choices[] = {"error", "warn", "info", "debug", NULL};
