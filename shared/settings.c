@@ -76,7 +76,7 @@ const struct setting_desc settings_table[] = {
     {"log-level", SETTING_CHOICE, 0, F(log_level), 0, 0, level_choices, "info", NULL, 0, "LEVEL",
      "error, warn, info or debug", SETTING_RUNTIME, false, {0}, NOPIPO},
     {"dns-server", SETTING_SERVERS, 0, F(dns_server), 0, 0, NULL, NULL, "/etc/resolv.conf", 0,
-     "LIST", "DNS servers, ADDR[:PORT] or [ADDR6]:PORT, comma-separated", SETTING_RELOAD, false,
+     "LIST", "DNS servers, ADDR[:PORT] or [ADDR6]:PORT, comma-separated", SETTING_RUNTIME, false,
      {0}, NOPIPO},
     {"dns-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(dns_timeout_s), 1, 60, NULL, "5", NULL,
      0, "S", "time allowed for one lookup, DoH and fallback together", SETTING_RUNTIME, false,
