@@ -168,15 +168,15 @@ void pc_print_settings(FILE *f)
 	char line[80] = "";
 	fprintf(f, "  %-36s %s\n", "", "settings (* can be set while running):");
 	for (size_t i = 0; i < settings_count; i++) {
-		char item[40];
 		const struct setting_desc *d = &settings_table[i];
-		snprintf(item, sizeof item, "%s%s%s", d->key, d->when == SETTING_RUNTIME ? "*" : "",
-		         i + 1 < settings_count ? ", " : "");
-		if (strlen(line) + strlen(item) > 40) {
-			fprintf(f, "  %-36s %s\n", "", line);
+		size_t used = strlen(line), need = strlen(d->key) + 3;
+		if (used && used + need > 40) {
+			fprintf(f, "  %-36s %s,\n", "", line);
 			line[0] = '\0';
+			used = 0;
 		}
-		strcat(line, item);
+		snprintf(line + used, sizeof line - used, "%s%s%s", used ? ", " : "", d->key,
+		         d->when == SETTING_RUNTIME ? "*" : "");
 	}
 	if (line[0])
 		fprintf(f, "  %-36s %s\n", "", line);

@@ -246,6 +246,13 @@ static int store(struct settings *s, const struct setting_desc *d, const char *v
 {
 	char *field = (char *)s + d->off;
 	uint32_t n;
+	/* Values reach HTTP headers (doh-host), logs and the configuration
+	 * file's lines: no control byte in any of them. */
+	for (const char *p = value; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			snprintf(err, errlen, "the value contains a control byte");
+			return -EINVAL;
+		}
 	switch (d->type) {
 	case SETTING_U32:
 	case SETTING_U16:

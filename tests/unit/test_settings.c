@@ -730,7 +730,7 @@ static void run_as_takes_user_or_user_and_group(void **state)
 	set_ok("run-as", "socks5d:nogroup");
 	set_ok("run-as", "65534:65534");
 	set_ok("run-as", "svc_proxy.1");
-	static const char *const bad[] = {"", ":", "a:", ":b", "a:b:c", "-x", "a b", "a\nb",
+	static const char *const bad[] = {"", ":", "a:", ":b", "a:b:c", "-x", "a b",
 	                                  "root:-g", "x/y", "abcdefghijklmnopqrstuvwxyz0123456"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
 		set_bad("run-as", bad[i]);
@@ -785,6 +785,22 @@ static void numeric_pipo_codes_map_to_rows_with_their_ranges(void **state)
 		}
 }
 
+static void no_value_holds_a_control_byte(void **state)
+{
+	(void)state;
+	static const char *const keys[] = {"doh-host", "doh-path", "doh-query", "doh-url",
+	                                   "doh-ca-file", "admin-socket", "dns-server", "run-as"};
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		struct settings before = s;
+		assert_int_equal(settings_set(&s, keys[i], "https://a\r\nX-Injected: 1", err, sizeof err),
+		                 -EINVAL);
+		assert_non_null(strstr(err, "control byte"));
+		assert_int_equal(settings_set(&s, keys[i], "x\x7f", err, sizeof err), -EINVAL);
+		assert_int_equal(settings_set(&s, keys[i], "\x1b[31m", err, sizeof err), -EINVAL);
+		assert_memory_equal(&before, &s, sizeof s);
+	}
+}
+
 static void doh_url_in_force_is_empty_without_an_endpoint(void **state)
 {
 	(void)state;
@@ -817,6 +833,7 @@ int main(void)
 		T(change_refuses_rows_that_do_not_change_while_running),
 		T(numeric_pipo_codes_map_to_rows_with_their_ranges),
 		T(doh_url_in_force_is_empty_without_an_endpoint),
+		T(no_value_holds_a_control_byte),
 		T(integer_keys_accept_their_bounds),
 		T(integer_keys_reject_values_out_of_bounds),
 		T(integer_keys_reject_junk),
