@@ -56,6 +56,7 @@ enum pipo_query {
 	PIPO_Q_USER_STATS = 0x14,       /* -> u32 n, n x (u8 len, name, u8 admin, u32 conns, u64 up, u64 down) */
 	PIPO_Q_SPLICE = 0x15,           /* -> u8 */
 	PIPO_Q_PIPE_SIZE = 0x16,        /* -> u32 bytes */
+	PIPO_Q_SETTING = 0x17,          /* u8 len, key -> u16 len, value as text */
 };
 
 enum pipo_modify {
@@ -74,6 +75,7 @@ enum pipo_modify {
 	PIPO_M_CONNECT_TIMEOUT = 0x0c,  /* u32 */
 	PIPO_M_SPLICE = 0x0d,           /* u8 0|1 */
 	PIPO_M_PIPE_SIZE = 0x0e,        /* u32 */
+	PIPO_M_SETTING = 0x0f,          /* u8 len, key, u16 len, value -> u16 len, value or reason */
 };
 
 enum pipo_status {

@@ -4,9 +4,12 @@
  * poll(2) bounded by the --timeout option.
  *
  * Modules: conn.c (transport, authentication, pipelined request batches),
- * out.c (units, tables, JSON writer), cmds.c (the commands), shell.c (the
- * interactive shell on libedit), main.c (command line).  All wire encoding
- * and decoding goes through admin/pipo.c.
+ * out.c (units, tables, JSON writer), cmds.c (helpers, login, the command
+ * table and dispatch), stats_cmds.c, user_cmds.c, session_cmds.c and
+ * settings_cmds.c (the commands), shell.c (the interactive shell on
+ * libedit), main.c (command line).  All wire encoding and decoding goes
+ * through admin/pipo.c; setting names and values through the server's own
+ * table and parser (shared/settings.c), user names through shared/names.c.
  */
 #ifndef PIPOCLIENT_PC_H
 #define PIPOCLIENT_PC_H
@@ -144,8 +147,35 @@ struct pc_command {
 
 extern const struct pc_command pc_commands[];
 extern const size_t pc_ncommands;
-extern const char *const pc_settings[];
-extern const size_t pc_nsettings;
+
+/* Helpers of the commands (cmds.c).  Each returns an exit status after
+ * printing one line. */
+int pc_status_fail(const char *what, uint8_t st, const char *hint);
+int pc_malformed(struct pc_ctx *x, const char *what);
+/* Connected and logged in (again, when the server ended a silent session). */
+int pc_need_conn(struct pc_ctx *x);
+/* One request, one response (a BUSY query is asked again, bounded). */
+int pc_round_trip(struct pc_ctx *x, uint8_t type, uint8_t cmd, const void *payload, size_t len,
+                  struct pc_resp *r);
+/* A new user's password: PIPO_NEW_PASSWORD or a prompt. */
+int pc_new_password(const char *name, char *out, size_t cap);
+/* A modification done: the line, or {"ok": true} with key (when not NULL). */
+void pc_done(struct pc_ctx *x, const char *line, const char *key, uint64_t v);
+
+/* The commands (stats_cmds.c, user_cmds.c, session_cmds.c, settings_cmds.c). */
+int cmd_stats(struct pc_ctx *x, char **args);
+int cmd_server(struct pc_ctx *x, char **args);
+int cmd_top(struct pc_ctx *x, char **args);
+int cmd_users(struct pc_ctx *x, char **args);
+int cmd_user_add(struct pc_ctx *x, char **args);
+int cmd_user_del(struct pc_ctx *x, char **args);
+int cmd_user_passwd(struct pc_ctx *x, char **args);
+int cmd_user_conns(struct pc_ctx *x, char **args);
+int cmd_sessions(struct pc_ctx *x, char **args);
+int cmd_session_close(struct pc_ctx *x, char **args);
+int cmd_reload(struct pc_ctx *x, char **args);
+int cmd_get(struct pc_ctx *x, char **args);
+int cmd_set(struct pc_ctx *x, char **args);
 
 /* Find the command named by the words (flags already removed) and check
  * its arguments and flags; prints a usage error and returns NULL when they
@@ -154,6 +184,8 @@ const struct pc_command *pc_lookup(struct pc_ctx *x, int argc, char **argv, int 
 /* Look up and run; connects on first use.  Returns an exit status. */
 int pc_dispatch(struct pc_ctx *x, int argc, char **argv);
 void pc_print_commands(FILE *f);
+/* The setting names for the help text (settings_cmds.c). */
+void pc_print_settings(FILE *f);
 /* Read a password with echo off from /dev/tty (confirm: ask twice). */
 int pc_read_password(const char *prompt, bool confirm, char *out, size_t cap);
 

@@ -7,6 +7,8 @@
  */
 #include "pc.h"
 
+#include "../shared/settings.h"
+
 #include <getopt.h>
 #include <histedit.h>
 #include <signal.h>
@@ -184,8 +186,6 @@ static int shell_line(struct pc_ctx *x, char *line, bool json_default)
 static const char *const user_subs[] = {"add", "conns", "del", "passwd"};
 static const char *const session_subs[] = {"close"};
 static const char *const onoff[] = {"on", "off"};
-static const char *const anon_vals[] = {"auto", "always", "never"};
-static const char *const doh_vals[] = {"get", "post"};
 static const char *const shell_only[] = {"help", "quit", "exit"};
 
 struct cands {
@@ -217,15 +217,16 @@ static void candidates(char **words, int nw, struct cands *c)
 		else if (!strcmp(words[0], "session"))
 			add_cands(c, session_subs, 1);
 		else if (!strcmp(words[0], "get") || !strcmp(words[0], "set"))
-			add_cands(c, pc_settings, pc_nsettings);
+			for (size_t i = 0; i < settings_count; i++)
+				if (words[0][0] == 'g' || settings_table[i].when == SETTING_RUNTIME)
+					add_cands(c, &settings_table[i].key, 1);
 	} else if (nw == 2 && !strcmp(words[0], "set")) {
-		if (!strcmp(words[1], "dissectors") || !strcmp(words[1], "idle-cleanup") ||
-		    !strcmp(words[1], "splice"))
+		const struct setting_desc *d = settings_find(words[1]);
+		if (d && d->type == SETTING_BOOL)
 			add_cands(c, onoff, 2);
-		else if (!strcmp(words[1], "anonymous"))
-			add_cands(c, anon_vals, 3);
-		else if (!strcmp(words[1], "doh-method"))
-			add_cands(c, doh_vals, 2);
+		else if (d && d->type == SETTING_CHOICE)
+			for (size_t i = 0; d->choices[i]; i++)
+				add_cands(c, &d->choices[i], 1);
 	}
 }
 

@@ -147,17 +147,6 @@ static void list_users(const struct admin_ctx *a, struct pipo_buf *b, bool stats
 	free(copy);
 }
 
-static void doh_url(const struct settings *s, char *out, size_t len)
-{
-	if (s->doh_url[0])
-		snprintf(out, len, "%s", s->doh_url);
-	else if (strchr(s->doh_ip, ':'))
-		snprintf(out, len, "http://[%s]:%u%s%s", s->doh_ip, s->doh_port, s->doh_path,
-		         s->doh_query);
-	else
-		snprintf(out, len, "http://%s:%u%s%s", s->doh_ip, s->doh_port, s->doh_path, s->doh_query);
-}
-
 uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur *c,
                         struct pipo_buf *b)
 {
@@ -192,24 +181,6 @@ uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur 
 	case PIPO_Q_USER_COUNT:
 		pipo_put_u32(b, shm_user_count(seg));
 		break;
-	case PIPO_Q_BUFFER_SIZE:
-		pipo_put_u32(b, cfg->buffer_size);
-		break;
-	case PIPO_Q_HANDSHAKE_TIMEOUT:
-		pipo_put_u32(b, cfg->handshake_timeout_s);
-		break;
-	case PIPO_Q_IDLE_TIMEOUT:
-		pipo_put_u32(b, cfg->idle_timeout_s);
-		break;
-	case PIPO_Q_CONNECT_TIMEOUT:
-		pipo_put_u32(b, cfg->connect_timeout_s);
-		break;
-	case PIPO_Q_SPLICE:
-		pipo_put_u8(b, cfg->splice);
-		break;
-	case PIPO_Q_PIPE_SIZE:
-		pipo_put_u32(b, cfg->pipe_size);
-		break;
 	case PIPO_Q_USER_CONNS: {
 		pipo_get_str8(c, name, sizeof name);
 		if (!pipo_cur_done(c) || !name[0])
@@ -225,23 +196,14 @@ uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur 
 	case PIPO_Q_METRICS:
 		metrics(a, b);
 		break;
-	case PIPO_Q_ANONYMOUS:
-		pipo_put_u8(b, cfg->anonymous);
-		break;
 	case PIPO_Q_DOH: {
 		char url[PIPO_MAX_URL + 64];
-		doh_url(cfg, url, sizeof url);
+		settings_doh_url(cfg, url, sizeof url);
 		pipo_put_u8(b, cfg->doh_post);
 		pipo_put_u16(b, (uint16_t)strlen(url));
 		pipo_put_bytes(b, url, strlen(url));
 		break;
 	}
-	case PIPO_Q_DISSECTORS:
-		pipo_put_u8(b, cfg->dissectors);
-		break;
-	case PIPO_Q_IDLE_CLEANUP:
-		pipo_put_u8(b, cfg->idle_cleanup);
-		break;
 	case PIPO_Q_SERVER:
 		pipo_put_u8(b, PIPO_VERSION);
 		pipo_put_u32(b, (uint32_t)seg->master_pid);
@@ -249,8 +211,30 @@ uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur 
 		pipo_put_u32(b, workers_running(seg));
 		pipo_put_str8(b, SOCKS5D_VERSION);
 		break;
-	default:
-		return PIPO_E_UNKNOWN;
+	case PIPO_Q_SETTING: {
+		char v[SETTINGS_MAX_LISTEN * SETTINGS_ADDR_MAX + 64];
+		pipo_get_str8(c, name, sizeof name);
+		if (!pipo_cur_done(c))
+			return PIPO_E_MALFORMED;
+		const struct setting_desc *d = settings_find(name);
+		if (!d)
+			return PIPO_E_NOT_FOUND;
+		settings_format(cfg, d, v, sizeof v);
+		pipo_put_u16(b, (uint16_t)strlen(v));
+		pipo_put_bytes(b, v, strlen(v));
+		break;
+	}
+	default: {
+		/* The numeric codes of single settings. */
+		const struct setting_desc *d = settings_find_pipo(false, cmd);
+		if (!d)
+			return PIPO_E_UNKNOWN;
+		if (d->type == SETTING_U32)
+			pipo_put_u32(b, settings_number(cfg, d));
+		else
+			pipo_put_u8(b, (uint8_t)settings_number(cfg, d));
+		break;
+	}
 	}
 	return pipo_cur_done(c) ? PIPO_OK : PIPO_E_MALFORMED;
 }
@@ -267,28 +251,6 @@ static uint8_t user_status(int rc)
 	case -ENOSPC: return PIPO_E_FULL;
 	default: return PIPO_E_SERVER;
 	}
-}
-
-static uint8_t set_u32(struct pipo_cur *c, uint32_t *field, uint32_t min, uint32_t max)
-{
-	uint32_t v = pipo_get_u32(c);
-	if (!pipo_cur_done(c))
-		return PIPO_E_MALFORMED;
-	if (v < min || v > max)
-		return PIPO_E_INVALID;
-	*field = v;
-	return PIPO_OK;
-}
-
-static uint8_t set_u8(struct pipo_cur *c, uint8_t *field, uint8_t max)
-{
-	uint8_t v = pipo_get_u8(c);
-	if (!pipo_cur_done(c))
-		return PIPO_E_MALFORMED;
-	if (v > max)
-		return PIPO_E_INVALID;
-	*field = v;
-	return PIPO_OK;
 }
 
 uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur *c,
@@ -336,51 +298,36 @@ uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur
 		pipo_put_u8(b, persisted);
 		return user_status(rc);
 	}
-	case PIPO_M_DISSECTORS:
-		st = set_u8(c, &cfg.dissectors, 1);
-		break;
-	case PIPO_M_IDLE_CLEANUP:
-		st = set_u8(c, &cfg.idle_cleanup, 1);
-		break;
-	case PIPO_M_ANONYMOUS:
-		st = set_u8(c, &cfg.anonymous, ANON_NEVER);
-		break;
-	case PIPO_M_BUFFER_SIZE:
-		st = set_u32(c, &cfg.buffer_size, 4096, 1048576);
-		break;
-	case PIPO_M_HANDSHAKE_TIMEOUT:
-		st = set_u32(c, &cfg.handshake_timeout_s, 1, 86400);
-		break;
-	case PIPO_M_IDLE_TIMEOUT:
-		st = set_u32(c, &cfg.idle_timeout_s, 1, 604800);
-		break;
-	case PIPO_M_CONNECT_TIMEOUT:
-		st = set_u32(c, &cfg.connect_timeout_s, 1, 3600);
-		break;
-	case PIPO_M_SPLICE:
-		st = set_u8(c, &cfg.splice, 1);
-		break;
-	case PIPO_M_PIPE_SIZE:
-		st = set_u32(c, &cfg.pipe_size, 4096, 1048576);
-		break;
 	case PIPO_M_DOH: {
+		char url[sizeof cfg.doh_url], err[256];
 		uint8_t method = pipo_get_u8(c);
 		uint16_t ulen = pipo_get_u16(c);
 		if (c->bad || c->len - c->pos != ulen)
 			return PIPO_E_MALFORMED;
-		if (ulen >= sizeof cfg.doh_url)
+		if (ulen >= sizeof url)
 			return PIPO_E_INVALID;
-		char url[sizeof cfg.doh_url];
 		c->pos -= 2;
 		pipo_get_str16(c, url, sizeof url);
 		if (!pipo_cur_done(c))
 			return PIPO_E_MALFORMED;
-		if (method > 1 || (url[0] && strncmp(url, "http://", 7) != 0 &&
-		                   strncmp(url, "https://", 8) != 0))
+		if (settings_set_number(&cfg, settings_find("doh-method"), method) < 0 ||
+		    (url[0] && settings_set(&cfg, "doh-url", url, err, sizeof err) < 0))
 			return PIPO_E_INVALID;
-		cfg.doh_post = method;
-		if (url[0])
-			snprintf(cfg.doh_url, sizeof cfg.doh_url, "%s", url);
+		st = PIPO_OK;
+		break;
+	}
+	case PIPO_M_SETTING: {
+		char value[2048], msg[512];
+		pipo_get_str8(c, name, sizeof name);
+		pipo_get_str16(c, value, sizeof value);
+		if (!pipo_cur_done(c))
+			return PIPO_E_MALFORMED;
+		int rc = settings_change(&cfg, name, value, msg, sizeof msg);
+		if (rc < 0)
+			return rc == -ENOENT ? PIPO_E_NOT_FOUND : PIPO_E_INVALID;
+		pipo_put_u16(b, (uint16_t)strlen(msg));
+		pipo_put_bytes(b, msg, strlen(msg));
+		log_info("admin: %s set to %s", name, msg);
 		st = PIPO_OK;
 		break;
 	}
@@ -388,12 +335,21 @@ uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur
 		if (!pipo_cur_done(c))
 			return PIPO_E_MALFORMED;
 		return master_reload(a->m) == 0 ? PIPO_OK : PIPO_E_INVALID;
-	default:
-		return PIPO_E_UNKNOWN;
+	default: {
+		/* The numeric codes of single settings. */
+		const struct setting_desc *d = settings_find_pipo(true, cmd);
+		if (!d)
+			return PIPO_E_UNKNOWN;
+		uint32_t v = d->type == SETTING_U32 ? pipo_get_u32(c) : pipo_get_u8(c);
+		if (!pipo_cur_done(c))
+			return PIPO_E_MALFORMED;
+		st = settings_set_number(&cfg, d, v) == 0 ? PIPO_OK : PIPO_E_INVALID;
+		if (st == PIPO_OK)
+			log_info("admin: %s set to %u", d->key, v);
+		break;
 	}
-	if (st == PIPO_OK) {
+	}
+	if (st == PIPO_OK)
 		master_apply(a->m, &cfg);
-		log_info("admin: setting 0x%02x changed", cmd);
-	}
 	return st;
 }

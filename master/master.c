@@ -471,7 +471,11 @@ int master_reload(struct master *m)
 	if (s.accept != m->accept_mode)
 		log_warn("accept strategy changed to %s: it takes effect at the next start",
 		         accept_names[s.accept == ACCEPT_REUSEPORT]);
-	/* Listening addresses and the accept strategy stay as opened. */
+	if (strcmp(s.run_as, m->cfg.run_as) != 0)
+		log_warn("run-as changed: it takes effect at the next start");
+	/* Listening addresses, the accept strategy and the account stay as
+	 * at start. */
+	memcpy(s.run_as, m->cfg.run_as, sizeof s.run_as);
 	s.port = m->cfg.port;
 	s.nlisten = m->cfg.nlisten;
 	memcpy(s.listen, m->cfg.listen, sizeof s.listen);

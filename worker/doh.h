@@ -57,7 +57,8 @@ struct doh_endpoint {
 typedef void doh_cb(void *arg, enum doh_status st, const struct dns_answer *ans,
                     const char *detail);
 
-/* --doh-url wins; otherwise http://doh_ip:doh_port + doh_path + doh_query
+/* The resolver uses DoH only when settings.doh is set (an endpoint was
+ * configured).  --doh-url wins; otherwise http://doh_ip:doh_port + doh_path + doh_query
  * with Host: doh_host (the original flags).  A --doh-url may be an RFC 6570
  * template ending in {?dns}.  Returns 0 or -ENAMETOOLONG. */
 int doh_endpoint_build(const struct settings *s, struct doh_endpoint *ep);

@@ -83,6 +83,7 @@ struct resolver {
 	struct dnscache *cache;
 	struct lookup *flights[FLIGHT_BUCKETS];
 	struct loop_tlist deadline_tl;
+	bool use_doh; /* an endpoint was configured; classic DNS alone otherwise */
 	bool fallback;
 	int64_t timeout_ms;
 	bool doh_down;          /* an outage was reported and not yet over */
@@ -192,6 +193,8 @@ int resolver_set_servers(struct resolver *r, const char *servers)
 
 void resolver_configure(struct resolver *r, const struct settings *cfg)
 {
+	bool was_doh = r->use_doh;
+	r->use_doh = cfg->doh != 0;
 	r->fallback = cfg->dns_fallback != 0;
 	r->timeout_ms = (int64_t)(cfg->dns_timeout_s ? cfg->dns_timeout_s : 5) * 1000;
 	dnscache_set_capacity(r->cache, cfg->dns_cache_size);
@@ -201,13 +204,16 @@ void resolver_configure(struct resolver *r, const struct settings *cfg)
 		log_error("dns: cannot configure the DoH endpoint: %s", strerror(-rc));
 		return;
 	}
-	if (changed) {
+	if (changed || was_doh != r->use_doh) {
 		/* Another server may answer differently; its health is unknown. */
 		dnscache_clear(r->cache);
 		r->doh_down = false;
 		r->doh_retry_at = 0;
-		log_debug("dns: DoH endpoint %s (%s), classic fallback %s", doh_url(r->doh),
-		          cfg->doh_post ? "POST" : "GET", r->fallback ? "on" : "off");
+		if (r->use_doh)
+			log_debug("dns: DoH endpoint %s (%s), classic fallback %s", doh_url(r->doh),
+			          cfg->doh_post ? "POST" : "GET", r->fallback ? "on" : "off");
+		else
+			log_debug("dns: classic DNS (no DoH endpoint configured)");
 	}
 }
 
@@ -533,7 +539,8 @@ static void start_classic(struct lookup *lk)
 {
 	struct resolver *r = lk->r;
 	lk->classic = true;
-	count(r, M_DNS_FALLBACKS);
+	if (r->use_doh)
+		count(r, M_DNS_FALLBACKS);
 	struct ares_addrinfo_hints hints = {0};
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
@@ -694,7 +701,7 @@ static void resolve_name(struct resolver_query *q)
 	r->flights[h % FLIGHT_BUCKETS] = lk;
 	loop_timer_init(&lk->deadline, on_deadline, lk);
 	loop_timer_start_at(&r->deadline_tl, &lk->deadline, r->loop->now + r->timeout_ms);
-	if (r->fallback && r->doh_down && r->loop->now < r->doh_retry_at)
+	if (!r->use_doh || (r->fallback && r->doh_down && r->loop->now < r->doh_retry_at))
 		start_classic(lk);
 	else
 		start_doh(lk);

@@ -59,11 +59,20 @@ BAD = [
     (["-l", "not-an-address"], r"(-l|--listen)", "not-an-address"),
     (["--admin-port", "99999"], r"--admin-port", "99999"),
     (["-u", "nopassword"], r"(-u|--user)", None),
+    (["-u", "alice:"], r"-u: the password is empty", None),
+    (["--user=alice:"], r"--user: the password is empty", None),
+    (["-a", "root:"], r"-a: the password is empty", None),
+    (["-u", ":secret"], r"-u: the user name is empty", None),
+    (["-u", "al\x1bice:secret"], r"-u: the user name contains a control byte", None),
+    (["-a", "ro\not:secret"], r"-a: the user name contains a control byte", None),
+    (["-u", " alice:secret"], r"-u: the user name begins or ends with a blank", None),
+    (["-u", "a" * 256 + ":secret"], r"-u: the user name is longer than 255 bytes", None),
+    (["-u", "alice:" + "p" * 256], r"-u: the password is longer than 255 bytes", None),
     (["--doh-url", "ftp://x/"], r"--doh-url", None),
 ]
 
 
-@pytest.mark.parametrize("args,opt,val", BAD, ids=[" ".join(b[0]) for b in BAD])
+@pytest.mark.parametrize("args,opt,val", BAD, ids=[" ".join(b[0])[:40] for b in BAD])
 def test_bad_option_value_exits_64_with_one_line(socks5d_bin, args, opt, val):
     r = run(*args)
     err = r.stderr.decode().splitlines()

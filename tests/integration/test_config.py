@@ -178,11 +178,13 @@ def test_sighup_without_change_keeps_serving(socks5d, tmp_path, hashes, echo_ser
     assert try_auth(p.port, "alice", "pw-alice") == b"\x01\x00"
 
 
-def test_config_file_accepts_every_documented_key(socks5d, tmp_path, hashes, nginx):
+def test_config_file_settings_and_users_work_together(socks5d, tmp_path, hashes, nginx):
+    # Every key of the settings table is checked by test_settings_table.py;
+    # here a file with many of them also serves SOCKS to its users.
     conf = tmp_path / "all.conf"
     port = free_port()
     write_conf(conf, [
-        "# every key of the spec",
+        "# settings and users from one file",
         "listen = 127.0.0.1",
         "port = %d" % port,
         "admin-addr = 127.0.0.1",

@@ -269,19 +269,42 @@ def test_no_fallback_means_04_and_no_classic_query(socks5d, silent):
     assert silent.received() == 0
 
 
-def test_default_endpoint_without_doh_server_still_resolves(socks5d, stack, nginx):
-    # No DoH flags: the default endpoint http://127.0.0.1:8053/getnsrecord is
-    # tried first; nothing serves it here (checked), so classic DNS answers.
-    s = socket.socket()
-    s.settimeout(0.5)
-    busy = s.connect_ex(("127.0.0.1", 8053)) == 0
-    s.close()
-    if busy:
-        pytest.fail("something listens on 127.0.0.1:8053; this test needs it free")
-    p = socks5d("--dns-server", stack.classic, workers=1)
+def test_without_doh_options_the_default_doh_port_gets_no_query(socks5d, stack, nginx):
+    # No DoH option: a local user holding 127.0.0.1:8053 (the original
+    # default endpoint) must not see, let alone answer, any lookup; names
+    # resolve through --dns-server.
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        squatter.bind(("127.0.0.1", 8053))
+    except OSError:
+        squatter.close()
+        pytest.fail("127.0.0.1:8053 is taken; this test needs to hold it")
+    squatter.listen(16)
+    squatter.setblocking(False)
+    try:
+        before = stack.queries("dual.test")
+        p = socks5d("--dns-server", stack.classic, workers=1)
+        for name in ("dual.test", "v4.test"):
+            r = curl_via(p.port, name, nginx.port)
+            assert r.returncode == 0, (r.stderr.decode(), p.stderr_text()[-2000:])
+        time.sleep(0.3)
+        with pytest.raises(BlockingIOError):
+            squatter.accept()
+        assert stack.queries("dual.test") > before
+        assert "unusable" not in p.stderr_text()
+    finally:
+        squatter.close()
+
+
+def test_one_original_flag_turns_doh_on_with_defaults_for_the_rest(socks5d, stack, nginx, silent):
+    # --doh-port and --doh-path given; --doh-ip 127.0.0.1, --doh-host
+    # localhost and --doh-query ?dns= keep their defaults.
+    p = socks5d("--doh-port", str(stack.http_port), "--doh-path", "/dns-query",
+                "--no-dns-fallback", "--dns-server", silent.server, workers=1)
     r = curl_via(p.port, "dual.test", nginx.port)
     assert r.returncode == 0, (r.stderr.decode(), p.stderr_text()[-2000:])
-    p.wait_stderr(r"127\.0\.0\.1:8053/getnsrecord\?dns= unusable", timeout=5)
+    assert silent.received() == 0
 
 
 def test_doh_restart_recovers_without_restarting_socks5d(socks5d, nginx, silent, tmp_path):

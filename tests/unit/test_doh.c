@@ -316,6 +316,7 @@ static int setup(void **state)
 	loop_tlist_init(&f->loop, &f->guard_tl, 0);
 	loop_timer_init(&f->guard, on_guard, f);
 	settings_defaults(&f->cfg);
+	f->cfg.doh = 1;
 	snprintf(f->cfg.doh_url, sizeof f->cfg.doh_url, "http://127.0.0.1:%u/dns-query",
 	         f->fake.http_port);
 	snprintf(f->cfg.dns_server, sizeof f->cfg.dns_server, "127.0.0.1:%u", f->fake.udp_port);

@@ -89,6 +89,44 @@ static void defaults_are_the_documented_values(void **state)
 	assert_string_equal(s.doh_url, "");
 	assert_string_equal(s.doh_ca_file, "");
 	assert_string_equal(s.dns_server, "");
+	assert_int_equal(s.doh, 0);
+}
+
+static void doh_is_on_only_when_a_part_of_the_endpoint_is_given(void **state)
+{
+	(void)state;
+	static const char *const parts[][2] = {
+	    {"doh-url", "https://dns.example/dns-query"}, {"doh-ip", "::1"}, {"doh-port", "443"},
+	    {"doh-host", "dns.example"}, {"doh-path", "/q"}, {"doh-query", "?d="},
+	};
+	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+		settings_defaults(&s);
+		set_ok(parts[i][0], parts[i][1]);
+		assert_int_equal(s.doh, 1);
+		/* the parts not given keep their defaults */
+		if (strcmp(parts[i][0], "doh-port"))
+			assert_int_equal(s.doh_port, 8053);
+	}
+	settings_defaults(&s);
+	set_ok("doh-method", "post");
+	set_ok("doh-ca-file", "/ca");
+	set_ok("dns-fallback", "no");
+	set_ok("doh-connections", "2");
+	assert_int_equal(s.doh, 0);
+	/* a refused value turns nothing on */
+	settings_defaults(&s);
+	set_bad("doh-url", "ftp://x/");
+	assert_int_equal(s.doh, 0);
+
+	struct settings src, dst;
+	settings_defaults(&src);
+	settings_defaults(&dst);
+	uint64_t bit = 1ull << settings_set(&src, "doh-port", "8443", err, sizeof err);
+	settings_overlay(&dst, &src, bit);
+	assert_int_equal(dst.doh, 1);
+	settings_defaults(&dst);
+	settings_overlay(&dst, &src, 0);
+	assert_int_equal(dst.doh, 0);
 }
 
 static void defaults_are_deterministic_including_padding(void **state)
@@ -531,6 +569,7 @@ static void overlay_copies_only_masked_keys(void **state)
 	want.port = 2000;
 	strcpy(want.doh_host, "dns.example");
 	want.anonymous = ANON_NEVER;
+	want.doh = 1; /* a part of the endpoint was given */
 
 	settings_overlay(&dst, &src, mask);
 	assert_memory_equal(&dst, &want, sizeof dst);
@@ -589,6 +628,196 @@ static void overlay_with_every_bit_copies_everything(void **state)
 	assert_memory_equal(&dst, &src, sizeof dst);
 }
 
+
+/* ---- the table -------------------------------------------------------------- */
+
+static void every_row_formats_what_it_parses(void **state)
+{
+	(void)state;
+	/* The default of each row, printed and parsed back, is the same value. */
+	struct settings a, b;
+	char text[2048];
+	settings_defaults(&a);
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_desc *d = &settings_table[i];
+		assert_ptr_equal(settings_find(d->key), d);
+		settings_format(&a, d, text, sizeof text);
+		if (!text[0])
+			continue; /* unset strings: nothing to parse */
+		settings_defaults(&b);
+		b.nlisten = 0;
+		if (settings_set(&b, d->key, text, err, sizeof err) != (int)i)
+			fail_msg("%s = '%s' not taken back: %s", d->key, text, err);
+		assert_memory_equal((char *)&a + d->off, (char *)&b + d->off, d->size);
+	}
+}
+
+static void every_row_is_in_the_help_with_its_flag_and_short_option(void **state)
+{
+	(void)state;
+	char buf[16384];
+	FILE *f = fmemopen(buf, sizeof buf, "w");
+	assert_non_null(f);
+	settings_usage(f);
+	fclose(f);
+	buf[sizeof buf - 1] = '\0';
+	for (size_t i = 0; i < settings_count; i++) {
+		const struct setting_desc *d = &settings_table[i];
+		char want[96];
+		snprintf(want, sizeof want, "--%s ", d->key);
+		if (!strstr(buf, want))
+			fail_msg("%s missing from the help", want);
+		if (d->short_opt) {
+			snprintf(want, sizeof want, "-%c, --%s", d->short_opt, d->key);
+			assert_non_null(strstr(buf, want));
+		}
+		if (d->flag.name) {
+			snprintf(want, sizeof want, "--%s ", d->flag.name);
+			assert_non_null(strstr(buf, want));
+			/* the flag's value is one the row takes */
+			settings_defaults(&s);
+			assert_int_equal(settings_set(&s, d->key, d->flag.value, err, sizeof err), (int)i);
+		}
+		assert_non_null(d->help);
+		assert_true(d->deflt || d->deflt_help);
+	}
+	/* no line wider than 79 columns */
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+		assert_true(strlen(line) <= 79);
+}
+
+static void sizes_and_durations_take_units(void **state)
+{
+	(void)state;
+	set_ok("buffer-size", "64K");
+	assert_int_equal(s.buffer_size, 65536);
+	set_ok("buffer-size", "64KiB");
+	assert_int_equal(s.buffer_size, 65536);
+	set_ok("pipe-size", "1M");
+	assert_int_equal(s.pipe_size, 1048576);
+	set_ok("pipe-size", "8192b");
+	assert_int_equal(s.pipe_size, 8192);
+	set_ok("idle-timeout", "2h");
+	assert_int_equal(s.idle_timeout_s, 7200);
+	set_ok("idle-timeout", "1d");
+	assert_int_equal(s.idle_timeout_s, 86400);
+	set_ok("handshake-timeout", "5m");
+	assert_int_equal(s.handshake_timeout_s, 300);
+	set_ok("connect-timeout", "30s");
+	assert_int_equal(s.connect_timeout_s, 30);
+	/* the range applies after the unit */
+	set_bad("buffer-size", "2M");
+	set_bad("buffer-size", "3K");
+	set_bad("connect-timeout", "2h");
+	set_bad("idle-timeout", "4294967296s");
+	set_bad("buffer-size", "4194304K");
+	/* no unit where the row has none, and no unit of the other kind */
+	set_bad("workers", "2K");
+	set_bad("port", "1m");
+	set_bad("buffer-size", "64s");
+	set_bad("idle-timeout", "64K");
+	set_bad("idle-timeout", "5M");
+	set_bad("idle-timeout", "5 m");
+	set_bad("buffer-size", "K");
+}
+
+static void run_as_takes_user_or_user_and_group(void **state)
+{
+	(void)state;
+	assert_int_equal(s.run_as[0], '\0');
+	set_ok("run-as", "nobody");
+	assert_string_equal(s.run_as, "nobody");
+	set_ok("run-as", "socks5d:nogroup");
+	set_ok("run-as", "65534:65534");
+	set_ok("run-as", "svc_proxy.1");
+	static const char *const bad[] = {"", ":", "a:", ":b", "a:b:c", "-x", "a b",
+	                                  "root:-g", "x/y", "abcdefghijklmnopqrstuvwxyz0123456"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		set_bad("run-as", bad[i]);
+}
+
+static void change_refuses_rows_that_do_not_change_while_running(void **state)
+{
+	(void)state;
+	char msg[256];
+	assert_int_equal(settings_change(&s, "port", "1081", msg, sizeof msg), -EPERM);
+	assert_non_null(strstr(msg, "at start only"));
+	assert_int_equal(settings_change(&s, "workers", "1", msg, sizeof msg), -EPERM);
+	assert_non_null(strstr(msg, "at reload"));
+	assert_int_equal(settings_change(&s, "run-as", "nobody", msg, sizeof msg), -EPERM);
+	assert_int_equal(settings_change(&s, "colour", "blue", msg, sizeof msg), -ENOENT);
+	struct settings before = s;
+	assert_int_equal(settings_change(&s, "buffer-size", "100", msg, sizeof msg), -EINVAL);
+	assert_memory_equal(&before, &s, sizeof s);
+	assert_int_equal(settings_change(&s, "buffer-size", "128K", msg, sizeof msg), 0);
+	assert_string_equal(msg, "131072");
+	assert_int_equal(s.buffer_size, 131072);
+	assert_int_equal(settings_change(&s, "dissectors", "off", msg, sizeof msg), 0);
+	assert_string_equal(msg, "no");
+}
+
+static void numeric_pipo_codes_map_to_rows_with_their_ranges(void **state)
+{
+	(void)state;
+	const struct setting_desc *d = settings_find_pipo(true, 0x04); /* M_BUFFER_SIZE */
+	assert_non_null(d);
+	assert_string_equal(d->key, "buffer-size");
+	assert_ptr_equal(settings_find_pipo(false, 0x08), d); /* Q_BUFFER_SIZE */
+	assert_int_equal(settings_set_number(&s, d, 4095), -EINVAL);
+	assert_int_equal(settings_set_number(&s, d, 1048577), -EINVAL);
+	assert_int_equal(settings_set_number(&s, d, 8192), 0);
+	assert_int_equal(settings_number(&s, d), 8192);
+	d = settings_find("anonymous");
+	assert_int_equal(settings_set_number(&s, d, 3), -EINVAL);
+	assert_int_equal(settings_set_number(&s, d, ANON_NEVER), 0);
+	d = settings_find("dissectors");
+	assert_int_equal(settings_set_number(&s, d, 2), -EINVAL);
+	assert_null(settings_find_pipo(true, 0x00));  /* M_ADD_USER is no setting */
+	assert_null(settings_find_pipo(false, 0xff));
+	/* each code names one row at most */
+	for (unsigned code = 0; code < 0xff; code++)
+		for (int m = 0; m < 2; m++) {
+			const struct setting_desc *r = settings_find_pipo(m, (uint8_t)code);
+			size_t n = 0;
+			for (size_t i = 0; r && i < settings_count; i++)
+				n += (m ? settings_table[i].pipo_m : settings_table[i].pipo_q) == code;
+			assert_true(!r || n == 1);
+		}
+}
+
+static void no_value_holds_a_control_byte(void **state)
+{
+	(void)state;
+	static const char *const keys[] = {"doh-host", "doh-path", "doh-query", "doh-url",
+	                                   "doh-ca-file", "admin-socket", "dns-server", "run-as"};
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		struct settings before = s;
+		assert_int_equal(settings_set(&s, keys[i], "https://a\r\nX-Injected: 1", err, sizeof err),
+		                 -EINVAL);
+		assert_non_null(strstr(err, "control byte"));
+		assert_int_equal(settings_set(&s, keys[i], "x\x7f", err, sizeof err), -EINVAL);
+		assert_int_equal(settings_set(&s, keys[i], "\x1b[31m", err, sizeof err), -EINVAL);
+		assert_memory_equal(&before, &s, sizeof s);
+	}
+}
+
+static void doh_url_in_force_is_empty_without_an_endpoint(void **state)
+{
+	(void)state;
+	char url[1100];
+	settings_doh_url(&s, url, sizeof url);
+	assert_string_equal(url, "");
+	set_ok("doh-port", "8443");
+	settings_doh_url(&s, url, sizeof url);
+	assert_string_equal(url, "http://127.0.0.1:8443/getnsrecord?dns=");
+	set_ok("doh-ip", "::1");
+	settings_doh_url(&s, url, sizeof url);
+	assert_string_equal(url, "http://[::1]:8443/getnsrecord?dns=");
+	set_ok("doh-url", "https://dns.example/dns-query");
+	settings_doh_url(&s, url, sizeof url);
+	assert_string_equal(url, "https://dns.example/dns-query");
+}
+
 #define T(f) cmocka_unit_test_setup(f, setup)
 
 int main(void)
@@ -596,6 +825,15 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		T(defaults_are_the_documented_values),
 		T(defaults_are_deterministic_including_padding),
+		T(doh_is_on_only_when_a_part_of_the_endpoint_is_given),
+		T(every_row_formats_what_it_parses),
+		T(every_row_is_in_the_help_with_its_flag_and_short_option),
+		T(sizes_and_durations_take_units),
+		T(run_as_takes_user_or_user_and_group),
+		T(change_refuses_rows_that_do_not_change_while_running),
+		T(numeric_pipo_codes_map_to_rows_with_their_ranges),
+		T(doh_url_in_force_is_empty_without_an_endpoint),
+		T(no_value_holds_a_control_byte),
 		T(integer_keys_accept_their_bounds),
 		T(integer_keys_reject_values_out_of_bounds),
 		T(integer_keys_reject_junk),

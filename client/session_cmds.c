@@ -1,0 +1,189 @@
+/* pipoClient: sessions, session close and reload. */
+#include "pc.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <errno.h>
+
+static const char *const state_names[] = {"handshake", "resolving", "connecting", "relay",
+                                          "closing"};
+
+static bool parse_u64(const char *s, uint64_t *out)
+{
+	if (!s[0] || s[0] == '-' || s[0] == '+')
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || *end)
+		return false;
+	*out = v;
+	return true;
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+static void session_client(const struct pipo_session *s, char *buf, size_t cap)
+{
+	char a[INET6_ADDRSTRLEN];
+	if (!inet_ntop(s->family == 6 ? AF_INET6 : AF_INET, s->addr, a, sizeof a))
+		snprintf(a, sizeof a, "?");
+	if (s->family == 6)
+		snprintf(buf, cap, "[%s]:%u", a, s->sport);
+	else
+		snprintf(buf, cap, "%s:%u", a, s->sport);
+}
+
+static const char *state_name(uint8_t st)
+{
+	return st < sizeof state_names / sizeof state_names[0] ? state_names[st] : "unknown";
+}
+
+int cmd_sessions(struct pc_ctx *x, char **args)
+{
+	(void)args;
+	/* Bounded: 4096 pages of 256 is far beyond any real table. */
+	const unsigned max_pages = 4096;
+	uint64_t after = 0;
+	bool more = true;
+	size_t total = 0;
+	struct pc_json j;
+	if (x->json) {
+		pj_init(&j, stdout);
+		pj_obj(&j, NULL);
+		pj_arr(&j, "sessions");
+	}
+	int rc = PC_EXIT_OK;
+	for (unsigned page = 0; more && page < max_pages; page++) {
+		uint8_t p[10];
+		struct pipo_buf b = {.p = p, .cap = sizeof p};
+		pipo_put_u64(&b, after);
+		pipo_put_u16(&b, PIPO_SESSIONS_PAGE_MAX);
+		struct pc_resp r;
+		rc = pc_round_trip(x, PIPO_QUERY, PIPO_Q_SESSIONS, p, b.len, &r);
+		if (rc)
+			break;
+		if (r.f.status) {
+			rc = pc_status_fail("sessions", r.f.status, NULL);
+			break;
+		}
+		struct pipo_cur c = {.p = r.payload, .len = r.f.len};
+		uint16_t n = pipo_get_u16(&c);
+		more = pipo_get_u8(&c) != 0;
+		if (n > PIPO_SESSIONS_PAGE_MAX) {
+			rc = pc_malformed(x, "sessions");
+			break;
+		}
+		if (page == 0 && !x->json && n > 0)
+			printf("%-8s %-10s %-24s %-16s %-30s %10s %10s %10s\n", "ID", "STATE", "CLIENT",
+			       "USER", "DESTINATION", "UP", "DOWN", "AGE");
+		for (uint16_t i = 0; i < n; i++) {
+			struct pipo_session s;
+			pipo_get_session(&c, &s);
+			/* Ascending ids guarantee that paging ends. */
+			if (c.bad || s.id <= after) {
+				rc = pc_malformed(x, "sessions");
+				break;
+			}
+			after = s.id;
+			total++;
+			char cl[INET6_ADDRSTRLEN + 10], ub[32], db[32], ab[48];
+			session_client(&s, cl, sizeof cl);
+			if (x->json) {
+				char a[INET6_ADDRSTRLEN];
+				inet_ntop(s.family == 6 ? AF_INET6 : AF_INET, s.addr, a, sizeof a);
+				pj_obj(&j, NULL);
+				pj_u64(&j, "id", s.id);
+				pj_str(&j, "state", state_name(s.state));
+				pj_str(&j, "client", a);
+				pj_u64(&j, "client_port", s.sport);
+				pj_str(&j, "user", s.user);
+				pj_str(&j, "destination", s.dest);
+				pj_u64(&j, "port", s.dport);
+				pj_u64(&j, "bytes_up", s.up);
+				pj_u64(&j, "bytes_down", s.down);
+				pj_u64(&j, "age_ms", s.age_ms);
+				pj_end_obj(&j);
+			} else {
+				char dest[PIPO_MAX_NAME + 16];
+				if (s.dest[0] && strchr(s.dest, ':'))
+					snprintf(dest, sizeof dest, "[%s]:%u", s.dest, s.dport);
+				else if (s.dest[0])
+					snprintf(dest, sizeof dest, "%s:%u", s.dest, s.dport);
+				else
+					snprintf(dest, sizeof dest, "-");
+				printf("%-8" PRIu64 " %-10s %-24s %-16s %-30s %10s %10s %10s\n", s.id,
+				       state_name(s.state), cl, s.user[0] ? s.user : "-", dest,
+				       pc_bytes(ub, sizeof ub, s.up), pc_bytes(db, sizeof db, s.down),
+				       pc_duration(ab, sizeof ab, s.age_ms / 1000));
+			}
+		}
+		if (rc)
+			break;
+		if (!pipo_cur_done(&c)) {
+			rc = pc_malformed(x, "sessions");
+			break;
+		}
+		if (!x->f_all)
+			break;
+	}
+	if (x->json) {
+		pj_end_arr(&j);
+		pj_u64(&j, "count", total);
+		pj_bool(&j, "more", more && rc == PC_EXIT_OK);
+		pj_end_obj(&j);
+		pj_finish(&j);
+	} else if (rc == PC_EXIT_OK) {
+		if (total == 0)
+			printf("no sessions\n");
+		else if (more)
+			printf("(%zu shown; more sessions exist: use --all)\n", total);
+	}
+	return rc;
+}
+
+int cmd_session_close(struct pc_ctx *x, char **args)
+{
+	uint64_t id;
+	if (!parse_u64(args[0], &id)) {
+		pc_err("session close: '%s' is not a session id (a decimal number)", args[0]);
+		return PC_EXIT_USAGE;
+	}
+	uint8_t p[8];
+	struct pipo_buf b = {.p = p, .cap = sizeof p};
+	pipo_put_u64(&b, id);
+	struct pc_resp r;
+	int rc = pc_round_trip(x, PIPO_MODIFY, PIPO_M_CLOSE_SESSION, p, b.len, &r);
+	if (rc)
+		return rc;
+	if (r.f.status == PIPO_E_NOT_FOUND) {
+		pc_err("session close %" PRIu64 ": no such session (status 0x%02x)", id, r.f.status);
+		return PC_EXIT_STATUS;
+	}
+	if (r.f.status)
+		return pc_status_fail("session close", r.f.status, NULL);
+	char line[48];
+	snprintf(line, sizeof line, "session %" PRIu64 " closed", id);
+	pc_done(x, line, "session", id);
+	return PC_EXIT_OK;
+}
+
+int cmd_reload(struct pc_ctx *x, char **args)
+{
+	(void)args;
+	struct pc_resp r;
+	int rc = pc_round_trip(x, PIPO_MODIFY, PIPO_M_RELOAD, NULL, 0, &r);
+	if (rc)
+		return rc;
+	if (r.f.status == PIPO_E_INVALID)
+		return pc_status_fail("reload", r.f.status,
+		                   "the configuration file is invalid (running configuration kept; "
+		                   "see the server's log) or the server runs without one");
+	if (r.f.status)
+		return pc_status_fail("reload", r.f.status, NULL);
+	pc_done(x, "configuration reloaded", NULL, 0);
+	return PC_EXIT_OK;
+}
+
