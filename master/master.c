@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -22,6 +23,7 @@
 #include "../shared/log.h"
 #include "../worker/worker.h"
 #include "admin.h"
+#include "privs.h"
 
 #define LISTEN_BACKLOG 4096
 /* A worker that dies sooner than this after its start counts as a crash loop. */
@@ -47,6 +49,7 @@ struct master {
 	struct settings cfg;
 	struct shm_segment *seg;
 	char shm_name[64];
+	bool dropped; /* running as run-as: workers give up every capability */
 	int sig_fd;
 	struct loop_watch sig_w;
 	struct loop_watch log_w[2];
@@ -304,6 +307,10 @@ static _Noreturn void run_worker(struct master *m, uint32_t i, size_t row, int c
 	for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
 		if (r != row)
 			close_row(m, r);
+	if (m->dropped && privs_drop_all_caps() < 0) {
+		log_error("worker %u: cannot give up its capabilities: %s", i, strerror(errno));
+		exit(EXIT_OSERR);
+	}
 	struct worker_args a = {
 	    .index = i,
 	    .seg = m->seg,
@@ -471,6 +478,14 @@ int master_reload(struct master *m)
 	if (s.accept != m->accept_mode)
 		log_warn("accept strategy changed to %s: it takes effect at the next start",
 		         accept_names[s.accept == ACCEPT_REUSEPORT]);
+	/* The kernel groups SO_REUSEPORT sockets by the uid that made them: a
+	 * socket made after the switch could not join root's. */
+	if (m->dropped && reuseport(m) && s.workers != m->cfg.workers) {
+		log_warn("workers changed to %u: with accept = reuseport and run-as it takes "
+		         "effect at the next start",
+		         s.workers);
+		s.workers = m->cfg.workers;
+	}
 	if (strcmp(s.run_as, m->cfg.run_as) != 0)
 		log_warn("run-as changed: it takes effect at the next start");
 	/* Listening addresses, the accept strategy and the account stay as
@@ -678,6 +693,36 @@ static void raise_nofile(void)
 		log_debug("descriptor limit: %llu per process", (unsigned long long)rl.rlim_cur);
 }
 
+/* Everything that needs root exists now (sockets, admin endpoints, the
+ * segment, the descriptor limit): become run-as for good, with no
+ * capability left.  The segment is given to that user first, so that the
+ * master can still remove it at exit. */
+static int run_as(struct master *m, const struct settings *s)
+{
+	struct privs p;
+	char err[256];
+	if (privs_lookup(s->run_as, &p, err, sizeof err) < 0) {
+		log_error("run-as %s: %s", s->run_as, err);
+		return -EINVAL;
+	}
+	int fd = shm_open(m->shm_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
+	if (fd < 0 || fchown(fd, p.uid, p.gid) < 0) {
+		log_error("run-as %s: cannot give the shared segment to it: %s", s->run_as,
+		          strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -EPERM;
+	}
+	close(fd);
+	if (privs_drop(&p, err, sizeof err) < 0) {
+		log_error("run-as %s: %s", s->run_as, err);
+		return -EPERM;
+	}
+	m->dropped = true;
+	log_info("running as uid %u gid %u", (unsigned)p.uid, (unsigned)p.gid);
+	return 0;
+}
+
 static int setup(struct master *m, const struct settings *s, const struct user_list *users)
 {
 	m->cfg = *s;
@@ -738,7 +783,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		return -EINVAL; /* a file in the admin socket's place: said, not removed */
 	if (rc < 0)
 		log_error("administration is off: %s", strerror(-rc));
-	return 0;
+	return s->run_as[0] ? run_as(m, s) : 0;
 }
 
 /* in_child: a worker leaving; the segment's name and the admin socket

@@ -4,11 +4,15 @@ configuration file are refused at start."""
 
 import glob
 import os
+import shutil
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 from admin_lib import ADMIN_PASS, ADMIN_USER, M_RELOAD, admin_server  # noqa: F401
-from s5lib import Socks5d, free_port, hash_password, socks5d_binary
+from s5lib import (Socks5d, free_port, hash_password, recv_exact, socks5d_binary,
+                   socks_connect_ok)
 
 
 def worker_pids(master_pid):
@@ -85,3 +89,71 @@ def test_config_user_name_with_a_control_byte_refused_at_start(tmp_path):
     err = r.stderr.decode()
     assert "%s:1: user: the user name contains a control byte" % cfg in err, err
     assert "\x1b" not in err
+
+
+def proc_status(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.split()
+    return fields
+
+
+def test_run_as_drops_root_in_master_and_workers(socks5d, echo_server):
+    s = socks5d("--run-as", "nobody:nogroup", "--dns-server", "127.0.0.1:9", workers=2)
+    s.wait_stderr(r"running as uid 65534 gid 65534")
+    procs = [s.pid] + wait_workers(s.pid, 2)
+    for pid in procs:
+        st = proc_status(pid)
+        assert st["Uid"] == ["65534"] * 4, (pid, st["Uid"])
+        assert st["Gid"] == ["65534"] * 4, (pid, st["Gid"])
+        assert st["Groups"] == ["65534"], (pid, st["Groups"])
+        assert int(st["CapEff"][0], 16) == 0 and int(st["CapPrm"][0], 16) == 0, st
+    for pid in procs[1:]:
+        assert proc_status(pid)["NoNewPrivs"] == ["1"]
+    # the proxy still relays
+    c, _ = socks_connect_ok(s.port, "127.0.0.1", echo_server.port)
+    c.sendall(b"ping")
+    assert recv_exact(c, 4) == b"ping"
+    c.close()
+    seg = segments_of(s.pid)
+    assert len(seg) == 1 and os.stat(seg[0]).st_uid == 65534
+    assert s.stop() == 0
+    # an unprivileged master could still remove its segment
+    assert segments_of(s.pid) == []
+
+
+def test_run_as_with_reuseport_keeps_the_worker_count_until_restart(admin_server):
+    """The kernel groups SO_REUSEPORT sockets by the uid that made them, so
+    a worker added after the switch could not get a socket of the group: a
+    reload that changes the count says so and keeps the running workers."""
+    # a directory the unprivileged master can read on reload
+    d = Path(tempfile.mkdtemp(prefix="s5-runas-"))
+    os.chmod(d, 0o755)
+    cfg = d / "socks5d.conf"
+    admin = "admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))
+    cfg.write_text("%s\nworkers = 1\n" % admin)
+    os.chmod(cfg, 0o644)
+    srv = admin_server("--run-as", "nobody", "--accept", "reuseport", config=cfg, workers=None)
+    srv.proc.wait_stderr(r"running as uid 65534 gid 65534")
+    assert int(proc_status(srv.proc.pid)["CapEff"][0], 16) == 0
+    before = wait_workers(srv.proc.pid, 1)
+    cfg.write_text("%s\nworkers = 2\n" % admin)
+    with srv.login() as c:
+        c.m(M_RELOAD)
+    srv.proc.wait_stderr(r"workers changed to 2: with accept = reuseport and run-as it takes "
+                         r"effect at the next start")
+    time.sleep(1.5)
+    assert worker_pids(srv.proc.pid) == before
+    assert "cannot listen" not in srv.proc.stderr_text()
+    assert srv.stop() == 0
+    shutil.rmtree(d)
+
+
+def test_run_as_unknown_user_is_refused_at_start():
+    r = subprocess.run([socks5d_binary(), "--run-as", "no-such-user-s5", "-l", "127.0.0.1",
+                        "-p", str(free_port()), "--dns-server", "127.0.0.1:9"],
+                       capture_output=True, timeout=20)
+    assert r.returncode == 78, r
+    assert "run-as no-such-user-s5: no user 'no-such-user-s5'" in r.stderr.decode()
