@@ -156,6 +156,16 @@ static void addr_text(const struct sockaddr_storage *ss, char *out, size_t len, 
 	}
 }
 
+/* The user name as logs show it: escaped like every untrusted field. */
+#define USER_TEXT_MAX (SHM_USER_NAME_MAX * 4 + 6)
+static void user_text(const struct session *s, char out[USER_TEXT_MAX])
+{
+	if (!s->user[0])
+		snprintf(out, USER_TEXT_MAX, "anonymous");
+	else
+		log_escape(out, USER_TEXT_MAX, (const uint8_t *)s->user, strlen(s->user));
+}
+
 /* ---- timers ------------------------------------------------------------ */
 
 static void on_handshake_timeout(struct loop *l, struct loop_timer *t)
@@ -282,9 +292,9 @@ static void auth_done(void *arg, bool ok)
 	s->auth_job = NULL;
 	if (!ok) {
 		static const uint8_t no[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_FAILURE};
-		char name[sizeof s->user];
+		char name[USER_TEXT_MAX];
 		shm_count(s->wk->slot, M_AUTH_FAIL, 1);
-		log_escape(name, sizeof name, (const uint8_t *)s->user, strlen(s->user));
+		user_text(s, name);
 		log_info("authentication failed for user '%s'", name);
 		refuse(s, no, sizeof no);
 		return;
@@ -1072,12 +1082,13 @@ static void session_free(void *p)
 
 static void access_log(struct session *s)
 {
-	char date[21], src[INET6_ADDRSTRLEN], line[LOG_LINE_MAX];
+	char date[21], src[INET6_ADDRSTRLEN], user[USER_TEXT_MAX], line[LOG_LINE_MAX];
 	uint16_t sport;
 	log_iso8601(date, s->start_wall);
 	addr_text(&s->peer, src, sizeof src, &sport);
+	user_text(s, user);
 	int n = snprintf(line, sizeof line, "%s\t%s\tA\t%s\t%u\t%s\t%u\t%u\t%llu\t%llu\t%lld", date,
-	                 s->user[0] ? s->user : "anonymous", src, sport, s->dest[0] ? s->dest : "-",
+	                 user, src, sport, s->dest[0] ? s->dest : "-",
 	                 s->dport, s->rep,
 	                 (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down,
 	                 (long long)(s->wk->loop.now - s->start_ms));
@@ -1190,8 +1201,10 @@ void session_reconfigure(struct worker *wk)
 		struct session *s = (struct session *)n;
 		n = n->next;
 		if (s->user_slot >= 0 && !shm_user_alive(wk->seg, (uint32_t)s->user_slot, s->user_id)) {
+			char name[USER_TEXT_MAX];
+			user_text(s, name);
 			log_info("session %llu: user '%s' was removed: closing", (unsigned long long)s->id,
-			         s->user);
+			         name);
 			finalize(s);
 			continue;
 		}
