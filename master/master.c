@@ -616,8 +616,9 @@ int master_user_change(struct master *m, enum master_user_op op, const char *nam
 		return PIPO_E_INVALID;
 	log_info("admin: user '%s' %s", name,
 	         op == MASTER_USER_ADD ? "added" : op == MASTER_USER_DEL ? "deleted" : "password changed");
-	/* Workers close the sessions of users that no longer exist. */
-	if (op == MASTER_USER_DEL)
+	/* Workers close the sessions of users that no longer exist or whose
+	 * password changed. */
+	if (op != MASTER_USER_ADD)
 		notify_workers(m, CTRL_CONFIG);
 	if (!m->opts->config_path)
 		return PIPO_OK;

@@ -101,6 +101,7 @@ struct session {
 
 	int user_slot; /* -1: anonymous or none yet */
 	uint64_t user_id;
+	uint64_t user_gen; /* credential generation the login was checked under */
 	char user[SHM_USER_NAME_MAX + 1];
 
 	struct sockaddr_storage peer;
@@ -283,6 +284,7 @@ static void set_user(struct session *s, int slot, const struct shm_user *u)
 {
 	s->user_slot = slot;
 	s->user_id = u->id;
+	s->user_gen = u->cred_gen;
 	__atomic_fetch_add(&s->wk->slot->user_conns[slot], 1, __ATOMIC_RELAXED);
 }
 
@@ -1200,11 +1202,14 @@ void session_reconfigure(struct worker *wk)
 	while (n != &wk->sessions) {
 		struct session *s = (struct session *)n;
 		n = n->next;
-		if (s->user_slot >= 0 && !shm_user_alive(wk->seg, (uint32_t)s->user_slot, s->user_id)) {
+		/* A removed user, or one whose password changed, keeps no session
+		 * opened under the old credentials. */
+		if (s->user_slot >= 0 &&
+		    !shm_user_current(wk->seg, (uint32_t)s->user_slot, s->user_id, s->user_gen)) {
 			char name[USER_TEXT_MAX];
 			user_text(s, name);
-			log_info("session %llu: user '%s' was removed: closing", (unsigned long long)s->id,
-			         name);
+			log_info("session %llu: user '%s' was removed or its password changed: closing",
+			         (unsigned long long)s->id, name);
 			finalize(s);
 			continue;
 		}

@@ -22,7 +22,7 @@ struct pipo_session;
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
 /* Close now (drain timeout, admin action, shutdown). */
 void session_abort(struct session *s);
-/* Close the sessions whose user was removed; apply a new idle setting. */
+/* Close the sessions whose user was removed or whose password changed; apply a new idle setting. */
 void session_reconfigure(struct worker *wk);
 /* Up to max sessions with id > after, ascending; *more when others follow. */
 size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_session *out,
