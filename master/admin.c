@@ -19,7 +19,7 @@
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "../shared/shm.h"
-#include "../worker/auth.h"
+#include "../shared/auth.h"
 #include "master.h"
 
 #define ADMIN_MAX_SESSIONS 16

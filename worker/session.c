@@ -17,7 +17,7 @@
 #include "../admin/pipo.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
-#include "auth.h"
+#include "../shared/auth.h"
 #include "pipes.h"
 #include "resolver.h"
 #include "sniff.h"
@@ -1139,16 +1139,16 @@ static void finalize(struct session *s)
 	free_handshake(s);
 	sniff_free(s->sniff);
 	s->sniff = NULL;
-	s->link.prev->next = s->link.next;
-	s->link.next->prev = s->link.prev;
+	list_remove(&s->link);
 	wk->nsessions--;
 	loop_defer_free(&wk->loop, &s->deferred, session_free, s);
 	worker_session_gone(wk);
 }
 
-void session_abort(struct session *s)
+void session_abort_all(struct worker *wk)
 {
-	finalize(s);
+	while (!list_empty(&wk->sessions))
+		finalize(list_entry(wk->sessions.next, struct session, link));
 }
 
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer)
@@ -1184,10 +1184,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 		free(s);
 		return -errno;
 	}
-	s->link.next = wk->sessions.next;
-	s->link.prev = &wk->sessions;
-	wk->sessions.next->prev = &s->link;
-	wk->sessions.next = &s->link;
+	list_insert_head(&wk->sessions, &s->link);
 	wk->nsessions++;
 	shm_count(wk->slot, M_CONN_TOTAL, 1);
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, 1);
@@ -1198,10 +1195,9 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 
 void session_reconfigure(struct worker *wk)
 {
-	struct list_node *n = wk->sessions.next;
-	while (n != &wk->sessions) {
-		struct session *s = (struct session *)n;
-		n = n->next;
+	struct list_node *n, *next;
+	list_foreach_safe(n, next, &wk->sessions) {
+		struct session *s = list_entry(n, struct session, link);
 		/* A removed user, or one whose password changed, keeps no session
 		 * opened under the old credentials. */
 		if (s->user_slot >= 0 &&
@@ -1245,8 +1241,9 @@ size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_s
 	 * visits them in ascending id order. */
 	size_t n = 0;
 	*more = false;
-	for (struct list_node *p = wk->sessions.prev; p != &wk->sessions; p = p->prev) {
-		const struct session *s = (const struct session *)p;
+	struct list_node *p;
+	list_foreach_reverse(p, &wk->sessions) {
+		const struct session *s = list_entry(p, const struct session, link);
 		if (s->id <= after)
 			continue;
 		if (n == max) {
@@ -1286,8 +1283,9 @@ size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_s
 
 bool session_close_id(struct worker *wk, uint64_t id)
 {
-	for (struct list_node *p = wk->sessions.next; p != &wk->sessions; p = p->next) {
-		struct session *s = (struct session *)p;
+	struct list_node *p;
+	list_foreach(p, &wk->sessions) {
+		struct session *s = list_entry(p, struct session, link);
 		if (s->id == id) {
 			log_info("session %llu: closed by an administrator", (unsigned long long)id);
 			finalize(s);

@@ -20,8 +20,8 @@ struct pipo_session;
 
 /* Take ownership of an accepted client socket (non-blocking). */
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
-/* Close now (drain timeout, admin action, shutdown). */
-void session_abort(struct session *s);
+/* Close every session now (end of the grace period, shutdown). */
+void session_abort_all(struct worker *wk);
 /* Close the sessions whose user was removed or whose password changed; apply a new idle setting. */
 void session_reconfigure(struct worker *wk);
 /* Up to max sessions with id > after, ascending; *more when others follow. */

@@ -13,7 +13,7 @@
 #include "../admin/pipo.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
-#include "auth.h"
+#include "../shared/auth.h"
 #include "pipes.h"
 #include "resolver.h"
 #include "session.h"
@@ -215,8 +215,7 @@ static void on_grace_over(struct loop *l, struct loop_timer *t)
 	struct worker *wk = t->data;
 	if (wk->nsessions)
 		log_info("grace period over: closing %zu sessions", wk->nsessions);
-	while (wk->sessions.next != &wk->sessions)
-		session_abort((struct session *)wk->sessions.next);
+	session_abort_all(wk);
 	drain_done(wk);
 }
 
@@ -339,7 +338,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	wk->slot = &a->seg->slots[a->index];
 	wk->ctrl_fd = a->ctrl_fd;
 	wk->sig_fd = -1;
-	wk->sessions.next = wk->sessions.prev = &wk->sessions;
+	list_init(&wk->sessions);
 	struct rlimit rl;
 	wk->fd_limit = SIZE_MAX / 2;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < wk->fd_limit)
@@ -381,8 +380,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 
 static void teardown(struct worker *wk)
 {
-	while (wk->sessions.next != &wk->sessions)
-		session_abort((struct session *)wk->sessions.next);
+	session_abort_all(wk);
 	close_listeners(wk);
 	pipes_drain();
 	auth_free(wk->auth);

@@ -11,7 +11,7 @@
 
 #include "../shared/settings.h"
 #include "../shared/shm.h"
-#include "loop.h"
+#include "../shared/loop.h"
 
 struct resolver;
 struct auth;
