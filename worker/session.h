@@ -18,6 +18,14 @@ struct worker;
 struct session;
 struct pipo_session;
 
+/* After a failure reply: how long unread client input is drained before
+ * closing, so that the reply is not destroyed by a reset (the duration of
+ * the worker's linger timer list). */
+#define SESSION_LINGER_MS 2000
+/* RFC 8305 section 5, the "Connection Attempt Delay": the duration of the
+ * worker's attempt timer list. */
+#define SESSION_ATTEMPT_DELAY_MS 250
+
 /* Take ownership of an accepted client socket (non-blocking). */
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
 /* Close every session now (end of the grace period, shutdown). */

@@ -353,6 +353,8 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	loop_tlist_init(&wk->loop, &wk->handshake_tl, 1);
 	loop_tlist_init(&wk->loop, &wk->connect_tl, 1);
 	loop_tlist_init(&wk->loop, &wk->idle_tl, 1);
+	loop_tlist_init(&wk->loop, &wk->linger_tl, SESSION_LINGER_MS);
+	loop_tlist_init(&wk->loop, &wk->attempt_tl, SESSION_ATTEMPT_DELAY_MS);
 	loop_tlist_init(&wk->loop, &wk->misc_tl, 0);
 	loop_timer_init(&wk->accept_timer, on_accept_resume, wk);
 	loop_timer_init(&wk->grace_timer, on_grace_over, wk);
