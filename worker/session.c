@@ -18,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../admin/pipo.h"
 #include "../shared/auth.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
@@ -345,23 +344,23 @@ void session_reconfigure(struct worker *wk)
 	}
 }
 
-static uint8_t listed_state(const struct session *s)
+static enum ctrl_session_state listed_state(const struct session *s)
 {
 	switch (s->phase) {
 	case PH_RESOLVING:
-		return PIPO_SS_RESOLVING;
+		return CTRL_SS_RESOLVING;
 	case PH_CONNECTING:
-		return PIPO_SS_CONNECTING;
+		return CTRL_SS_CONNECTING;
 	case PH_RELAY:
-		return PIPO_SS_RELAY;
+		return CTRL_SS_RELAY;
 	case PH_LINGER:
-		return PIPO_SS_CLOSING;
+		return CTRL_SS_CLOSING;
 	default:
-		return PIPO_SS_HANDSHAKE;
+		return CTRL_SS_HANDSHAKE;
 	}
 }
 
-size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_session *out,
+size_t session_list(struct worker *wk, uint64_t after, size_t max, struct ctrl_session *out,
                     bool *more)
 {
 	/* New sessions go to the head and ids grow, so walking from the tail
@@ -377,7 +376,7 @@ size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_s
 			*more = true;
 			break;
 		}
-		struct pipo_session *o = &out[n++];
+		struct ctrl_session *o = &out[n++];
 		memset(o, 0, sizeof *o);
 		o->id = s->id;
 		o->state = (uint8_t)listed_state(s);

@@ -16,7 +16,7 @@
 
 struct worker;
 struct session;
-struct pipo_session;
+struct ctrl_session;
 
 /* After a failure reply: how long unread client input is drained before
  * closing, so that the reply is not destroyed by a reset (the duration of
@@ -33,7 +33,7 @@ void session_abort_all(struct worker *wk);
 /* Close the sessions whose user was removed or whose password changed; apply a new idle setting. */
 void session_reconfigure(struct worker *wk);
 /* Up to max sessions with id > after, ascending; *more when others follow. */
-size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_session *out,
+size_t session_list(struct worker *wk, uint64_t after, size_t max, struct ctrl_session *out,
                     bool *more);
 /* Close the session with this id; false when there is none. */
 bool session_close_id(struct worker *wk, uint64_t id);

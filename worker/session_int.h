@@ -66,7 +66,7 @@ struct handshake {
 	uint32_t len;
 	uint8_t in[HS_BUF];
 	struct socks5_greeting greeting;
-	struct socks5_auth auth;
+	struct rfc1929 auth;
 	struct socks5_request req;
 	size_t naddrs, next_addr;
 	struct sockaddr_storage addrs[RESOLVER_MAX_ADDRS];

@@ -10,7 +10,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../admin/pipo.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "../shared/auth.h"
@@ -237,21 +236,21 @@ static void start_drain(struct worker *wk)
 /* Answer the master's session listing: one datagram, a header and records. */
 static void answer_list(struct worker *wk, const struct ctrl_msg *m)
 {
-	size_t max = m->b > PIPO_SESSIONS_PAGE_MAX ? PIPO_SESSIONS_PAGE_MAX : m->b;
-	size_t size = sizeof(struct ctrl_msg) + max * sizeof(struct pipo_session);
+	size_t max = m->b > CTRL_SESSIONS_MAX ? CTRL_SESSIONS_MAX : m->b;
+	size_t size = sizeof(struct ctrl_msg) + max * sizeof(struct ctrl_session);
 	uint8_t *buf = malloc(size);
 	struct ctrl_msg reply = {.type = CTRL_SESSIONS, .tag = m->tag};
 	bool more = false;
 	if (buf)
 		reply.b = (uint32_t)session_list(wk, m->a, max,
-		                                  (struct pipo_session *)(buf + sizeof reply), &more);
+		                                  (struct ctrl_session *)(buf + sizeof reply), &more);
 	reply.c = more;
 	if (!buf) {
 		(void)send(wk->ctrl_fd, &reply, sizeof reply, MSG_DONTWAIT | MSG_NOSIGNAL);
 		return;
 	}
 	memcpy(buf, &reply, sizeof reply);
-	if (send(wk->ctrl_fd, buf, sizeof reply + reply.b * sizeof(struct pipo_session),
+	if (send(wk->ctrl_fd, buf, sizeof reply + reply.b * sizeof(struct ctrl_session),
 	         MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		log_warn("cannot answer the master's session list: %s", strerror(errno));
 	free(buf);
