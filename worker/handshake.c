@@ -25,10 +25,7 @@ static void on_request(struct session *s);
 static void on_handshake_timeout(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
-	struct session *s = t->data;
-	shm_count(s->wk->slot, M_HANDSHAKE_TIMEOUT, 1);
-	log_debug("session %llu: handshake timeout", (unsigned long long)s->id);
-	session_finalize(s);
+	session_timed_out(t->data, M_HANDSHAKE_TIMEOUT, "handshake");
 }
 
 void handshake_begin(struct session *s)
@@ -41,10 +38,18 @@ void handshake_begin(struct session *s)
 	loop_timer_start(&s->wk->loop, &s->wk->handshake_tl, &s->timer);
 }
 
-static void consume(struct handshake *hs, size_t n)
+/* Drop the bytes a codec used.  True when its message is complete or
+ * bad; false while it needs more (then a client that closed is gone). */
+static bool fed(struct session *s, int rc, size_t used)
 {
-	memmove(hs->in, hs->in + n, hs->len - n);
-	hs->len -= (uint32_t)n;
+	struct handshake *hs = s->hs;
+	memmove(hs->in, hs->in + used, hs->len - used);
+	hs->len -= (uint32_t)used;
+	if (rc != SOCKS5_MORE)
+		return true;
+	if (s->c_eof)
+		session_finalize(s);
+	return false;
 }
 
 /* Flush queued replies and read what the client sent into the buffer.
@@ -88,14 +93,6 @@ void handshake_read_early(struct session *s)
 	(void)hs_read(s);
 }
 
-/* A message is incomplete: wait for more, unless the client closed, in
- * which case it is gone. */
-static void need_more(struct session *s)
-{
-	if (s->c_eof)
-		session_finalize(s);
-}
-
 static void refuse_login(struct session *s)
 {
 	static const uint8_t no[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_FAILURE};
@@ -112,11 +109,8 @@ static void on_greeting(struct session *s)
 	if (!hs_read(s))
 		return;
 	int rc = socks5_greeting_feed(&hs->greeting, hs->in, hs->len, &used);
-	consume(hs, used);
-	if (rc == SOCKS5_MORE) {
-		need_more(s);
+	if (!fed(s, rc, used))
 		return;
-	}
 	if (rc == SOCKS5_ERROR && hs->greeting.error == SOCKS5_GREETING_BAD_VERSION) {
 		log_debug("session %llu: not a SOCKS5 greeting", (unsigned long long)s->id);
 		session_finalize(s);
@@ -212,10 +206,9 @@ static void on_auth(struct session *s)
 	if (!hs_read(s))
 		return;
 	int rc = socks5_auth_feed(&hs->auth, hs->in, hs->len, &used);
-	consume(hs, used);
-	if (rc == SOCKS5_MORE)
-		need_more(s);
-	else if (rc == SOCKS5_ERROR)
+	if (!fed(s, rc, used))
+		return;
+	if (rc == SOCKS5_ERROR)
 		refuse_login(s);
 	else
 		start_auth(s);
@@ -286,10 +279,9 @@ static void on_request(struct session *s)
 	if (!hs_read(s))
 		return;
 	int rc = socks5_request_feed(&hs->req, hs->in, hs->len, &used);
-	consume(hs, used);
-	if (rc == SOCKS5_MORE) {
-		need_more(s);
-	} else if (rc == SOCKS5_ERROR) {
+	if (!fed(s, rc, used))
+		return;
+	if (rc == SOCKS5_ERROR) {
 		session_request_begin(s);
 		session_fail(s, hs->req.rep);
 	} else {

@@ -24,10 +24,7 @@ static void relay(struct session *s);
 static void on_idle_timeout(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
-	struct session *s = t->data;
-	shm_count(s->wk->slot, M_IDLE_TIMEOUT, 1);
-	log_debug("session %llu: idle timeout", (unsigned long long)s->id);
-	session_finalize(s);
+	session_timed_out(t->data, M_IDLE_TIMEOUT, "idle");
 }
 
 void relay_touch_idle(struct session *s)

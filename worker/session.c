@@ -109,6 +109,13 @@ void session_request_begin(struct session *s)
 	shm_count(s->wk->slot, M_REQUESTS, 1);
 }
 
+void session_timed_out(struct session *s, enum shm_counter counter, const char *what)
+{
+	shm_count(s->wk->slot, counter, 1);
+	log_debug("session %llu: %s timeout", (unsigned long long)s->id, what);
+	session_finalize(s);
+}
+
 /* ---- lingering after a failure reply ------------------------------------ */
 
 static void on_linger_timeout(struct loop *l, struct loop_timer *t)

@@ -128,6 +128,8 @@ struct session {
 
 /* The one exit: reply if a request is unanswered, log, count, close, free. */
 void session_finalize(struct session *s);
+/* A state's timeout (counted in counter, logged as "<what> timeout"). */
+void session_timed_out(struct session *s, enum shm_counter counter, const char *what);
 /* Send msg (a failure: 05 FF, 01 01 or a SOCKS reply), then half-close and
  * discard client input until it closes or SESSION_LINGER_MS pass. */
 void session_refuse(struct session *s, const uint8_t *msg, size_t n);

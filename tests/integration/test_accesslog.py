@@ -343,19 +343,12 @@ ODD_USER = 'q"u\\ot\u00e9 x'  # a quote, a backslash, two high bytes, an inner s
 
 
 def fake_pop3(srv):
-    """Accept one client, answer USER and PASS with +OK (a P record)."""
+    """Accept one client and say +OK to its USER and PASS: a P record."""
     c, _ = srv.accept()
-    with c:
+    with c, c.makefile("rb") as lines:
         c.settimeout(10)
         c.sendall(b"+OK fake\r\n")
-        buf = b""
-        for _ in range(2):
-            while b"\r\n" not in buf:
-                d = c.recv(100)
-                if not d:
-                    return
-                buf += d
-            _, buf = buf.split(b"\r\n", 1)
+        while lines.readline().split(b" ")[0] in (b"USER", b"PASS"):
             c.sendall(b"+OK\r\n")
 
 
@@ -371,12 +364,10 @@ def test_user_name_escaped_in_access_and_credential_records(socks5d):
     p = socks5d("-u", ODD_USER + ":pw")
     s, _ = socks_connect_ok(p.port, "127.0.0.1", port, user=ODD_USER, password="pw")
     with s:
-        s.settimeout(10)
-        assert s.recv(100).startswith(b"+OK")
-        s.sendall(b"USER bob\r\n")
-        assert s.recv(100) == b"+OK\r\n"
-        s.sendall(b"PASS pw\r\n")
-        assert s.recv(100) == b"+OK\r\n"
+        assert recv_exact(s, 10, 10) == b"+OK fake\r\n"
+        for line in (b"USER bob\r\n", b"PASS pw\r\n"):
+            s.sendall(line)
+            assert recv_exact(s, 5, 10) == b"+OK\r\n"
     t.join(10)
     srv.close()
     a = p.wait_log(lambda f: len(f) > 6 and f[2] == "A" and f[6] == str(port))[0]
