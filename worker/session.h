@@ -4,7 +4,9 @@
  * that writes the reply, logs, counts and frees.
  *
  * The state is the handler that runs on the next event; each step is one
- * small function.  Loop thread only.
+ * small function.  This is what the worker sees; the parts (session.c,
+ * handshake.c, connect.c, relay.c) share worker/session_int.h.  Loop
+ * thread only.
  */
 #ifndef SOCKS5D_SESSION_H
 #define SOCKS5D_SESSION_H
@@ -30,7 +32,8 @@ struct ctrl_session;
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
 /* Close every session now (end of the grace period, shutdown). */
 void session_abort_all(struct worker *wk);
-/* Close the sessions whose user was removed or whose password changed; apply a new idle setting. */
+/* Close the sessions whose user was removed or whose password changed;
+ * apply a new idle setting. */
 void session_reconfigure(struct worker *wk);
 /* Up to max sessions with id > after, ascending; *more when others follow. */
 size_t session_list(struct worker *wk, uint64_t after, size_t max, struct ctrl_session *out,
