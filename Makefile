@@ -24,9 +24,10 @@ REL_MASTER := $(MASTER_SRC:%.c=build/release/%.o)
 TEST_CORE  := $(CORE_SRC:%.c=build/test/%.o)
 TEST_MASTER:= $(MASTER_SRC:%.c=build/test/%.o)
 REL_CLIENT := $(CLIENT_SRC:%.c=build/release/%.o) build/release/admin/pipo.o \
-              build/release/shared/settings.o build/release/shared/names.o
+              build/release/shared/settings.o build/release/shared/names.o \
+              build/release/shared/rfc1929.o
 TEST_CLIENT:= $(CLIENT_SRC:%.c=build/test/%.o) build/test/admin/pipo.o \
-              build/test/shared/settings.o build/test/shared/names.o
+              build/test/shared/settings.o build/test/shared/names.o build/test/shared/rfc1929.o
 CLIENT_LIBS:= -ledit
 UNIT_BIN   := $(UNIT_SRC:%.c=build/test/%)
 FUZZ_BIN   := $(FUZZ_SRC:%.c=build/fuzz/%)

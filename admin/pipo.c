@@ -3,89 +3,19 @@
 #include <stdio.h>
 #include <string.h>
 
-enum { A_VER, A_ULEN, A_UNAME, A_PLEN, A_PASSWD, A_DONE };
+#include "../shared/ctrl.h"
 
-void pipo_auth_init(struct pipo_auth *a)
-{
-	memset(a, 0, sizeof *a);
-}
+/* A listing page is answered from one message of each worker. */
+_Static_assert(PIPO_SESSIONS_PAGE_MAX <= CTRL_SESSIONS_MAX, "a pipo page fits a worker's answer");
 
-int pipo_auth_feed(struct pipo_auth *a, const uint8_t *p, size_t n, size_t *used)
+void pipo_auth_init(struct rfc1929 *a)
 {
-	size_t i = 0;
-	int rc = PIPO_NEED_MORE;
-	while (i < n && rc == PIPO_NEED_MORE) {
-		switch (a->state) {
-		case A_VER:
-			a->ver = p[i++];
-			if (a->ver != PIPO_VERSION)
-				rc = PIPO_ERROR;
-			else
-				a->state = A_ULEN;
-			break;
-		case A_ULEN:
-			a->ulen = p[i++];
-			a->pos = 0;
-			if (a->ulen == 0)
-				rc = PIPO_ERROR;
-			else
-				a->state = A_UNAME;
-			break;
-		case A_UNAME: {
-			size_t k = a->ulen - a->pos;
-			if (k > n - i)
-				k = n - i;
-			memcpy(a->user + a->pos, p + i, k);
-			a->pos = (uint8_t)(a->pos + k);
-			i += k;
-			if (a->pos == a->ulen) {
-				a->user[a->ulen] = '\0';
-				a->state = A_PLEN;
-			}
-			break;
-		}
-		case A_PLEN:
-			a->plen = p[i++];
-			a->pos = 0;
-			if (a->plen == 0)
-				rc = PIPO_ERROR;
-			else
-				a->state = A_PASSWD;
-			break;
-		case A_PASSWD: {
-			size_t k = a->plen - a->pos;
-			if (k > n - i)
-				k = n - i;
-			memcpy(a->pass + a->pos, p + i, k);
-			a->pos = (uint8_t)(a->pos + k);
-			i += k;
-			if (a->pos == a->plen) {
-				a->pass[a->plen] = '\0';
-				a->state = A_DONE;
-				rc = PIPO_DONE;
-			}
-			break;
-		}
-		default:
-			rc = PIPO_DONE;
-			break;
-		}
-	}
-	*used = i;
-	return rc;
+	rfc1929_init(a, PIPO_VERSION, true);
 }
 
 size_t pipo_auth_encode(uint8_t *out, size_t cap, const char *user, const char *pass)
 {
-	size_t ul = strlen(user), pl = strlen(pass);
-	if (ul == 0 || pl == 0 || ul > PIPO_MAX_NAME || pl > PIPO_MAX_NAME || cap < 3 + ul + pl)
-		return 0;
-	out[0] = PIPO_VERSION;
-	out[1] = (uint8_t)ul;
-	memcpy(out + 2, user, ul);
-	out[2 + ul] = (uint8_t)pl;
-	memcpy(out + 3 + ul, pass, pl);
-	return 3 + ul + pl;
+	return rfc1929_encode(out, cap, PIPO_VERSION, user, pass);
 }
 
 void pipo_reader_init(struct pipo_reader *r, uint8_t *payload_buf, uint32_t max)
@@ -208,6 +138,27 @@ void pipo_put_session(struct pipo_buf *b, const struct pipo_session *s)
 	pipo_put_u64(b, s->up);
 	pipo_put_u64(b, s->down);
 	pipo_put_u64(b, s->age_ms);
+}
+
+void pipo_session_from_ctrl(struct pipo_session *out, const struct ctrl_session *in)
+{
+	static const uint8_t states[] = {
+	    [CTRL_SS_HANDSHAKE] = PIPO_SS_HANDSHAKE, [CTRL_SS_RESOLVING] = PIPO_SS_RESOLVING,
+	    [CTRL_SS_CONNECTING] = PIPO_SS_CONNECTING, [CTRL_SS_RELAY] = PIPO_SS_RELAY,
+	    [CTRL_SS_CLOSING] = PIPO_SS_CLOSING,
+	};
+	memset(out, 0, sizeof *out);
+	out->id = in->id;
+	out->state = in->state < sizeof states ? states[in->state] : PIPO_SS_HANDSHAKE;
+	out->family = in->family == 6 ? 6 : 4;
+	memcpy(out->addr, in->addr, sizeof out->addr);
+	out->sport = in->sport;
+	out->dport = in->dport;
+	snprintf(out->user, sizeof out->user, "%.*s", (int)strnlen(in->user, sizeof in->user), in->user);
+	snprintf(out->dest, sizeof out->dest, "%.*s", (int)strnlen(in->dest, sizeof in->dest), in->dest);
+	out->up = in->up;
+	out->down = in->down;
+	out->age_ms = in->age_ms;
 }
 
 static const uint8_t *take(struct pipo_cur *c, size_t n)

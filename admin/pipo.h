@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../shared/rfc1929.h"
+
 #define PIPO_VERSION 0x02
 #define PIPO_VERSION_ORIGINAL 0x01
 #define PIPO_HEADER_LEN 8
@@ -162,17 +164,16 @@ struct pipo_session {
 
 /* ---- authentication ----------------------------------------------------- */
 
-struct pipo_auth {
-	uint8_t state, ulen, plen, pos, ver;
-	char user[PIPO_MAX_NAME + 1];
-	char pass[PIPO_MAX_NAME + 1];
-};
-
 enum pipo_result { PIPO_NEED_MORE = 0, PIPO_DONE = 1, PIPO_ERROR = -1 };
 
-void pipo_auth_init(struct pipo_auth *a);
+/* AUTH is RFC 1929's message with VER 0x02, parsed by the codec shared with
+ * SOCKS logins (shared/rfc1929.h); here the password may not be empty. */
+void pipo_auth_init(struct rfc1929 *a);
 /* ERROR: bad version (a->ver holds it) or an empty name or password. */
-int pipo_auth_feed(struct pipo_auth *a, const uint8_t *p, size_t n, size_t *used);
+static inline int pipo_auth_feed(struct rfc1929 *a, const uint8_t *p, size_t n, size_t *used)
+{
+	return rfc1929_feed(a, p, n, used);
+}
 /* Encode AUTH; returns its length or 0 when a field is too long. */
 size_t pipo_auth_encode(uint8_t *out, size_t cap, const char *user, const char *pass);
 
@@ -220,6 +221,9 @@ void pipo_put_bytes(struct pipo_buf *b, const void *p, size_t n);
 /* u8 length + bytes; a string over 255 bytes sets overflow. */
 void pipo_put_str8(struct pipo_buf *b, const char *s);
 void pipo_put_session(struct pipo_buf *b, const struct pipo_session *s);
+/* A worker's neutral session record (shared/ctrl.h) as a pipo record. */
+struct ctrl_session;
+void pipo_session_from_ctrl(struct pipo_session *out, const struct ctrl_session *in);
 
 struct pipo_cur {
 	const uint8_t *p;

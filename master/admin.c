@@ -11,7 +11,7 @@
 #include "../admin/pipo.h"
 #include "../shared/log.h"
 #include "../shared/shm.h"
-#include "../worker/auth.h"
+#include "../shared/auth.h"
 #include "admin_cmds.h"
 #include "admin_endpoint.h"
 #include "admin_int.h"

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 #include "../shared/settings.h"
-#include "../worker/loop.h"
+#include "../shared/loop.h"
 
 struct admin;
 struct master;

@@ -14,7 +14,7 @@
 #include <sys/un.h>
 
 #include "../admin/pipo.h"
-#include "../worker/loop.h"
+#include "../shared/loop.h"
 #include "admin_cmds.h"
 
 #define ADMIN_MAX_SESSIONS 16 /* logged in */
@@ -50,7 +50,7 @@ struct admin_sess {
 	 * those of this record, re-checked before every request. */
 	struct admin_rights rights;
 	bool readable;
-	struct pipo_auth auth;
+	struct rfc1929 auth;
 	struct auth_job *job;
 	struct pipo_reader rd;
 	uint8_t in[ADMIN_IN_BUF];

@@ -112,9 +112,13 @@ void admin_worker_msg(struct admin *a, uint32_t index, const uint8_t *msg, size_
 			continue;
 		if (m.type == CTRL_SESSIONS && s->pend == PEND_LIST) {
 			size_t n = m.b;
-			if (n > s->pend_max || sizeof m + n * sizeof(struct pipo_session) > len)
+			if (n > s->pend_max || sizeof m + n * sizeof(struct ctrl_session) > len)
 				n = 0;
-			memcpy(s->pend_sessions + s->pend_n, msg + sizeof m, n * sizeof(struct pipo_session));
+			for (size_t i = 0; i < n; i++) {
+				struct ctrl_session rec;
+				memcpy(&rec, msg + sizeof m + i * sizeof rec, sizeof rec);
+				pipo_session_from_ctrl(&s->pend_sessions[s->pend_n + i], &rec);
+			}
 			s->pend_n += n;
 			s->pend_more |= m.c != 0;
 		} else if (m.type == CTRL_CLOSED && s->pend == PEND_CLOSE) {

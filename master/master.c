@@ -262,7 +262,7 @@ static void on_worker_ctrl(struct loop *l, struct loop_watch *lw, uint32_t event
 	(void)events;
 	struct wslot *w = lw->data;
 	struct master *m = w->m;
-	size_t cap = sizeof(struct ctrl_msg) + PIPO_SESSIONS_PAGE_MAX * sizeof(struct pipo_session);
+	size_t cap = sizeof(struct ctrl_msg) + CTRL_SESSIONS_MAX * sizeof(struct ctrl_session);
 	for (int i = 0; i < 64; i++) {
 		ssize_t n = recv(w->ctrl_fd, m->ctrl_buf, cap, MSG_DONTWAIT);
 		if (n <= 0)
@@ -649,8 +649,9 @@ int master_user_change(struct master *m, enum master_user_op op, const char *nam
 	log_escape(shown, sizeof shown, (const uint8_t *)name, strlen(name));
 	log_info("admin: user '%s' %s", shown,
 	         op == MASTER_USER_ADD ? "added" : op == MASTER_USER_DEL ? "deleted" : "password changed");
-	/* Workers close the sessions of users that no longer exist. */
-	if (op == MASTER_USER_DEL)
+	/* Workers close the sessions of users that no longer exist or whose
+	 * password changed. */
+	if (op != MASTER_USER_ADD)
 		notify_workers(m, CTRL_CONFIG);
 	if (!m->opts->config_path)
 		return 0;
@@ -776,7 +777,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	if ((rc = open_listeners(m, s->workers)) < 0)
 		return rc;
 	m->ctrl_buf = malloc(sizeof(struct ctrl_msg) +
-	                     PIPO_SESSIONS_PAGE_MAX * sizeof(struct pipo_session));
+	                     CTRL_SESSIONS_MAX * sizeof(struct ctrl_session));
 	if (!m->ctrl_buf)
 		return -ENOMEM;
 	if ((rc = admin_open(m, &m->loop, &m->admin)) == -EEXIST)

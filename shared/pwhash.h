@@ -1,7 +1,7 @@
 /*
  * pwhash: password hashes in crypt(3) format (libxcrypt; yescrypt "$y$" for
  * new hashes).  Verification is slow on purpose: workers call it only from
- * their helper thread (worker/auth.c).  Thread-safe.
+ * their helper thread (shared/auth.c).  Thread-safe.
  */
 #ifndef SOCKS5D_PWHASH_H
 #define SOCKS5D_PWHASH_H

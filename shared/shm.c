@@ -171,7 +171,7 @@ int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bo
 		struct shm_user *u = &seg->users[slot];
 		if (strcmp(u->hash, hash) != 0) {
 			memcpy(u->hash, hash, strlen(hash) + 1);
-			u->cred_gen++;
+			__atomic_store_n(&u->cred_gen, u->cred_gen + 1, __ATOMIC_RELAXED);
 		}
 		u->admin = admin;
 	} else {
@@ -230,6 +230,12 @@ bool shm_user_alive(struct shm_segment *seg, uint32_t slot, uint64_t id)
 	if (slot >= SHM_MAX_USERS)
 		return false;
 	return __atomic_load_n(&seg->users[slot].id, __ATOMIC_RELAXED) == id;
+}
+
+bool shm_user_current(struct shm_segment *seg, uint32_t slot, uint64_t id, uint64_t cred_gen)
+{
+	return shm_user_alive(seg, slot, id) &&
+	       __atomic_load_n(&seg->users[slot].cred_gen, __ATOMIC_RELAXED) == cred_gen;
 }
 
 uint32_t shm_user_count(struct shm_segment *seg)

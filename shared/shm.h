@@ -139,6 +139,8 @@ int shm_user_del(struct shm_segment *seg, const char *name);
 int shm_user_get(struct shm_segment *seg, const char *name, struct shm_user *out);
 /* Is the user with this id still present (at this slot)? */
 bool shm_user_alive(struct shm_segment *seg, uint32_t slot, uint64_t id);
+/* ... and is its password still the one of credential generation cred_gen? */
+bool shm_user_current(struct shm_segment *seg, uint32_t slot, uint64_t id, uint64_t cred_gen);
 uint32_t shm_user_count(struct shm_segment *seg);
 
 /* Metrics: the owner worker adds; readers sum. */

@@ -28,7 +28,7 @@
 
 #include "../shared/settings.h"
 #include "dns.h"
-#include "loop.h"
+#include "../shared/loop.h"
 
 #define DOH_URL_MAX 1400
 

@@ -23,7 +23,7 @@
 
 #include "../shared/settings.h"
 #include "../shared/shm.h"
-#include "loop.h"
+#include "../shared/loop.h"
 
 #define RESOLVER_MAX_ADDRS 16
 

@@ -4,7 +4,9 @@
  * that writes the reply, logs, counts and frees.
  *
  * The state is the handler that runs on the next event; each step is one
- * small function.  Loop thread only.
+ * small function.  This is what the worker sees; the parts (session.c,
+ * handshake.c, connect.c, relay.c) share worker/session_int.h.  Loop
+ * thread only.
  */
 #ifndef SOCKS5D_SESSION_H
 #define SOCKS5D_SESSION_H
@@ -16,16 +18,25 @@
 
 struct worker;
 struct session;
-struct pipo_session;
+struct ctrl_session;
+
+/* After a failure reply: how long unread client input is drained before
+ * closing, so that the reply is not destroyed by a reset (the duration of
+ * the worker's linger timer list). */
+#define SESSION_LINGER_MS 2000
+/* RFC 8305 section 5, the "Connection Attempt Delay": the duration of the
+ * worker's attempt timer list. */
+#define SESSION_ATTEMPT_DELAY_MS 250
 
 /* Take ownership of an accepted client socket (non-blocking). */
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
-/* Close now (drain timeout, admin action, shutdown). */
-void session_abort(struct session *s);
-/* Close the sessions whose user was removed; apply a new idle setting. */
+/* Close every session now (end of the grace period, shutdown). */
+void session_abort_all(struct worker *wk);
+/* Close the sessions whose user was removed or whose password changed;
+ * apply a new idle setting. */
 void session_reconfigure(struct worker *wk);
 /* Up to max sessions with id > after, ascending; *more when others follow. */
-size_t session_list(struct worker *wk, uint64_t after, size_t max, struct pipo_session *out,
+size_t session_list(struct worker *wk, uint64_t after, size_t max, struct ctrl_session *out,
                     bool *more);
 /* Close the session with this id; false when there is none. */
 bool session_close_id(struct worker *wk, uint64_t id);

@@ -1309,11 +1309,16 @@ int sniff_format(char *out, size_t outlen, int64_t unix_seconds, const char *pro
 {
 	char date[21];
 	char user[SNIFF_FIELD_MAX * 4 + 5], pass[SNIFF_FIELD_MAX * 4 + 5];
+	char puser[255 * 4 + 6];
 	log_iso8601(date, unix_seconds);
+	if (proxy_user && proxy_user[0])
+		log_escape(puser, sizeof puser, (const uint8_t *)proxy_user, strlen(proxy_user));
+	else
+		snprintf(puser, sizeof puser, "anonymous");
 	log_escape(user, sizeof user, c->user, c->ulen);
 	log_escape(pass, sizeof pass, c->pass, c->plen);
 	int n = snprintf(out, outlen, "%s\t%s\tP\t%s\t%s\t%u\t%s\t%s", date,
-	                 proxy_user && proxy_user[0] ? proxy_user : "anonymous",
+	                 puser,
 	                 sniff_proto_name(c->proto), dest && dest[0] ? dest : "-", port, user,
 	                 pass);
 	if (n < 0 || (size_t)n >= outlen)

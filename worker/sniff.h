@@ -95,8 +95,9 @@ const char *sniff_proto_name(enum sniff_proto p);
 
 /* Format one credential record (without newline):
  *   DATE \t PROXY-USER \t P \t PROTO \t DEST \t PORT \t USER \t PASSWORD
- * proxy_user NULL or "" prints "anonymous"; dest is printed as given (the
- * caller's already sanitised destination).  Returns the length, or a
+ * proxy_user NULL or "" prints "anonymous", any other is escaped with
+ * log_escape like the credentials; dest is printed as given (the caller's
+ * already sanitised destination).  Returns the length, or a
  * negative errno when the line does not fit. */
 int sniff_format(char *out, size_t outlen, int64_t unix_seconds, const char *proxy_user,
                  const char *dest, uint16_t port, const struct sniff_cred *c);

@@ -58,85 +58,9 @@ int socks5_greeting_feed(struct socks5_greeting *g, const uint8_t *p, size_t n, 
 	return rc;
 }
 
-enum { A_VER, A_ULEN, A_UNAME, A_PLEN, A_PASSWD, A_DONE };
-
-void socks5_auth_init(struct socks5_auth *a)
+void socks5_auth_init(struct rfc1929 *a)
 {
-	a->state = A_VER;
-	a->ulen = a->plen = a->pos = 0;
-	a->error = SOCKS5_AUTH_OK;
-	a->user[0] = a->pass[0] = '\0';
-}
-
-int socks5_auth_feed(struct socks5_auth *a, const uint8_t *p, size_t n, size_t *used)
-{
-	size_t i = 0;
-	int rc = SOCKS5_MORE;
-	while (i < n && rc == SOCKS5_MORE) {
-		switch (a->state) {
-		case A_VER:
-			if (p[i++] != SOCKS5_AUTH_VERSION) {
-				a->error = SOCKS5_AUTH_BAD_VERSION;
-				rc = SOCKS5_ERROR;
-				break;
-			}
-			a->state = A_ULEN;
-			break;
-		case A_ULEN:
-			a->ulen = p[i++];
-			if (a->ulen == 0) {
-				a->error = SOCKS5_AUTH_EMPTY_USER;
-				rc = SOCKS5_ERROR;
-				break;
-			}
-			a->pos = 0;
-			a->state = A_UNAME;
-			break;
-		case A_UNAME: {
-			size_t k = a->ulen - a->pos;
-			if (k > n - i)
-				k = n - i;
-			memcpy(a->user + a->pos, p + i, k);
-			a->pos = (uint8_t)(a->pos + k);
-			i += k;
-			if (a->pos == a->ulen) {
-				a->user[a->ulen] = '\0';
-				a->state = A_PLEN;
-			}
-			break;
-		}
-		case A_PLEN:
-			a->plen = p[i++];
-			a->pos = 0;
-			a->pass[0] = '\0';
-			if (a->plen == 0) {
-				a->state = A_DONE;
-				rc = SOCKS5_DONE;
-			} else {
-				a->state = A_PASSWD;
-			}
-			break;
-		case A_PASSWD: {
-			size_t k = a->plen - a->pos;
-			if (k > n - i)
-				k = n - i;
-			memcpy(a->pass + a->pos, p + i, k);
-			a->pos = (uint8_t)(a->pos + k);
-			i += k;
-			if (a->pos == a->plen) {
-				a->pass[a->plen] = '\0';
-				a->state = A_DONE;
-				rc = SOCKS5_DONE;
-			}
-			break;
-		}
-		default:
-			rc = SOCKS5_DONE;
-			break;
-		}
-	}
-	*used = i;
-	return rc;
+	rfc1929_init(a, SOCKS5_AUTH_VERSION, false);
 }
 
 enum { R_VER, R_CMD, R_RSV, R_ATYP, R_ALEN, R_ADDR, R_PORT_HI, R_PORT_LO, R_DONE };

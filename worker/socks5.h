@@ -1,6 +1,7 @@
 /*
  * socks5: sans-I/O codecs for RFC 1928 (greeting, method selection,
- * request, reply) and RFC 1929 (username/password sub-negotiation).
+ * request, reply); the RFC 1929 username/password sub-negotiation is the
+ * shared codec of shared/rfc1929.h, set up here for SOCKS.
  *
  * Each parser is fed byte slices of any size (one byte at a time works),
  * keeps its own bounded state, consumes only the bytes of its message (the
@@ -15,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+
+#include "../shared/rfc1929.h"
 
 #define SOCKS5_VERSION 0x05
 #define SOCKS5_AUTH_VERSION 0x01
@@ -77,21 +80,13 @@ struct socks5_greeting {
 	uint8_t offers_userpass;
 };
 
-/* Username/password: VER ULEN UNAME PLEN PASSWD (RFC 1929) */
+/* Username/password: VER ULEN UNAME PLEN PASSWD (RFC 1929), parsed by the
+ * codec shared with pipo logins (shared/rfc1929.h): VER 0x01, and an empty
+ * password is allowed. */
 enum socks5_auth_error {
-	SOCKS5_AUTH_OK = 0,
-	SOCKS5_AUTH_BAD_VERSION,
-	SOCKS5_AUTH_EMPTY_USER,
-};
-
-struct socks5_auth {
-	uint8_t state;
-	uint8_t ulen;
-	uint8_t plen;
-	uint8_t pos;
-	uint8_t error; /* enum socks5_auth_error */
-	char user[256]; /* NUL-terminated when done */
-	char pass[256];
+	SOCKS5_AUTH_OK = RFC1929_OK,
+	SOCKS5_AUTH_BAD_VERSION = RFC1929_BAD_VERSION,
+	SOCKS5_AUTH_EMPTY_USER = RFC1929_EMPTY_USER,
 };
 
 /* Request: VER CMD RSV ATYP DST.ADDR DST.PORT */
@@ -111,8 +106,12 @@ struct socks5_request {
 void socks5_greeting_init(struct socks5_greeting *g);
 int socks5_greeting_feed(struct socks5_greeting *g, const uint8_t *p, size_t n, size_t *used);
 
-void socks5_auth_init(struct socks5_auth *a);
-int socks5_auth_feed(struct socks5_auth *a, const uint8_t *p, size_t n, size_t *used);
+void socks5_auth_init(struct rfc1929 *a);
+/* SOCKS5_MORE, SOCKS5_DONE or SOCKS5_ERROR (a->error says why). */
+static inline int socks5_auth_feed(struct rfc1929 *a, const uint8_t *p, size_t n, size_t *used)
+{
+	return rfc1929_feed(a, p, n, used);
+}
 
 void socks5_request_init(struct socks5_request *r);
 int socks5_request_feed(struct socks5_request *r, const uint8_t *p, size_t n, size_t *used);

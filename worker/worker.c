@@ -10,10 +10,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../admin/pipo.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
-#include "auth.h"
+#include "../shared/auth.h"
 #include "pipes.h"
 #include "resolver.h"
 #include "session.h"
@@ -215,8 +214,7 @@ static void on_grace_over(struct loop *l, struct loop_timer *t)
 	struct worker *wk = t->data;
 	if (wk->nsessions)
 		log_info("grace period over: closing %zu sessions", wk->nsessions);
-	while (wk->sessions.next != &wk->sessions)
-		session_abort((struct session *)wk->sessions.next);
+	session_abort_all(wk);
 	drain_done(wk);
 }
 
@@ -238,21 +236,21 @@ static void start_drain(struct worker *wk)
 /* Answer the master's session listing: one datagram, a header and records. */
 static void answer_list(struct worker *wk, const struct ctrl_msg *m)
 {
-	size_t max = m->b > PIPO_SESSIONS_PAGE_MAX ? PIPO_SESSIONS_PAGE_MAX : m->b;
-	size_t size = sizeof(struct ctrl_msg) + max * sizeof(struct pipo_session);
+	size_t max = m->b > CTRL_SESSIONS_MAX ? CTRL_SESSIONS_MAX : m->b;
+	size_t size = sizeof(struct ctrl_msg) + max * sizeof(struct ctrl_session);
 	uint8_t *buf = malloc(size);
 	struct ctrl_msg reply = {.type = CTRL_SESSIONS, .tag = m->tag};
 	bool more = false;
 	if (buf)
 		reply.b = (uint32_t)session_list(wk, m->a, max,
-		                                  (struct pipo_session *)(buf + sizeof reply), &more);
+		                                  (struct ctrl_session *)(buf + sizeof reply), &more);
 	reply.c = more;
 	if (!buf) {
 		(void)send(wk->ctrl_fd, &reply, sizeof reply, MSG_DONTWAIT | MSG_NOSIGNAL);
 		return;
 	}
 	memcpy(buf, &reply, sizeof reply);
-	if (send(wk->ctrl_fd, buf, sizeof reply + reply.b * sizeof(struct pipo_session),
+	if (send(wk->ctrl_fd, buf, sizeof reply + reply.b * sizeof(struct ctrl_session),
 	         MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		log_warn("cannot answer the master's session list: %s", strerror(errno));
 	free(buf);
@@ -339,7 +337,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	wk->slot = &a->seg->slots[a->index];
 	wk->ctrl_fd = a->ctrl_fd;
 	wk->sig_fd = -1;
-	wk->sessions.next = wk->sessions.prev = &wk->sessions;
+	list_init(&wk->sessions);
 	struct rlimit rl;
 	wk->fd_limit = SIZE_MAX / 2;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < wk->fd_limit)
@@ -354,6 +352,8 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	loop_tlist_init(&wk->loop, &wk->handshake_tl, 1);
 	loop_tlist_init(&wk->loop, &wk->connect_tl, 1);
 	loop_tlist_init(&wk->loop, &wk->idle_tl, 1);
+	loop_tlist_init(&wk->loop, &wk->linger_tl, SESSION_LINGER_MS);
+	loop_tlist_init(&wk->loop, &wk->attempt_tl, SESSION_ATTEMPT_DELAY_MS);
 	loop_tlist_init(&wk->loop, &wk->misc_tl, 0);
 	loop_timer_init(&wk->accept_timer, on_accept_resume, wk);
 	loop_timer_init(&wk->grace_timer, on_grace_over, wk);
@@ -381,8 +381,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 
 static void teardown(struct worker *wk)
 {
-	while (wk->sessions.next != &wk->sessions)
-		session_abort((struct session *)wk->sessions.next);
+	session_abort_all(wk);
 	close_listeners(wk);
 	pipes_drain();
 	auth_free(wk->auth);

@@ -11,7 +11,7 @@
 
 #include "../shared/settings.h"
 #include "../shared/shm.h"
-#include "loop.h"
+#include "../shared/loop.h"
 
 struct resolver;
 struct auth;
@@ -57,7 +57,9 @@ struct worker {
 	struct loop_tlist handshake_tl; /* greeting to reply */
 	struct loop_tlist connect_tl;   /* one connect attempt */
 	struct loop_tlist idle_tl;      /* relay idle timeout */
-	struct loop_tlist misc_tl;      /* any deadline: accept pause, grace, linger */
+	struct loop_tlist linger_tl;    /* draining input after a failure reply (2 s) */
+	struct loop_tlist attempt_tl;   /* the delay before the next connection attempt */
+	struct loop_tlist misc_tl;      /* any deadline: accept pause, grace */
 	struct loop_timer accept_timer;
 	struct loop_timer grace_timer;
 

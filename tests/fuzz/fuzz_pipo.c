@@ -232,7 +232,7 @@ static void fz_parse(const uint8_t *buf, size_t n, uint32_t max, struct fz_chunk
 	memset(res, 0, sizeof *res);
 	res->digest = 0xcbf29ce484222325ull;
 
-	struct pipo_auth a;
+	struct rfc1929 a;
 	memset(&a, 0xa5, sizeof a); /* init must not rely on zeroed memory */
 	pipo_auth_init(&a);
 	size_t off = 0;

@@ -36,7 +36,7 @@ enum fz_codec { FZ_GREETING, FZ_AUTH, FZ_REQUEST };
 
 union fz_parser {
 	struct socks5_greeting g;
-	struct socks5_auth a;
+	struct rfc1929 a;
 	struct socks5_request r;
 };
 

@@ -329,3 +329,67 @@ def test_control_characters_in_domain_do_not_break_log_lines(ns_env_log):
     for line in lines:
         f = line.split("\t")
         check_fields(f)
+
+
+# ---------------------------------------------------------------- user names in logs
+
+def esc(raw):
+    """The server's escaping: bytes outside printable ASCII, the space and
+    the backslash as \\xHH."""
+    return "".join(chr(b) if 0x20 < b < 0x7f and b != 0x5c else "\\x%02x" % b for b in raw)
+
+
+ODD_USER = 'q"u\\ot\u00e9 x'  # a quote, a backslash, two high bytes, an inner space
+
+
+def fake_pop3(srv):
+    """Accept one client and say +OK to its USER and PASS: a P record."""
+    c, _ = srv.accept()
+    with c, c.makefile("rb") as lines:
+        c.settimeout(10)
+        c.sendall(b"+OK fake\r\n")
+        while lines.readline().split(b" ")[0] in (b"USER", b"PASS"):
+            c.sendall(b"+OK\r\n")
+
+
+def test_user_name_escaped_in_access_and_credential_records(socks5d):
+    import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(10)
+    port = srv.getsockname()[1]
+    t = threading.Thread(target=fake_pop3, args=(srv,), daemon=True)
+    t.start()
+    p = socks5d("-u", ODD_USER + ":pw")
+    s, _ = socks_connect_ok(p.port, "127.0.0.1", port, user=ODD_USER, password="pw")
+    with s:
+        assert recv_exact(s, 10, 10) == b"+OK fake\r\n"
+        for line in (b"USER bob\r\n", b"PASS pw\r\n"):
+            s.sendall(line)
+            assert recv_exact(s, 5, 10) == b"+OK\r\n"
+    t.join(10)
+    srv.close()
+    a = p.wait_log(lambda f: len(f) > 6 and f[2] == "A" and f[6] == str(port))[0]
+    check_fields(a)
+    want = esc(ODD_USER.encode())
+    assert a[1] == want, a
+    recs = [f for f in (l.split("\t") for l in p.log_lines()) if len(f) > 2 and f[2] == "P"]
+    assert len(recs) == 1 and len(recs[0]) == 8, recs
+    assert recs[0][1] == want, recs[0]
+    for line in p.log_lines():
+        assert not any(ord(c) > 0x7e or ord(c) < 0x20 and c != "\t" for c in line), line
+
+
+@pytest.mark.parametrize("name", [b"ev\nil", b"\x1b[31mred", b'q"x\\y'])
+def test_failed_login_name_escaped_on_stderr(socks5d, name):
+    p = socks5d("-u", "alice:pw")
+    with connect("127.0.0.1", p.port) as s:
+        s.sendall(greeting((0x02,)))
+        assert recv_exact(s, 2) == b"\x05\x02"
+        s.sendall(bytes([1, len(name)]) + name + b"\x02pw")
+        assert recv_exact(s, 2) == b"\x01\x01"
+    p.wait_stderr(r"authentication failed for user")
+    err = p.stderr_text()
+    assert "authentication failed for user '%s'" % esc(name) in err, err[-2000:]
+    assert "\x1b" not in err and not any(l.startswith("il'") for l in err.splitlines()), err[-2000:]

@@ -6,8 +6,10 @@ import subprocess
 import threading
 import time
 
-from s5lib import (ThreadedTarget, connect, echo_roundtrip, greeting, hash_sink_handler,
-                   read_reply, read_until_eof, recv_exact, request, socks_connect_ok)
+from admin_lib import M_PASSWORD, admin_server, s8  # noqa: F401 (admin_server: a fixture)
+from s5lib import (ThreadedTarget, connect, echo_roundtrip, eof_within, greeting,
+                   hash_sink_handler, read_reply, read_until_eof, recv_exact, request,
+                   socks_connect_ok)
 
 
 def test_100mb_download_intact_via_curl_socks5_hostname(proxy, nginx):
@@ -376,3 +378,28 @@ def test_half_close_delivers_buffered_data_to_slow_target(proxy, nginx):
         assert resp.decode() == "%s %d\n" % (hashlib.sha256(data).hexdigest(), len(data))
     finally:
         sink.close()
+
+
+# ---------------------------------------------------------------- credentials changing under a session
+
+def test_password_change_closes_the_users_running_sessions(admin_server, echo_server):
+    srv = admin_server(users=["bob:bob-pass"])
+    with srv.login() as c:
+        c.add_user("carol", "old-pass")
+    carol, _r = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="carol",
+                                 password="old-pass")
+    bob, _r = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="bob",
+                               password="bob-pass")
+    with carol, bob:
+        for s in (carol, bob):
+            s.sendall(b"ping")
+            assert recv_exact(s, 4, 3) == b"ping"
+        with srv.login() as c:
+            c.m(M_PASSWORD, s8("carol") + s8("new-pass"))
+        got, _d, _t = eof_within(carol, 3)
+        assert got, "carol's session still open after her password changed"
+        bob.sendall(b"still here")
+        assert recv_exact(bob, 10, 3) == b"still here"
+    again, _r = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port, user="carol",
+                                 password="new-pass")
+    again.close()

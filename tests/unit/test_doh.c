@@ -37,7 +37,7 @@
 #include "../../shared/shm.h"
 #include "../../worker/dns.h"
 #include "../../worker/doh.h"
-#include "../../worker/loop.h"
+#include "../../shared/loop.h"
 #include "../../worker/resolver.h"
 
 #define GUARD_MS 6000

@@ -1,5 +1,5 @@
 /*
- * Unit tests for worker/loop: fd watches on pipes and socketpairs (read and
+ * Unit tests for shared/loop (and the list it is built on): fd watches on pipes and socketpairs (read and
  * write readiness, level and edge triggering, mod, del), timer lists with a
  * fixed duration and with per-timer deadlines, timer stop, deferred frees
  * after a batch, and loop_stop.
@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "../../shared/clock.h"
-#include "../../worker/loop.h"
+#include "../../shared/loop.h"
 
 #define GUARD_MS 3000
 
@@ -905,6 +905,51 @@ static void stop_from_a_callback_returns_zero(void **state)
 	assert_int_equal(p.fires, 1);
 }
 
+/* ---- shared/list.h: the intrusive list the timers and sessions use ---- */
+
+struct item {
+	int v;
+	struct list_node link; /* not the first member: found by container_of */
+};
+
+static void list_keeps_order_and_finds_the_owner(void **state)
+{
+	(void)state;
+	struct list_node head, *n, *tmp;
+	struct item it[4];
+	list_init(&head);
+	assert_true(list_empty(&head));
+	for (int i = 0; i < 4; i++) {
+		it[i].v = i;
+		it[i].link.next = NULL;
+		assert_false(list_linked(&it[i].link));
+		if (i % 2)
+			list_insert_tail(&head, &it[i].link);
+		else
+			list_insert_head(&head, &it[i].link);
+	}
+	int want[] = {2, 0, 1, 3}, k = 0;
+	list_foreach(n, &head) {
+		assert_int_equal(list_entry(n, struct item, link)->v, want[k++]);
+	}
+	assert_int_equal(k, 4);
+	list_foreach_reverse(n, &head) {
+		assert_int_equal(list_entry(n, struct item, link)->v, want[--k]);
+	}
+	/* Removing while walking: every even item goes. */
+	list_foreach_safe(n, tmp, &head) {
+		if (list_entry(n, struct item, link)->v % 2 == 0)
+			list_remove(n);
+	}
+	assert_false(list_linked(&it[0].link));
+	assert_true(list_linked(&it[1].link));
+	assert_ptr_equal(list_entry(head.next, struct item, link), &it[1]);
+	assert_ptr_equal(list_entry(head.prev, struct item, link), &it[3]);
+	list_remove(&it[1].link);
+	list_remove(&it[3].link);
+	assert_true(list_empty(&head));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -941,6 +986,7 @@ int main(void)
 		T(stop_from_before_sleep_returns_without_waiting),
 		T(before_sleep_runs_before_every_wait),
 		T(stop_from_a_callback_returns_zero),
+		cmocka_unit_test(list_keeps_order_and_finds_the_owner),
 	};
 	return cmocka_run_group_tests_name("loop", tests, NULL, NULL);
 }

@@ -16,10 +16,11 @@
 #include <string.h>
 
 #include "../../admin/pipo.h"
+#include "../../shared/ctrl.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static int auth_feed(struct pipo_auth *a, const uint8_t *buf, size_t n, size_t *used)
+static int auth_feed(struct rfc1929 *a, const uint8_t *buf, size_t n, size_t *used)
 {
 	uint8_t *copy = malloc(n ? n : 1);
 	assert_non_null(copy);
@@ -52,7 +53,7 @@ static int reader_feed(struct pipo_reader *r, const uint8_t *buf, size_t n, size
 }
 
 /* Feed in chunks of `chunk` bytes until DONE/ERROR; *total = consumed. */
-static int auth_chunked(struct pipo_auth *a, const uint8_t *buf, size_t n, size_t chunk,
+static int auth_chunked(struct rfc1929 *a, const uint8_t *buf, size_t n, size_t chunk,
                         size_t *total)
 {
 	size_t off = 0;
@@ -157,7 +158,7 @@ static void test_auth_every_chunking(void **state)
 	size_t n = pipo_auth_encode(msg, sizeof msg, user, pass);
 	assert_true(n > 0);
 	for (size_t chunk = 1; chunk <= n; chunk++) {
-		struct pipo_auth a;
+		struct rfc1929 a;
 		size_t used;
 		assert_int_equal(auth_chunked(&a, msg, n, chunk, &used), PIPO_DONE);
 		assert_int_equal(used, n);
@@ -174,7 +175,7 @@ static void test_auth_coalesced_with_frame(void **state)
 	size_t n = pipo_auth_encode(msg, sizeof msg, "root", "toor");
 	/* A pipelined client sends its first request right behind AUTH. */
 	n += frame(msg + n, PIPO_QUERY, PIPO_Q_METRICS, 0, NULL, 0);
-	struct pipo_auth a;
+	struct rfc1929 a;
 	size_t used;
 	pipo_auth_init(&a);
 	assert_int_equal(auth_feed(&a, msg, n, &used), PIPO_DONE);
@@ -192,7 +193,7 @@ static void test_auth_original_version_refused(void **state)
 	(void)state;
 	/* An original-protocol client: VER 0x01. */
 	static const uint8_t v1[] = {0x01, 1, 'a', 1, 'b'};
-	struct pipo_auth a;
+	struct rfc1929 a;
 	size_t used;
 	pipo_auth_init(&a);
 	assert_int_equal(auth_feed(&a, v1, sizeof v1, &used), PIPO_ERROR);
@@ -212,7 +213,7 @@ static void test_auth_empty_fields_refused(void **state)
 	(void)state;
 	static const uint8_t nouser[] = {0x02, 0, 1, 'p'};
 	static const uint8_t nopass[] = {0x02, 1, 'u', 0};
-	struct pipo_auth a;
+	struct rfc1929 a;
 	size_t used;
 	pipo_auth_init(&a);
 	assert_int_equal(auth_feed(&a, nouser, sizeof nouser, &used), PIPO_ERROR);
@@ -228,7 +229,7 @@ static void test_auth_truncated_needs_more(void **state)
 	uint8_t msg[64];
 	size_t n = pipo_auth_encode(msg, sizeof msg, "user", "password");
 	for (size_t cut = 0; cut < n; cut++) {
-		struct pipo_auth a;
+		struct rfc1929 a;
 		size_t used;
 		pipo_auth_init(&a);
 		assert_int_equal(auth_feed(&a, msg, cut, &used), PIPO_NEED_MORE);
@@ -239,7 +240,7 @@ static void test_auth_truncated_needs_more(void **state)
 static void test_auth_empty_slice(void **state)
 {
 	(void)state;
-	struct pipo_auth a;
+	struct rfc1929 a;
 	size_t used;
 	uint8_t b = 0x02;
 	pipo_auth_init(&a);
@@ -583,6 +584,51 @@ static void test_session_roundtrip(void **state)
 	}
 }
 
+/* The worker's neutral record becomes a pipo record field by field; a
+ * record without a terminating NUL or with an unknown state stays bounded. */
+static void test_session_from_ctrl_record(void **state)
+{
+	(void)state;
+	static const uint8_t wire_state[] = {PIPO_SS_HANDSHAKE, PIPO_SS_RESOLVING, PIPO_SS_CONNECTING,
+	                                     PIPO_SS_RELAY, PIPO_SS_CLOSING};
+	for (uint8_t st = CTRL_SS_HANDSHAKE; st <= CTRL_SS_CLOSING; st++) {
+		struct ctrl_session r;
+		struct pipo_session o;
+		memset(&r, 0, sizeof r);
+		r.id = 0x0123456789abcdefull;
+		r.state = st;
+		r.family = 6;
+		memset(r.addr, 0xab, sizeof r.addr);
+		r.sport = 40000;
+		r.dport = 443;
+		strcpy(r.user, "alice");
+		strcpy(r.dest, "example.test");
+		r.up = 1;
+		r.down = 2;
+		r.age_ms = 3;
+		pipo_session_from_ctrl(&o, &r);
+		assert_true(o.id == r.id);
+		assert_int_equal(o.state, wire_state[st]);
+		assert_int_equal(o.family, 6);
+		assert_memory_equal(o.addr, r.addr, 16);
+		assert_int_equal(o.sport, 40000);
+		assert_int_equal(o.dport, 443);
+		assert_string_equal(o.user, "alice");
+		assert_string_equal(o.dest, "example.test");
+		assert_true(o.up == 1 && o.down == 2 && o.age_ms == 3);
+	}
+	struct ctrl_session r;
+	struct pipo_session o;
+	memset(&r, 'x', sizeof r);
+	r.state = 200;
+	r.family = 9;
+	pipo_session_from_ctrl(&o, &r);
+	assert_int_equal(o.state, PIPO_SS_HANDSHAKE);
+	assert_int_equal(o.family, 4);
+	assert_int_equal(strlen(o.user), PIPO_MAX_NAME);
+	assert_int_equal(strlen(o.dest), PIPO_MAX_NAME);
+}
+
 static void test_session_bad_records(void **state)
 {
 	(void)state;
@@ -665,6 +711,7 @@ int main(void)
 	    cmocka_unit_test(test_str8_roundtrip_and_hostile),
 	    cmocka_unit_test(test_str16_url_limits),
 	    cmocka_unit_test(test_session_roundtrip),
+	    cmocka_unit_test(test_session_from_ctrl_record),
 	    cmocka_unit_test(test_session_bad_records),
 	    cmocka_unit_test(test_status_and_metric_names),
 	};

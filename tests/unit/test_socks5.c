@@ -26,7 +26,7 @@ enum codec { C_GREETING, C_AUTH, C_REQUEST };
 
 union parser {
 	struct socks5_greeting g;
-	struct socks5_auth a;
+	struct rfc1929 a;
 	struct socks5_request r;
 };
 
@@ -276,7 +276,7 @@ static void auth_empty_password_after_reinit_does_not_keep_old_password(void **s
 	(void)state;
 	const uint8_t first[] = {0x01, 1, 'u', 3, 'o', 'l', 'd'};
 	const uint8_t second[] = {0x01, 1, 'v', 0};
-	struct socks5_auth a;
+	struct rfc1929 a;
 	size_t used;
 	socks5_auth_init(&a);
 	assert_int_equal(socks5_auth_feed(&a, first, sizeof first, &used), SOCKS5_DONE);
@@ -514,7 +514,7 @@ static void handshake_pipelined_in_one_buffer_leaves_the_payload(void **state)
 	const uint8_t *p = pipelined;
 	size_t n = sizeof pipelined, used;
 	struct socks5_greeting g;
-	struct socks5_auth a;
+	struct rfc1929 a;
 	struct socks5_request r;
 
 	socks5_greeting_init(&g);

@@ -32,7 +32,7 @@ file_is_static=$(ldd /bin/busybox 2>&1 | grep -c "not a dynamic" || true)
 make -s build/socks5d build/pipoClient || fail "build"
 CC=${CC:-cc}
 $CC -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -o "$VM/sctp_check" tests/vm/sctp_check.c \
-	admin/pipo.c || fail "build sctp_check"
+	admin/pipo.c shared/rfc1929.c || fail "build sctp_check"
 
 mods=()
 for m in udp_tunnel ip6_udp_tunnel crc32c_generic libcrc32c sctp; do

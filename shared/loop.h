@@ -19,6 +19,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "list.h"
+
 struct loop;
 struct loop_watch;
 struct loop_timer;
@@ -33,10 +35,6 @@ struct loop_watch {
 	uint32_t events;
 	loop_io_fn *fn;
 	void *data;
-};
-
-struct list_node {
-	struct list_node *prev, *next;
 };
 
 struct loop_timer {
@@ -107,7 +105,7 @@ void loop_timer_start_at(struct loop_tlist *tl, struct loop_timer *t, int64_t at
 void loop_timer_stop(struct loop_timer *t);
 static inline bool loop_timer_active(const struct loop_timer *t)
 {
-	return t->node.next != 0;
+	return list_linked(&t->node);
 }
 
 /* Free p with fn after the current batch of events; d is embedded in p. */

@@ -97,24 +97,14 @@ void loop_watch_close(struct loop_watch *w, int fd)
 	w->fn = NULL;
 }
 
-static void list_unlink(struct list_node *n)
+static int64_t deadline_of(const struct list_node *n)
 {
-	n->prev->next = n->next;
-	n->next->prev = n->prev;
-	n->prev = n->next = NULL;
-}
-
-static void list_insert_after(struct list_node *pos, struct list_node *n)
-{
-	n->prev = pos;
-	n->next = pos->next;
-	pos->next->prev = n;
-	pos->next = n;
+	return list_entry(n, const struct loop_timer, node)->deadline;
 }
 
 void loop_tlist_init(struct loop *l, struct loop_tlist *tl, int64_t duration_ms)
 {
-	tl->head.prev = tl->head.next = &tl->head;
+	list_init(&tl->head);
 	tl->duration_ms = duration_ms;
 	tl->next_list = l->tlists;
 	l->tlists = tl;
@@ -138,8 +128,8 @@ void loop_timer_init(struct loop_timer *t, loop_timer_fn *fn, void *data)
 
 void loop_timer_stop(struct loop_timer *t)
 {
-	if (t->node.next)
-		list_unlink(&t->node);
+	if (list_linked(&t->node))
+		list_remove(&t->node);
 }
 
 void loop_timer_start_at(struct loop_tlist *tl, struct loop_timer *t, int64_t at)
@@ -148,7 +138,7 @@ void loop_timer_start_at(struct loop_tlist *tl, struct loop_timer *t, int64_t at
 	t->deadline = at;
 	/* From the tail: on a fixed-duration list this stops at once. */
 	struct list_node *pos = tl->head.prev;
-	while (pos != &tl->head && ((struct loop_timer *)pos)->deadline > at)
+	while (pos != &tl->head && deadline_of(pos) > at)
 		pos = pos->prev;
 	list_insert_after(pos, &t->node);
 }
@@ -166,8 +156,9 @@ void loop_tlist_set(struct loop *l, struct loop_tlist *tl, int64_t duration_ms)
 	 * sorted for appends (min with a constant keeps the order). */
 	if (duration_ms < tl->duration_ms) {
 		int64_t cap = l->now + duration_ms;
-		for (struct list_node *n = tl->head.next; n != &tl->head; n = n->next) {
-			struct loop_timer *t = (struct loop_timer *)n;
+		struct list_node *n;
+		list_foreach(n, &tl->head) {
+			struct loop_timer *t = list_entry(n, struct loop_timer, node);
 			if (t->deadline > cap)
 				t->deadline = cap;
 		}
@@ -187,9 +178,9 @@ static int next_timeout(struct loop *l)
 {
 	int64_t soonest = -1;
 	for (struct loop_tlist *tl = l->tlists; tl; tl = tl->next_list) {
-		if (tl->head.next == &tl->head)
+		if (list_empty(&tl->head))
 			continue;
-		int64_t d = ((struct loop_timer *)tl->head.next)->deadline;
+		int64_t d = deadline_of(tl->head.next);
 		if (soonest < 0 || d < soonest)
 			soonest = d;
 	}
@@ -206,19 +197,20 @@ static int next_timeout(struct loop *l)
  * this pass (it fires after the next, zero-timeout, wait). */
 static void run_timers(struct loop *l)
 {
-	struct list_node due = {&due, &due};
+	struct list_node due;
+	list_init(&due);
 	for (struct loop_tlist *tl = l->tlists; tl; tl = tl->next_list) {
-		while (tl->head.next != &tl->head) {
+		while (!list_empty(&tl->head)) {
 			struct list_node *n = tl->head.next;
-			if (((struct loop_timer *)n)->deadline > l->now)
+			if (deadline_of(n) > l->now)
 				break;
-			list_unlink(n);
-			list_insert_after(due.prev, n);
+			list_remove(n);
+			list_insert_tail(&due, n);
 		}
 	}
-	while (due.next != &due) {
-		struct loop_timer *t = (struct loop_timer *)due.next;
-		list_unlink(&t->node);
+	while (!list_empty(&due)) {
+		struct loop_timer *t = list_entry(due.next, struct loop_timer, node);
+		list_remove(&t->node);
 		if (!l->stop)
 			t->fn(l, t);
 	}

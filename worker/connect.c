@@ -1,0 +1,237 @@
+/*
+ * connect: from a request's destination to a connected target — the
+ * resolver's answer, then connection attempts raced as RFC 8305 (Happy
+ * Eyeballs) says: the families alternate, an attempt starts every
+ * SESSION_ATTEMPT_DELAY_MS or as soon as one fails, the first to connect wins and
+ * the others are closed.  The winner's descriptor is handed to the
+ * session's target watch and the success reply sent; total failure answers
+ * with the most telling reply code.  Loop thread only.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../shared/log.h"
+#include "session_int.h"
+#include "worker.h"
+
+static void launch_next(struct session *s);
+
+static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
+{
+	struct session *s = arg;
+	s->query = NULL;
+	shm_count(s->wk->slot, M_DNS_LOOKUPS, 1);
+	if (status < 0) {
+		shm_count(s->wk->slot, M_DNS_FAILURES, 1);
+		log_info("session %llu: cannot resolve '%s': %s", (unsigned long long)s->id, s->dest,
+		         status == -ENOENT ? "no such name or no address" : strerror(-status));
+		session_fail(s, SOCKS5_REP_HOST_UNREACH);
+		return;
+	}
+	memcpy(s->hs->addrs, addrs, n * sizeof *addrs);
+	s->hs->naddrs = n;
+	s->hs->next_addr = 0;
+	connect_begin(s);
+}
+
+void connect_resolve(struct session *s)
+{
+	const struct socks5_request *r = &s->hs->req;
+	s->phase = PH_RESOLVING;
+	s->on_client = handshake_read_early;
+	if (resolver_lookup(s->wk->resolver, r->host, r->port, resolved, s, &s->query) < 0) {
+		s->query = NULL;
+		session_fail(s, SOCKS5_REP_GENERAL_FAILURE);
+	}
+}
+
+/* The target is connected: answer with its local address and relay. */
+static void connected(struct session *s)
+{
+	struct sockaddr_storage local;
+	socklen_t len = sizeof local;
+	if (getsockname(s->tfd, (struct sockaddr *)&local, &len) < 0) {
+		session_fail(s, SOCKS5_REP_GENERAL_FAILURE);
+		return;
+	}
+	int one = 1;
+	(void)setsockopt(s->tfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	uint8_t out[SOCKS5_REPLY_MAX];
+	size_t n = socks5_reply_encode(out, SOCKS5_REP_SUCCEEDED, (struct sockaddr *)&local);
+	s->rep = SOCKS5_REP_SUCCEEDED;
+	shm_count(s->wk->slot, M_REPLY_0, 1);
+	if (session_send(s, out, n) < 0) {
+		session_finalize(s);
+		return;
+	}
+	relay_begin(s);
+}
+
+/* RFC 8305 section 4: alternate the address families, starting with the
+ * family of the first address. */
+static void interleave(struct handshake *hs)
+{
+	struct sockaddr_storage v[RESOLVER_MAX_ADDRS], *first[RESOLVER_MAX_ADDRS],
+	    *second[RESOLVER_MAX_ADDRS];
+	size_t nf = 0, ns = 0, n = 0;
+	if (hs->naddrs < 3)
+		return;
+	sa_family_t fam = hs->addrs[0].ss_family;
+	for (size_t i = 0; i < hs->naddrs; i++) {
+		if (hs->addrs[i].ss_family == fam)
+			first[nf++] = &hs->addrs[i];
+		else
+			second[ns++] = &hs->addrs[i];
+	}
+	for (size_t i = 0; i < nf || i < ns; i++) {
+		if (i < nf)
+			v[n++] = *first[i];
+		if (i < ns)
+			v[n++] = *second[i];
+	}
+	memcpy(hs->addrs, v, n * sizeof v[0]);
+}
+
+static void close_attempt(struct session *s, struct attempt *a)
+{
+	if (a->fd < 0)
+		return;
+	loop_timer_stop(&a->timer);
+	loop_watch_close(&a->w, a->fd);
+	a->fd = -1;
+	s->hs->in_flight--;
+}
+
+void connect_close_attempts(struct session *s)
+{
+	if (!s->hs)
+		return;
+	loop_timer_stop(&s->hs->next_timer);
+	for (size_t i = 0; i < s->hs->natt; i++)
+		close_attempt(s, &s->hs->att[i]);
+}
+
+/* One address failed (err): remember how, and try the next at once (RFC
+ * 8305 section 5). */
+static void address_failed(struct session *s, const struct sockaddr_storage *sa, int err)
+{
+	char text[INET6_ADDRSTRLEN];
+	uint16_t port;
+	session_addr_text(sa, text, sizeof text, &port);
+	log_debug("session %llu: connect to %s port %u: %s", (unsigned long long)s->id, text, port,
+	          strerror(err));
+	s->best_fail = socks5_rep_worst(s->best_fail, socks5_rep_from_errno(err));
+}
+
+static void attempt_failed(struct attempt *a, int err)
+{
+	struct session *s = a->s;
+	address_failed(s, &s->hs->addrs[a->addr], err);
+	close_attempt(s, a);
+	launch_next(s);
+}
+
+static void on_attempt_timeout(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	attempt_failed(t->data, ETIMEDOUT);
+}
+
+static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	struct attempt *a = w->data;
+	struct session *s = a->s;
+	/* EPOLLOUT alone means connected; the error is read only on failure. */
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		int err = 0;
+		socklen_t len = sizeof err;
+		if (getsockopt(a->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			attempt_failed(a, err);
+			return;
+		}
+	}
+	if (!(events & EPOLLOUT))
+		return;
+	/* The first to connect wins; the others are closed. */
+	int fd = a->fd;
+	loop_timer_stop(&a->timer);
+	if (loop_watch_move(l, &a->w, &s->tw, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
+	                    session_target_event, s) < 0) {
+		attempt_failed(a, errno);
+		return;
+	}
+	a->fd = -1;
+	s->hs->in_flight--;
+	connect_close_attempts(s);
+	s->tfd = fd;
+	s->t_readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) != 0;
+	s->t_writable = true;
+	connected(s);
+}
+
+static void on_next_timer(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	launch_next(t->data);
+}
+
+/* Start the next address's attempt; with more left, the one after it
+ * starts in SESSION_ATTEMPT_DELAY_MS unless a failure starts it earlier. */
+static void launch_next(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	struct worker *wk = s->wk;
+	loop_timer_stop(&hs->next_timer);
+	while (hs->next_addr < hs->naddrs) {
+		uint8_t idx = (uint8_t)hs->next_addr++;
+		const struct sockaddr_storage *sa = &hs->addrs[idx];
+		socklen_t alen = sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+		                                           : sizeof(struct sockaddr_in);
+		int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			address_failed(s, sa, errno);
+			continue;
+		}
+		if (connect(fd, (const struct sockaddr *)sa, alen) < 0 && errno != EINPROGRESS) {
+			address_failed(s, sa, errno);
+			close(fd);
+			continue;
+		}
+		struct attempt *a = &hs->att[hs->natt++];
+		a->s = s;
+		a->fd = fd;
+		a->addr = idx;
+		loop_timer_init(&a->timer, on_attempt_timeout, a);
+		if (loop_watch_add(&wk->loop, &a->w, fd, EPOLLOUT | EPOLLET, on_attempt, a) < 0) {
+			close(fd);
+			a->fd = -1;
+			continue;
+		}
+		hs->in_flight++;
+		loop_timer_start(&wk->loop, &wk->connect_tl, &a->timer);
+		if (hs->next_addr < hs->naddrs)
+			loop_timer_start(&wk->loop, &wk->attempt_tl, &hs->next_timer);
+		return;
+	}
+	if (hs->in_flight == 0)
+		session_fail(s, s->best_fail);
+}
+
+void connect_begin(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	s->phase = PH_CONNECTING;
+	s->on_client = handshake_read_early;
+	interleave(hs);
+	hs->natt = 0;
+	hs->in_flight = 0;
+	loop_timer_init(&hs->next_timer, on_next_timer, s);
+	launch_next(s);
+}

@@ -1,0 +1,290 @@
+/*
+ * handshake: the states of a session before its request is acted on —
+ * greeting, username/password login (RFC 1929, checked off the loop by
+ * shared/auth.c), request.  Each state is a client handler that reads into
+ * the handshake buffer and feeds its codec (worker/socks5.c); a complete
+ * message installs the next state's handler and runs it at once, since its
+ * bytes may already be buffered.  Loop thread only.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "../shared/auth.h"
+#include "../shared/log.h"
+#include "session_int.h"
+#include "worker.h"
+
+static void on_greeting(struct session *s);
+static void on_auth(struct session *s);
+static void on_request(struct session *s);
+
+static void on_handshake_timeout(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	session_timed_out(t->data, M_HANDSHAKE_TIMEOUT, "handshake");
+}
+
+void handshake_begin(struct session *s)
+{
+	socks5_greeting_init(&s->hs->greeting);
+	socks5_request_init(&s->hs->req);
+	s->phase = PH_GREETING;
+	s->on_client = on_greeting;
+	loop_timer_init(&s->timer, on_handshake_timeout, s);
+	loop_timer_start(&s->wk->loop, &s->wk->handshake_tl, &s->timer);
+}
+
+/* Drop the bytes a codec used.  True when its message is complete or
+ * bad; false while it needs more (then a client that closed is gone). */
+static bool fed(struct session *s, int rc, size_t used)
+{
+	struct handshake *hs = s->hs;
+	memmove(hs->in, hs->in + used, hs->len - used);
+	hs->len -= (uint32_t)used;
+	if (rc != SOCKS5_MORE)
+		return true;
+	if (s->c_eof)
+		session_finalize(s);
+	return false;
+}
+
+/* Flush queued replies and read what the client sent into the buffer.
+ * Returns false when the session ended. */
+static bool hs_read(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	if (s->down && s->c_writable && session_send(s, "", 0) < 0) {
+		session_finalize(s);
+		return false;
+	}
+	while (s->c_readable && hs->len < sizeof hs->in) {
+		size_t space = sizeof hs->in - hs->len;
+		ssize_t n = recv(s->cfd, hs->in + hs->len, space, 0);
+		if (n > 0) {
+			hs->len += (uint32_t)n;
+			/* A short read drained the socket (see relay.c's fill_buf). */
+			if ((size_t)n < space && !s->c_hup)
+				s->c_readable = false;
+			continue;
+		}
+		if (n == 0) {
+			s->c_eof = true;
+			s->c_readable = false;
+			break;
+		}
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			s->c_readable = false;
+			break;
+		}
+		session_finalize(s);
+		return false;
+	}
+	return true;
+}
+
+void handshake_read_early(struct session *s)
+{
+	(void)hs_read(s);
+}
+
+static void refuse_login(struct session *s)
+{
+	static const uint8_t no[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_FAILURE};
+	shm_count(s->wk->slot, M_AUTH_FAIL, 1);
+	session_refuse(s, no, sizeof no);
+}
+
+/* ---- greeting ----------------------------------------------------------- */
+
+static void on_greeting(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	size_t used;
+	if (!hs_read(s))
+		return;
+	int rc = socks5_greeting_feed(&hs->greeting, hs->in, hs->len, &used);
+	if (!fed(s, rc, used))
+		return;
+	if (rc == SOCKS5_ERROR && hs->greeting.error == SOCKS5_GREETING_BAD_VERSION) {
+		log_debug("session %llu: not a SOCKS5 greeting", (unsigned long long)s->id);
+		session_finalize(s);
+		return;
+	}
+	uint8_t method = rc != SOCKS5_DONE
+	                     ? SOCKS5_METHOD_NO_ACCEPTABLE
+	                     : socks5_choose_method(&hs->greeting, shm_user_count(s->wk->seg) > 0,
+	                                            s->wk->cfg.anonymous,
+	                                            socks5_is_loopback((struct sockaddr *)&s->peer));
+	uint8_t msg[2] = {SOCKS5_VERSION, method};
+	if (method == SOCKS5_METHOD_NO_ACCEPTABLE) {
+		shm_count(s->wk->slot, M_NO_METHOD, 1);
+		session_refuse(s, msg, 2);
+		return;
+	}
+	if (session_send(s, msg, 2) < 0) {
+		session_finalize(s);
+		return;
+	}
+	if (method == SOCKS5_METHOD_USERPASS) {
+		socks5_auth_init(&hs->auth);
+		s->phase = PH_AUTH;
+		s->on_client = on_auth;
+	} else {
+		snprintf(s->user, sizeof s->user, "anonymous");
+		s->phase = PH_REQUEST;
+		s->on_client = on_request;
+	}
+	s->on_client(s);
+}
+
+/* ---- login -------------------------------------------------------------- */
+
+static void auth_done(void *arg, bool ok)
+{
+	struct session *s = arg;
+	struct shm_user u;
+	s->auth_job = NULL;
+	int slot = ok ? shm_user_get(s->wk->seg, s->user, &u) : -1;
+	if (slot < 0) { /* a wrong password, or deleted while being checked */
+		char name[SESSION_USER_TEXT_MAX];
+		session_user_text(s, name);
+		log_info("authentication failed for user '%s'", name);
+		refuse_login(s);
+		return;
+	}
+	s->user_slot = slot;
+	s->user_id = u.id;
+	s->user_gen = u.cred_gen;
+	__atomic_fetch_add(&s->wk->slot->user_conns[slot], 1, __ATOMIC_RELAXED);
+	static const uint8_t yes[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_SUCCESS};
+	if (session_send(s, yes, sizeof yes) < 0) {
+		session_finalize(s);
+		return;
+	}
+	s->phase = PH_REQUEST;
+	s->on_client = on_request;
+	on_request(s);
+}
+
+static void start_auth(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	memcpy(s->user, hs->auth.user, sizeof s->user);
+	struct shm_user u;
+	int slot = shm_user_get(s->wk->seg, hs->auth.user, &u);
+	s->phase = PH_AUTH_WAIT;
+	s->on_client = handshake_read_early;
+	/* RFC 1929 fields may hold any octet; a NUL would cut the name or
+	 * password short once it reaches C strings, so it cannot match. */
+	bool nul = strlen(hs->auth.user) != hs->auth.ulen || strlen(hs->auth.pass) != hs->auth.plen;
+	enum auth_result r = nul ? AUTH_FAIL
+	                         : auth_check(s->wk->auth, slot, slot >= 0 ? &u : NULL,
+	                                      hs->auth.pass, auth_done, s, &s->auth_job);
+	explicit_bzero(hs->auth.pass, sizeof hs->auth.pass);
+	if (r == AUTH_BUSY) {
+		if (s->wk->last_auth_busy_warn + 1000 <= s->wk->loop.now) {
+			log_warn("too many password checks queued: closing new logins until they drain");
+			s->wk->last_auth_busy_warn = s->wk->loop.now;
+		}
+		session_finalize(s);
+		return;
+	}
+	if (r != AUTH_PENDING)
+		auth_done(s, r == AUTH_OK);
+}
+
+static void on_auth(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	size_t used;
+	if (!hs_read(s))
+		return;
+	int rc = socks5_auth_feed(&hs->auth, hs->in, hs->len, &used);
+	if (!fed(s, rc, used))
+		return;
+	if (rc == SOCKS5_ERROR)
+		refuse_login(s);
+	else
+		start_auth(s);
+}
+
+/* ---- request ------------------------------------------------------------ */
+
+/* The addresses a request names without a lookup; 0 when it needs one. */
+static size_t literal_addrs(const struct socks5_request *r, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	memset(ss, 0, sizeof *ss);
+	if (r->atyp == SOCKS5_ATYP_IPV4) {
+		s4->sin_family = AF_INET;
+		memcpy(&s4->sin_addr, r->addr, 4);
+	} else if (r->atyp == SOCKS5_ATYP_IPV6) {
+		s6->sin6_family = AF_INET6;
+		memcpy(&s6->sin6_addr, r->addr, 16);
+	} else if (inet_pton(AF_INET, r->host, &s4->sin_addr) == 1) {
+		/* A literal address sent as a name is used as it is. */
+		s4->sin_family = AF_INET;
+	} else if (inet_pton(AF_INET6, r->host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+	} else {
+		return 0;
+	}
+	if (ss->ss_family == AF_INET)
+		s4->sin_port = htons(r->port);
+	else
+		s6->sin6_port = htons(r->port);
+	return 1;
+}
+
+static void start_request(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	struct socks5_request *r = &hs->req;
+	/* From here on the resolver's and the connect timeouts bound the wait,
+	 * and every outcome is answered with a reply. */
+	loop_timer_stop(&s->timer);
+	session_request_begin(s);
+	s->dport = r->port;
+	if (r->atyp == SOCKS5_ATYP_DOMAIN)
+		log_escape(s->dest, sizeof s->dest, (const uint8_t *)r->host, strlen(r->host));
+	else
+		inet_ntop(r->atyp == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, s->dest,
+		          sizeof s->dest);
+	if (r->cmd != SOCKS5_CMD_CONNECT) {
+		session_fail(s, SOCKS5_REP_CMD_NOT_SUPPORTED);
+		return;
+	}
+	s->best_fail = SOCKS5_REP_GENERAL_FAILURE;
+	hs->next_addr = 0;
+	hs->naddrs = literal_addrs(r, &hs->addrs[0]);
+	if (hs->naddrs)
+		connect_begin(s);
+	else if (strlen(r->host) != r->alen)
+		session_fail(s, SOCKS5_REP_HOST_UNREACH); /* a NUL inside the name */
+	else
+		connect_resolve(s);
+}
+
+static void on_request(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	size_t used;
+	if (!hs_read(s))
+		return;
+	int rc = socks5_request_feed(&hs->req, hs->in, hs->len, &used);
+	if (!fed(s, rc, used))
+		return;
+	if (rc == SOCKS5_ERROR) {
+		session_request_begin(s);
+		session_fail(s, hs->req.rep);
+	} else {
+		start_request(s);
+	}
+}

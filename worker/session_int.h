@@ -1,0 +1,178 @@
+/*
+ * session_int: what the parts of a session share — the session struct, the
+ * handshake state, and the functions each part offers the others.  Private
+ * to worker/session.c (life cycle, finalize, failure replies), handshake.c
+ * (greeting, login, request), connect.c (resolution results and connection
+ * attempts) and relay.c (moving bytes).  Nothing outside those includes it.
+ *
+ * The state is the handler: s->on_client (and s->on_target) is the
+ * function that runs on the next event of that socket, swapped at each
+ * transition.  s->phase only names the state for listings and counters.
+ * Loop thread only.
+ */
+#ifndef SOCKS5D_SESSION_INT_H
+#define SOCKS5D_SESSION_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "../shared/list.h"
+#include "../shared/loop.h"
+#include "../shared/shm.h"
+#include "resolver.h"
+#include "session.h"
+#include "socks5.h"
+
+struct worker;
+struct rbuf;
+struct rpipe;
+struct sniff;
+struct auth_job;
+struct resolver_query;
+
+/* Greeting (<= 257) + auth (<= 513) + request (<= 262) fit, with room for
+ * early data sent before the reply. */
+#define HS_BUF 2048
+/* s->rep before any reply was sent. */
+#define REP_NONE 0xff
+
+enum phase {
+	PH_GREETING,
+	PH_AUTH,
+	PH_AUTH_WAIT,
+	PH_REQUEST,
+	PH_RESOLVING,
+	PH_CONNECTING,
+	PH_RELAY,
+	PH_LINGER,
+};
+
+struct session;
+typedef void session_fn(struct session *s);
+
+/* One connection attempt (RFC 8305 races one per address at most). */
+struct attempt {
+	struct session *s;
+	struct loop_watch w;
+	struct loop_timer timer; /* this attempt's connect timeout */
+	int fd;
+	uint8_t addr;
+};
+
+/* Everything only the handshake needs; freed when the relay starts. */
+struct handshake {
+	uint32_t len;
+	uint8_t in[HS_BUF];
+	struct socks5_greeting greeting;
+	struct rfc1929 auth;
+	struct socks5_request req;
+	size_t naddrs, next_addr;
+	struct sockaddr_storage addrs[RESOLVER_MAX_ADDRS];
+	struct attempt att[RESOLVER_MAX_ADDRS];
+	struct loop_deferred deferred;
+	size_t natt; /* attempts started */
+	unsigned in_flight;
+	struct loop_timer next_timer; /* start the next attempt (worker's attempt list) */
+};
+
+struct session {
+	struct list_node link; /* the worker's sessions, newest first */
+	struct loop_deferred deferred;
+	struct worker *wk;
+	struct handshake *hs;
+	uint64_t id;
+	enum phase phase;
+	session_fn *on_client; /* the handler of the current state */
+	session_fn *on_target;
+
+	int cfd, tfd;
+	struct loop_watch cw, tw;
+	bool c_readable, c_writable, t_readable, t_writable;
+	bool c_hup, t_hup;   /* the side has shut down its sending (EPOLLRDHUP) */
+	bool c_eof, t_eof;   /* EOF read from that side */
+	bool c_shut, t_shut; /* SHUT_WR sent to that side */
+	struct rbuf *up;     /* client -> target */
+	struct rbuf *down;   /* target -> client (replies during the handshake) */
+	struct rpipe *up_pipe, *down_pipe; /* splice(2) relay: held only while not empty */
+	bool splice;                       /* the splice setting when relaying began */
+	bool up_bulk, down_bulk;           /* a read filled the buffer: splice from now on */
+	bool urgent; /* TCP urgent data seen: copy from now on (splice stops at the mark) */
+	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
+	bool sniff_wanted;   /* dissector on, state not allocated before the first byte */
+
+	/* One timer, on the list of the current state: handshake, linger or
+	 * idle (its fn is swapped with the state). */
+	struct loop_timer timer;
+	struct auth_job *auth_job;
+	struct resolver_query *query;
+
+	int user_slot; /* -1: anonymous or none yet */
+	uint64_t user_id;
+	uint64_t user_gen; /* credential generation the login was checked under */
+	char user[SHM_USER_NAME_MAX + 1];
+
+	struct sockaddr_storage peer;
+	char dest[256];
+	uint16_t dport;
+	bool requested;
+	uint8_t rep;
+	uint8_t best_fail;
+	uint64_t bytes_up, bytes_down;
+	int64_t start_ms;
+	int64_t start_wall;
+};
+
+/* ---- session.c: life cycle and what every state shares ---- */
+
+/* The one exit: reply if a request is unanswered, log, count, close, free. */
+void session_finalize(struct session *s);
+/* A state's timeout (counted in counter, logged as "<what> timeout"). */
+void session_timed_out(struct session *s, enum shm_counter counter, const char *what);
+/* Send msg (a failure: 05 FF, 01 01 or a SOCKS reply), then half-close and
+ * discard client input until it closes or SESSION_LINGER_MS pass. */
+void session_refuse(struct session *s, const uint8_t *msg, size_t n);
+/* A SOCKS reply with failure code rep, then as session_refuse. */
+void session_fail(struct session *s, uint8_t rep);
+/* Queue bytes for the client and send what it takes now (n may be 0 to
+ * flush).  Returns 0 or a negative errno. */
+int session_send(struct session *s, const void *p, size_t n);
+/* The request is read (or found malformed): from here it is logged and
+ * counted, and always answered. */
+void session_request_begin(struct session *s);
+/* Free the handshake state after the current batch of events. */
+void session_free_handshake(struct session *s);
+void session_close_target(struct session *s);
+/* The target watch's callback (installed on the winning attempt's fd). */
+void session_target_event(struct loop *l, struct loop_watch *w, uint32_t events);
+void session_addr_text(const struct sockaddr_storage *ss, char *out, size_t len, uint16_t *port);
+/* The user name as logs show it (escaped), or "anonymous". */
+#define SESSION_USER_TEXT_MAX (SHM_USER_NAME_MAX * 4 + 6)
+void session_user_text(const struct session *s, char out[SESSION_USER_TEXT_MAX]);
+
+/* ---- handshake.c ---- */
+
+/* The first state: read and answer the greeting. */
+void handshake_begin(struct session *s);
+/* The waiting states' client handler: read early data, parse nothing. */
+void handshake_read_early(struct session *s);
+
+/* ---- connect.c ---- */
+
+/* Race connections to hs->addrs[0..naddrs); the winner goes to relay_begin,
+ * total failure to session_fail. */
+void connect_begin(struct session *s);
+/* Resolve s->hs->req's name, then connect_begin. */
+void connect_resolve(struct session *s);
+/* Close every attempt still running (safe with no handshake state). */
+void connect_close_attempts(struct session *s);
+
+/* ---- relay.c ---- */
+
+/* The target is connected and the success reply sent: relay from now on. */
+void relay_begin(struct session *s);
+/* Restart the idle timer (when the idle clean-up is on). */
+void relay_touch_idle(struct session *s);
+
+#endif
