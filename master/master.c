@@ -225,14 +225,18 @@ static int sync_users(struct master *m, const struct user_list *users)
 			char name[SHM_USER_NAME_MAX + 1];
 			memcpy(name, u->name, sizeof name);
 			shm_user_del(m->seg, name);
-			log_info("user '%s' removed", name);
+			char shown[4 * SHM_USER_NAME_MAX + 1];
+			log_escape(shown, sizeof shown, (const uint8_t *)name, strlen(name));
+			log_info("user '%s' removed", shown);
 		}
 	}
 	for (size_t j = 0; j < users->n; j++) {
 		const struct user_spec *u = &users->v[j];
 		int rc = shm_user_put(m->seg, u->name, u->hash, u->admin);
 		if (rc < 0) {
-			log_error("cannot add user '%s': %s", u->name,
+			char shown[4 * SHM_USER_NAME_MAX + 1];
+			log_escape(shown, sizeof shown, (const uint8_t *)u->name, strlen(u->name));
+			log_error("cannot add user '%s': %s", shown,
 			          rc == -ENOSPC ? "the users table is full" : strerror(-rc));
 			errors++;
 		}
@@ -705,6 +709,10 @@ static int run_as(struct master *m, const struct settings *s)
 	if (privs_lookup(s->run_as, &p, err, sizeof err) < 0) {
 		log_error("run-as %s: %s", s->run_as, err);
 		return -EINVAL;
+	}
+	if (p.uid == 0) {
+		log_warn("run-as %s is root: nothing is given up", s->run_as);
+		return 0;
 	}
 	int fd = shm_open(m->shm_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
 	if (fd < 0 || fchown(fd, p.uid, p.gid) < 0) {
