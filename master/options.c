@@ -32,6 +32,7 @@ enum {
 	OPT_DNS_SERVER,
 	OPT_HASH,
 	OPT_ADMIN_SOCKET,
+	OPT_MAX_UNAUTH,
 };
 
 static const struct option longopts[] = {
@@ -71,6 +72,7 @@ static const struct option longopts[] = {
 	{"dns-server", required_argument, NULL, OPT_DNS_SERVER},
 	{"hash-password", no_argument, NULL, OPT_HASH},
 	{"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+	{"max-unauth-per-source", required_argument, NULL, OPT_MAX_UNAUTH},
 	{NULL, 0, NULL, 0},
 };
 
@@ -96,6 +98,8 @@ static const char usage_text[] =
     "      --anonymous POLICY     auto (default: only from loopback while no users\n"
     "                             exist), always, never\n"
     "      --handshake-timeout S  seconds from accept to the reply (default 15)\n"
+    "      --max-unauth-per-source N  sessions per client address and worker before\n"
+    "                             authentication; 0: no cap (default 64)\n"
     "      --connect-timeout S    seconds per outbound connect attempt (default 10)\n"
     "      --idle-timeout S       close relaying sessions idle for S seconds (default 600)\n"
     "      --grace S              drain period on SIGTERM/SIGINT (default 10)\n"
@@ -250,6 +254,7 @@ int options_parse(struct options *o, int argc, char **argv)
 		case OPT_DNS_SERVER: rc = set(o, optname, "dns-server", optarg); break;
 		case OPT_HASH: o->hash_password = true; break;
 		case OPT_ADMIN_SOCKET: rc = set(o, optname, "admin-socket", optarg); break;
+		case OPT_MAX_UNAUTH: rc = set(o, optname, "max-unauth-per-source", optarg); break;
 		case ':':
 			rc = bad(optname, "requires a value");
 			break;

@@ -60,6 +60,7 @@ static const struct desc descs[] = {
 	{"dns-timeout", K_U32, F(dns_timeout_s), 1, 60, NULL},
 	{"doh-connections", K_U32, F(doh_connections), 1, 64, NULL},
 	{"admin-socket", K_STR, F(admin_socket), 1, 0, NULL},
+	{"max-unauth-per-source", K_U32, F(max_unauth), 0, 1000000, NULL},
 };
 
 #define NDESCS (sizeof descs / sizeof descs[0])
@@ -98,6 +99,7 @@ void settings_defaults(struct settings *s)
 	s->dns_cache_size = 4096;
 	s->dns_timeout_s = 5;
 	s->doh_connections = 4;
+	s->max_unauth = 64;
 }
 
 static int parse_u32(const char *v, uint32_t min, uint32_t max, uint32_t *out)

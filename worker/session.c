@@ -101,6 +101,8 @@ struct session {
 
 	int user_slot; /* -1: anonymous or none yet */
 	uint64_t user_id;
+	uint64_t cred_gen; /* of the user as its password was checked */
+	bool unauth;       /* counted in auth_conn_open until authenticated */
 	char user[SHM_USER_NAME_MAX + 1];
 
 	struct sockaddr_storage peer;
@@ -276,6 +278,14 @@ static void set_user(struct session *s, int slot, const struct shm_user *u)
 	__atomic_fetch_add(&s->wk->slot->user_conns[slot], 1, __ATOMIC_RELAXED);
 }
 
+/* Flood guard hook: the session no longer counts as unauthenticated. */
+static void authenticated(struct session *s)
+{
+	if (s->unauth)
+		auth_conn_done(s->wk->auth, &s->peer);
+	s->unauth = false;
+}
+
 static void auth_done(void *arg, bool ok)
 {
 	struct session *s = arg;
@@ -291,10 +301,12 @@ static void auth_done(void *arg, bool ok)
 	}
 	struct shm_user u;
 	int slot = shm_user_get(s->wk->seg, s->user, &u);
-	if (slot < 0) { /* deleted while being checked */
+	/* Deleted, or its password changed, while being checked. */
+	if (slot < 0 || u.id != s->user_id || u.cred_gen != s->cred_gen) {
 		auth_done(arg, false);
 		return;
 	}
+	authenticated(s);
 	set_user(s, slot, &u);
 	static const uint8_t yes[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_SUCCESS};
 	if (client_send(s, yes, sizeof yes) < 0) {
@@ -312,12 +324,15 @@ static void start_auth(struct session *s)
 	struct shm_user u;
 	int slot = shm_user_get(s->wk->seg, hs->auth.user, &u);
 	s->phase = PH_AUTH_WAIT;
+	s->user_id = slot >= 0 ? u.id : 0;
+	s->cred_gen = slot >= 0 ? u.cred_gen : 0;
 	/* RFC 1929 fields may hold any octet; a NUL would cut the name or
 	 * password short once it reaches C strings, so it cannot match. */
 	bool nul = strlen(hs->auth.user) != hs->auth.ulen || strlen(hs->auth.pass) != hs->auth.plen;
 	enum auth_result r = nul ? AUTH_FAIL
-	                         : auth_check(s->wk->auth, slot, slot >= 0 ? &u : NULL,
-	                                      hs->auth.pass, auth_done, s, &s->auth_job);
+	                         : auth_check_from(s->wk->auth, &s->peer, hs->auth.user, slot,
+	                                           slot >= 0 ? &u : NULL, hs->auth.pass, auth_done,
+	                                           s, &s->auth_job);
 	explicit_bzero(hs->auth.pass, sizeof hs->auth.pass);
 	if (r == AUTH_BUSY) {
 		if (s->wk->last_auth_busy_warn + 1000 <= s->wk->loop.now) {
@@ -456,6 +471,7 @@ static void handshake_parse(struct session *s)
 					s->phase = PH_AUTH;
 				} else {
 					snprintf(s->user, sizeof s->user, "anonymous");
+					authenticated(s);
 					s->phase = PH_REQUEST;
 				}
 			}
@@ -1109,6 +1125,7 @@ static void finalize(struct session *s)
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
 	shm_conn_closed(wk->seg);
 	auth_cancel(wk->auth, s->auth_job);
+	authenticated(s); /* flood guard: no longer counted */
 	resolver_cancel(s->query);
 	loop_timer_stop(&s->timer);
 	close_attempts(s);
@@ -1140,14 +1157,21 @@ void session_abort(struct session *s)
 
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer)
 {
+	/* Flood guard hook: a source with too many sessions not yet
+	 * authenticated gets no more. */
+	if (!auth_conn_open(wk->auth, peer, wk->cfg.max_unauth)) {
+		close(fd);
+		return 0;
+	}
 	struct session *s = calloc(1, sizeof *s);
-	if (!s)
-		return -ENOMEM;
-	s->hs = malloc(sizeof *s->hs);
-	if (!s->hs) {
+	if (s)
+		s->hs = malloc(sizeof *s->hs);
+	if (!s || !s->hs) {
 		free(s);
+		auth_conn_done(wk->auth, peer);
 		return -ENOMEM;
 	}
+	s->unauth = true;
 	/* close_attempts() runs on any exit, also before the first attempt. */
 	s->hs->len = 0;
 	s->hs->natt = 0;
@@ -1167,9 +1191,11 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	loop_timer_init(&s->timer, on_handshake_timeout, s);
 	if (loop_watch_add(&wk->loop, &s->cw, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET, on_client,
 	                   s) < 0) {
+		int e = errno;
 		free(s->hs);
 		free(s);
-		return -errno;
+		auth_conn_done(wk->auth, peer);
+		return -e;
 	}
 	s->link.next = wk->sessions.next;
 	s->link.prev = &wk->sessions;
