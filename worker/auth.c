@@ -18,6 +18,9 @@
 #include "../shared/pwhash.h"
 #include "guard.h"
 
+/* A login from a source whose checks fill their places waits this long
+ * and tries again (until the handshake timeout ends it). */
+#define AUTH_RETRY_MS 250
 /* Warnings about floods: at most one of a kind this often. */
 #define AUTH_WARN_MS 10000
 
@@ -44,6 +47,7 @@ struct auth_job {
 	bool ok;
 	bool evicted; /* dropped for room: answered as a failure, not counted */
 	bool guarded; /* has a source: failures back off */
+	bool clean;   /* its source had no failure on record */
 	uint64_t h_src, h_user;
 	struct guard_key src;
 	struct loop_timer hold; /* J_HELD: until the back-off allows */
@@ -58,6 +62,7 @@ struct auth_group {
 	struct auth_job *head, **tail;
 	unsigned n;
 	bool used;
+	bool clean; /* a source without failures: served before the others */
 	struct auth_group *next; /* in the ring of groups with checks */
 };
 
@@ -72,6 +77,7 @@ struct auth {
 	bool quit;
 	/* loop -> thread, under mu: groups with checks, oldest turn first */
 	struct auth_group *ring, *ring_tail;
+	struct auth_group *clean_tail; /* clean groups are the ring's first ones */
 	unsigned queued;
 	struct auth_job *running; /* the check the thread is on */
 	struct auth_group groups[AUTH_MAX_PENDING + 1];
@@ -120,18 +126,26 @@ static void ring_remove(struct auth *a, struct auth_group *g)
 	*pp = g->next;
 	if (a->ring_tail == g)
 		a->ring_tail = prev;
+	if (a->clean_tail == g)
+		a->clean_tail = prev;
 	g->next = NULL;
 	g->used = false;
 }
 
+/* Clean groups go after the last clean one, the others at the end. */
 static void ring_append(struct auth *a, struct auth_group *g)
 {
-	g->next = NULL;
-	if (a->ring_tail)
-		a->ring_tail->next = g;
-	else
-		a->ring = g;
-	a->ring_tail = g;
+	struct auth_group **pp = &a->ring;
+	if (!g->clean)
+		pp = a->ring_tail ? &a->ring_tail->next : &a->ring;
+	else if (a->clean_tail)
+		pp = &a->clean_tail->next;
+	g->next = *pp;
+	*pp = g;
+	if (!g->next)
+		a->ring_tail = g;
+	if (g->clean)
+		a->clean_tail = g;
 }
 
 /* Take *pp (a job of g) out of the queue. */
@@ -153,10 +167,12 @@ static struct auth_job *take_next(struct auth *a)
 	struct auth_group *g = a->ring;
 	struct auth_job *j = g->head;
 	group_unlink(a, g, &g->head);
-	if (g->used && a->ring != a->ring_tail) {
-		/* Its turn is over: to the back of the ring. */
+	if (g->used) {
+		/* Its turn is over: to the back of the ring, behind the clean
+		 * sources not served yet. */
 		ring_remove(a, g);
 		g->used = true;
+		g->clean = false;
 		ring_append(a, g);
 	}
 	j->state = J_TAKEN;
@@ -267,6 +283,7 @@ static enum auth_result enqueue(struct auth *a, struct auth_job *j)
 		g->tail = &g->head;
 		g->n = 0;
 		g->used = true;
+		g->clean = j->clean;
 		ring_append(a, g);
 	}
 	j->state = J_QUEUED;
@@ -310,6 +327,20 @@ static void note_replaced(struct auth *a)
 	}
 }
 
+/* A source just failed: its waiting checks lose their precedence. */
+static void demote(struct auth *a, const struct guard_key *src)
+{
+	pthread_mutex_lock(&a->mu);
+	struct auth_group *g = group_find(a, src);
+	if (g && g->clean) {
+		ring_remove(a, g);
+		g->used = true;
+		g->clean = false;
+		ring_append(a, g);
+	}
+	pthread_mutex_unlock(&a->mu);
+}
+
 /* The outcome of a check, for the back-off. */
 static void judge(struct auth *a, const struct auth_job *j)
 {
@@ -321,6 +352,7 @@ static void judge(struct auth *a, const struct auth_job *j)
 	}
 	guard_fail(a->by_src, j->h_src, a->loop->now);
 	guard_fail(a->by_user, j->h_user, a->loop->now);
+	demote(a, &j->src);
 	note_replaced(a);
 }
 
@@ -423,7 +455,10 @@ static void on_hold_over(struct loop *l, struct loop_timer *t)
 	enum auth_result r = run(a, j);
 	if (r == AUTH_PENDING)
 		return;
-	/* Answered here: no queue place left counts as a failure answer. */
+	if (r == AUTH_BUSY) {
+		loop_timer_start_at(&a->hold_tl, &j->hold, a->loop->now + AUTH_RETRY_MS);
+		return;
+	}
 	if (j->cb)
 		j->cb(j->arg, r == AUTH_OK);
 	free_job(j);
@@ -490,6 +525,7 @@ static enum auth_result check(struct auth *a, const struct sockaddr_storage *pee
 		return AUTH_BUSY;
 	j->src = src;
 	j->guarded = peer != NULL;
+	j->clean = !peer || guard_fails(a->by_src, h_src, now) == 0;
 	j->h_src = h_src;
 	j->h_user = h_user;
 	if (at > now) {
@@ -500,6 +536,13 @@ static enum auth_result check(struct auth *a, const struct sockaddr_storage *pee
 		return AUTH_PENDING;
 	}
 	enum auth_result r = enqueue(a, j);
+	if (r == AUTH_BUSY && peer) {
+		/* Rather than closing (and being called again at once), the
+		 * session waits for a place. */
+		j->state = J_HELD;
+		loop_timer_start_at(&a->hold_tl, &j->hold, now + AUTH_RETRY_MS);
+		r = AUTH_PENDING;
+	}
 	if (r != AUTH_PENDING) {
 		free_job(j);
 		return r;

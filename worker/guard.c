@@ -192,6 +192,12 @@ void guard_fail(struct guard_table *t, uint64_t h, int64_t now)
 		r->next_at = at;
 }
 
+uint32_t guard_fails(struct guard_table *t, uint64_t h, int64_t now)
+{
+	struct guard_rec *r = find(t, h, now, false);
+	return r ? r->fails : 0;
+}
+
 void guard_forget(struct guard_table *t, uint64_t h)
 {
 	struct guard_rec *r = find(t, h, 0, false);

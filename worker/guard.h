@@ -62,6 +62,8 @@ uint64_t guard_hash(const struct guard_table *t, const struct guard_key *k, cons
 int64_t guard_admit(struct guard_table *t, uint64_t h, int64_t now);
 /* A failed attempt. */
 void guard_fail(struct guard_table *t, uint64_t h, int64_t now);
+/* Failures on record (after decay). */
+uint32_t guard_fails(struct guard_table *t, uint64_t h, int64_t now);
 /* A success: the record is forgotten. */
 void guard_forget(struct guard_table *t, uint64_t h);
 /* The back-off after this many failures (0 below GUARD_FREE_FAILS). */
