@@ -13,10 +13,12 @@
  * Floods (checks given a source address, auth_check_from):
  * - the queue is fair: pending checks wait in one queue per source
  *   (guard.h's source key) and the helper takes one from each source in
- *   turn; a source has at most AUTH_MAX_PER_SOURCE waiting; when all
- *   AUTH_MAX_PENDING places are taken, a source with fewer waiting checks
- *   takes the place of the newest check of the source with the most, which
- *   is answered as a failure (not counted as one);
+ *   turn, sources not served yet and without failures first; a source has
+ *   at most AUTH_MAX_PER_SOURCE waiting (identical checks, answered by one
+ *   hash, aside); when all AUTH_MAX_PENDING places are taken, a source
+ *   with fewer waiting checks takes the place of the newest check of the
+ *   source with the most, which is answered as a failure (not counted as
+ *   one); a login that finds no place waits on a retry timer;
  * - failures back off (guard.h), per source and per (user name, source
  *   network /24 or /48): an attempt of a key in back-off is held on a
  *   timer before anything is looked at, remembered checks included, so
