@@ -50,6 +50,11 @@ const struct setting_desc settings_table[] = {
     {"handshake-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(handshake_timeout_s), 1, 86400,
      NULL, "15", NULL, 0, "S", "seconds from accept until the request is complete",
      SETTING_RUNTIME, false, {0}, PIPO_Q_HANDSHAKE_TIMEOUT, PIPO_M_HANDSHAKE_TIMEOUT},
+    {"max-unauth-per-source", SETTING_U32, 0, F(max_unauth), 0, 1000000, NULL, "64", NULL, 0,
+     "N",
+     "sessions per client address (IPv6 /64) and worker that have not finished "
+     "authentication; more are closed at once; 0: no cap",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
     {"connect-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(connect_timeout_s), 1, 3600, NULL,
      "10", NULL, 0, "S", "seconds per outbound connect attempt", SETTING_RUNTIME, false, {0},
      PIPO_Q_CONNECT_TIMEOUT, PIPO_M_CONNECT_TIMEOUT},

@@ -44,6 +44,7 @@ struct settings {
 	uint32_t dns_cache_size;  /* DNS cache entries per worker */
 	uint32_t dns_timeout_s;   /* lookup timeout */
 	uint32_t doh_connections; /* DoH keep-alive connections per worker */
+	uint32_t max_unauth; /* sessions per source and worker before authentication, 0 = no cap */
 	uint8_t idle_cleanup;
 	uint8_t dissectors;
 	uint8_t splice; /* zero-copy relay through pipes when nothing inspects the bytes */

@@ -25,7 +25,7 @@
 #include "settings.h"
 
 #define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
-#define SHM_LAYOUT_VERSION 3u
+#define SHM_LAYOUT_VERSION 4u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
@@ -63,6 +63,10 @@ enum shm_counter {
 	M_DOH_OUTAGES,      /* DoH endpoint found unusable (one per outage) */
 	M_DNS_TIMEOUTS,     /* lookups that ran out of time */
 	M_BYTES_SPLICED,    /* relayed bytes sent out of a pipe (zero-copy), both ways */
+	M_AUTH_DELAYED,     /* logins held by the failure back-off */
+	M_AUTH_EVICTED,     /* queued password checks dropped for another source's */
+	M_AUTH_BACKOFF_FULL, /* back-off records replaced while they still held failures */
+	M_UNAUTH_REFUSED,   /* connections closed: too many unauthenticated from the source */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */

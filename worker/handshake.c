@@ -137,6 +137,7 @@ static void on_greeting(struct session *s)
 		s->on_client = on_auth;
 	} else {
 		snprintf(s->user, sizeof s->user, "anonymous");
+		session_authenticated(s);
 		s->phase = PH_REQUEST;
 		s->on_client = on_request;
 	}
@@ -151,16 +152,17 @@ static void auth_done(void *arg, bool ok)
 	struct shm_user u;
 	s->auth_job = NULL;
 	int slot = ok ? shm_user_get(s->wk->seg, s->user, &u) : -1;
-	if (slot < 0) { /* a wrong password, or deleted while being checked */
+	/* A wrong password, or the user deleted or given a new password while
+	 * the old one was being checked. */
+	if (slot < 0 || u.id != s->user_id || u.cred_gen != s->user_gen) {
 		char name[SESSION_USER_TEXT_MAX];
 		session_user_text(s, name);
 		log_info("authentication failed for user '%s'", name);
 		refuse_login(s);
 		return;
 	}
+	session_authenticated(s);
 	s->user_slot = slot;
-	s->user_id = u.id;
-	s->user_gen = u.cred_gen;
 	__atomic_fetch_add(&s->wk->slot->user_conns[slot], 1, __ATOMIC_RELAXED);
 	static const uint8_t yes[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_SUCCESS};
 	if (session_send(s, yes, sizeof yes) < 0) {
@@ -180,16 +182,20 @@ static void start_auth(struct session *s)
 	int slot = shm_user_get(s->wk->seg, hs->auth.user, &u);
 	s->phase = PH_AUTH_WAIT;
 	s->on_client = handshake_read_early;
+	/* What the check is against: auth_done compares it with the user then. */
+	s->user_id = slot >= 0 ? u.id : 0;
+	s->user_gen = slot >= 0 ? u.cred_gen : 0;
 	/* RFC 1929 fields may hold any octet; a NUL would cut the name or
 	 * password short once it reaches C strings, so it cannot match. */
 	bool nul = strlen(hs->auth.user) != hs->auth.ulen || strlen(hs->auth.pass) != hs->auth.plen;
 	enum auth_result r = nul ? AUTH_FAIL
-	                         : auth_check(s->wk->auth, slot, slot >= 0 ? &u : NULL,
-	                                      hs->auth.pass, auth_done, s, &s->auth_job);
+	                         : auth_check_from(s->wk->auth, &s->peer, hs->auth.user, slot,
+	                                           slot >= 0 ? &u : NULL, hs->auth.pass, auth_done,
+	                                           s, &s->auth_job);
 	explicit_bzero(hs->auth.pass, sizeof hs->auth.pass);
 	if (r == AUTH_BUSY) {
 		if (s->wk->last_auth_busy_warn + 1000 <= s->wk->loop.now) {
-			log_warn("too many password checks queued: closing new logins until they drain");
+			log_warn("no memory for a password check: closing the login");
 			s->wk->last_auth_busy_warn = s->wk->loop.now;
 		}
 		session_finalize(s);

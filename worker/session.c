@@ -264,6 +264,7 @@ void session_finalize(struct session *s)
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
 	shm_conn_closed(wk->seg);
 	auth_cancel(wk->auth, s->auth_job);
+	session_authenticated(s); /* or gone: no longer counted either way */
 	resolver_cancel(s->query);
 	loop_timer_stop(&s->timer);
 	connect_close_attempts(s);
@@ -293,16 +294,29 @@ void session_abort_all(struct worker *wk)
 		session_finalize(list_entry(wk->sessions.next, struct session, link));
 }
 
+void session_authenticated(struct session *s)
+{
+	if (s->unauth)
+		auth_conn_done(s->wk->auth, &s->peer);
+	s->unauth = false;
+}
+
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer)
 {
+	/* A source with too many sessions not yet authenticated gets no more. */
+	if (!auth_conn_open(wk->auth, peer, wk->cfg.max_unauth)) {
+		close(fd);
+		return 0;
+	}
 	struct session *s = calloc(1, sizeof *s);
-	if (!s)
-		return -ENOMEM;
-	s->hs = calloc(1, sizeof *s->hs);
-	if (!s->hs) {
+	if (s)
+		s->hs = calloc(1, sizeof *s->hs);
+	if (!s || !s->hs) {
 		free(s);
+		auth_conn_done(wk->auth, peer);
 		return -ENOMEM;
 	}
+	s->unauth = true;
 	s->wk = wk;
 	s->id = (uint64_t)(wk->index + 1) << CTRL_ID_SHIFT | ++wk->next_session_id;
 	s->cfd = fd;
@@ -313,9 +327,11 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	s->start_ms = wk->loop.now;
 	if (loop_watch_add(&wk->loop, &s->cw, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
 	                   on_client, s) < 0) {
+		int e = errno;
 		free(s->hs);
 		free(s);
-		return -errno;
+		auth_conn_done(wk->auth, peer);
+		return -e;
 	}
 	list_insert_head(&wk->sessions, &s->link);
 	wk->nsessions++;

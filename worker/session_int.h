@@ -111,6 +111,7 @@ struct session {
 	int user_slot; /* -1: anonymous or none yet */
 	uint64_t user_id;
 	uint64_t user_gen; /* credential generation the login was checked under */
+	bool unauth;       /* counted by auth_conn_open until authenticated or gone */
 	char user[SHM_USER_NAME_MAX + 1];
 
 	struct sockaddr_storage peer;
@@ -128,6 +129,8 @@ struct session {
 
 /* The one exit: reply if a request is unanswered, log, count, close, free. */
 void session_finalize(struct session *s);
+/* The session no longer counts as not yet authenticated (flood guard). */
+void session_authenticated(struct session *s);
 /* A state's timeout (counted in counter, logged as "<what> timeout"). */
 void session_timed_out(struct session *s, enum shm_counter counter, const char *what);
 /* Send msg (a failure: 05 FF, 01 01 or a SOCKS reply), then half-close and

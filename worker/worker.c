@@ -375,6 +375,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 		return rc;
 	if ((rc = auth_new(&wk->loop, &wk->auth)) < 0)
 		return rc;
+	auth_set_metrics(wk->auth, wk->slot);
 	accept_enable(wk, true);
 	return 0;
 }

@@ -196,7 +196,7 @@ def test_keepalive_http_requests_on_one_session(proxy, nginx):
 
 
 def test_1000_concurrent_relaying_sessions(socks5d, echo_server):
-    p = socks5d(workers=2)
+    p = socks5d("--max-unauth-per-source", "0", workers=2)  # all at once from one address
     N = 1000
     socks_ = []
     try:
