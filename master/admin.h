@@ -4,7 +4,7 @@
  * sessions (authentication, framing, pipelined requests answered in order)
  * and the request handlers.  It never waits on a client: bounded buffers,
  * a timeout for silent clients, a limit on sessions; password checks run on
- * a helper thread (worker/auth.c).
+ * a helper thread (shared/auth.c).
  *
  * Master loop thread only.
  */

@@ -1,5 +1,5 @@
 /*
- * Unit tests for worker/auth under load, on a real loop and helper thread
+ * Unit tests for shared/auth under load, on a real loop and helper thread
  * (yescrypt checks against the dummy hash, about 20 ms each): a source that
  * queues many checks does not keep another source waiting behind them, and
  * checks past the per-source bound wait for a place instead of failing.
@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "../../shared/clock.h"
-#include "../../worker/auth.h"
+#include "../../shared/auth.h"
 
 #define GUARD_MS 60000
 #define FLOOD (AUTH_MAX_PER_SOURCE + 8)

@@ -1,5 +1,5 @@
 /*
- * Unit tests for worker/guard: source and network keys (IPv4 /32 and /24,
+ * Unit tests for shared/guard: source and network keys (IPv4 /32 and /24,
  * IPv6 /64 and /48, IPv4-mapped as IPv4), the back-off schedule, spacing of
  * attempts in a row, decay with time, forgetting on success, a full bucket
  * replacing its least useful record, and the per-source connection counts
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../worker/guard.h"
+#include "../../shared/guard.h"
 
 static const uint8_t seed[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
 
