@@ -1,6 +1,7 @@
 #include "admin.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,7 @@ static void sess_close(struct admin_sess *s)
 		}
 	a->nsessions--;
 	if (!s->authed)
-		a->npending--;
+		a->npending[s->sctp]--;
 	__atomic_store_n(&a->seg->admin_sessions, a->nsessions, __ATOMIC_RELAXED);
 	explicit_bzero(&s->auth, sizeof s->auth);
 	loop_defer_free(a->loop, &s->deferred, sess_free, s);
@@ -304,11 +305,13 @@ static void auth_done(void *arg, bool ok)
 	bool admin = ok && still_admin(s, NULL);
 	if (!admin) {
 		struct shown_name n;
-		log_warn("admin login failed for '%s'", shown(s, &n));
+		char line[sizeof n.s + 64];
+		snprintf(line, sizeof line, "login failed for '%s'", shown(s, &n));
+		say_refused(s->a, line);
 		loop_timer_start_at(&s->a->misc_tl, &s->delay, s->a->loop->now + ADMIN_FAIL_DELAY_MS);
 		return;
 	}
-	if (s->a->nsessions - s->a->npending >= ADMIN_MAX_SESSIONS) {
+	if (s->a->nsessions - s->a->npending[0] - s->a->npending[1] >= ADMIN_MAX_SESSIONS) {
 		say_refused(s->a, "16 sessions logged in already: closing a new one");
 		sess_close(s);
 		return;
@@ -316,7 +319,7 @@ static void auth_done(void *arg, bool ok)
 	struct shown_name n;
 	log_info("admin '%s' logged in", shown(s, &n));
 	s->authed = true;
-	s->a->npending--;
+	s->a->npending[s->sctp]--;
 	loop_timer_stop(&s->login);
 	uint8_t msg[2] = {PIPO_VERSION, PIPO_AUTH_OK};
 	queue(s, msg, 2);
@@ -328,8 +331,10 @@ static void auth_done(void *arg, bool ok)
 /* Parse and answer what is buffered, in order, until a request waits. */
 void admin_process(struct admin_sess *s)
 {
+	/* Answers stop at the bound of unsent output as reading does: what is
+	 * buffered waits for the client to read (on_sess resumes). */
 	while (s->fd >= 0 && s->in_pos < s->in_len && s->pend == PEND_NONE && !s->closing &&
-	       !s->job && !loop_timer_active(&s->delay)) {
+	       !s->job && !loop_timer_active(&s->delay) && s->out_bytes < ADMIN_OUT_MAX) {
 		size_t used;
 		if (!s->authed) {
 			int rc = pipo_auth_feed(&s->auth, s->in + s->in_pos, s->in_len - s->in_pos, &used);
@@ -341,7 +346,7 @@ void admin_process(struct admin_sess *s)
 			if (rc == PIPO_DONE && (strlen(s->auth.user) != s->auth.ulen ||
 			                        strlen(s->auth.pass) != s->auth.plen)) {
 				explicit_bzero(s->auth.pass, sizeof s->auth.pass);
-				log_warn("admin login failed: a NUL byte in the name or the password");
+				say_refused(s->a, "login failed: a NUL byte in the name or the password");
 				rc = PIPO_ERROR;
 			}
 			if (rc == PIPO_ERROR) {
@@ -361,8 +366,13 @@ void admin_process(struct admin_sess *s)
 			s->rights.slot = slot;
 			s->rights.id = slot >= 0 ? u.id : 0;
 			s->rights.gen = slot >= 0 ? u.cred_gen : 0;
-			enum auth_result r = auth_check(s->a->auth, slot, slot >= 0 ? &u : NULL, s->auth.pass,
-			                                auth_done, s, &s->job);
+			/* Over SCTP the source is known: its checks queue fairly
+			 * against other sources' and its failures back off. */
+			enum auth_result r =
+			    s->sctp ? auth_check_from(s->a->auth, &s->peer, s->auth.user, slot,
+			                              slot >= 0 ? &u : NULL, s->auth.pass, auth_done, s, &s->job)
+			            : auth_check(s->a->auth, slot, slot >= 0 ? &u : NULL, s->auth.pass,
+			                         auth_done, s, &s->job);
 			explicit_bzero(s->auth.pass, sizeof s->auth.pass);
 			explicit_bzero(u.hash, sizeof u.hash);
 			if (r == AUTH_PENDING)
@@ -388,6 +398,10 @@ static void on_sess(struct loop *l, struct loop_watch *w, uint32_t events)
 	struct admin_sess *s = w->data;
 	if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP)) {
 		admin_flush(s);
+		if (s->fd < 0)
+			return;
+		if (s->in_pos < s->in_len)
+			admin_process(s); /* requests held back by the output bound */
 		if (s->fd < 0)
 			return;
 	}
@@ -416,11 +430,11 @@ static void on_sess(struct loop *l, struct loop_watch *w, uint32_t events)
 /* Make room for a new connection: close the oldest one that has not logged
  * in and is not having its password checked.  New sessions are at the
  * head of the list. */
-static bool evict_pending(struct admin *a)
+static bool evict_pending(struct admin *a, bool sctp)
 {
 	struct admin_sess *oldest = NULL;
 	for (struct admin_sess *s = a->sessions; s; s = s->next)
-		if (!s->authed && !s->job)
+		if (!s->authed && !s->job && s->sctp == sctp)
 			oldest = s;
 	if (!oldest)
 		return false;
@@ -429,15 +443,49 @@ static bool evict_pending(struct admin *a)
 	return true;
 }
 
+static bool same_address(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+	if (x->ss_family != y->ss_family)
+		return false;
+	if (x->ss_family == AF_INET)
+		return ((const struct sockaddr_in *)x)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)y)->sin_addr.s_addr;
+	if (x->ss_family == AF_INET6)
+		return memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr,
+		              &((const struct sockaddr_in6 *)y)->sin6_addr, 16) == 0;
+	return false;
+}
+
+/* SCTP connections from this address that have not logged in. */
+static unsigned pending_from(const struct admin *a, const struct sockaddr_storage *peer)
+{
+	unsigned n = 0;
+	for (const struct admin_sess *s = a->sessions; s; s = s->next)
+		n += s->sctp && !s->authed && same_address(&s->peer, peer);
+	return n;
+}
+
 static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)events;
 	struct admin *a = w->data;
+	/* Each endpoint has its own places for connections that have not
+	 * logged in, so a flood over SCTP never reaches the unix socket; over
+	 * SCTP, one address holds at most two of them. */
+	bool sctp = w == &a->sctp_w;
 	for (int i = 0; i < 16; i++) {
-		int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof peer;
+		int fd = accept4(w->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0)
 			return;
-		if (a->npending >= ADMIN_MAX_PENDING && !evict_pending(a)) {
+		if (sctp && pending_from(a, &peer) >= ADMIN_MAX_PENDING_PER_SOURCE) {
+			say_refused(a, "an SCTP address has 2 connections that have not logged in: "
+			               "refusing another");
+			close(fd);
+			continue;
+		}
+		if (a->npending[sctp] >= ADMIN_MAX_PENDING && !evict_pending(a, sctp)) {
 			say_refused(a, "8 connections are checking a password: refusing another");
 			close(fd);
 			continue;
@@ -449,6 +497,8 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		}
 		s->a = a;
 		s->fd = fd;
+		s->sctp = sctp;
+		s->peer = peer;
 		s->out_tail = &s->out;
 		s->rights.slot = -1;
 		pipo_auth_init(&s->auth);
@@ -464,7 +514,7 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		s->next = a->sessions;
 		a->sessions = s;
 		a->nsessions++;
-		a->npending++;
+		a->npending[sctp]++;
 		__atomic_store_n(&a->seg->admin_sessions, a->nsessions, __ATOMIC_RELAXED);
 		loop_timer_start(l, &a->idle_tl, &s->idle);
 		loop_timer_start(l, &a->login_tl, &s->login);
@@ -529,6 +579,11 @@ static void release(struct admin *a, bool in_child)
 		struct admin_sess *s = a->sessions;
 		if (in_child) {
 			a->sessions = s->next;
+			/* Unlinked before the memory goes: the lists are still
+			 * walked below (loop_timer_stop of say_rest). */
+			loop_timer_stop(&s->idle);
+			loop_timer_stop(&s->login);
+			loop_timer_stop(&s->delay);
 			close(s->fd);
 			while (s->out) {
 				struct out_msg *o = s->out;

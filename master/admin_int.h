@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/un.h>
 
 #include "../admin/pipo.h"
@@ -21,7 +22,8 @@
 /* Connections that have not logged in yet have their own, smaller cap and
  * a fixed deadline, so that idle or slow connections cannot keep an
  * administrator out. */
-#define ADMIN_MAX_PENDING 8
+#define ADMIN_MAX_PENDING 8 /* per endpoint */
+#define ADMIN_MAX_PENDING_PER_SOURCE 2 /* SCTP: per address */
 #define ADMIN_LOGIN_MS 5000
 #define ADMIN_SAY_EVERY_MS 1000 /* at most one refusal line per second */
 #define ADMIN_IDLE_MS 60000
@@ -46,6 +48,8 @@ struct admin_sess {
 	int fd;
 	bool authed;
 	bool closing; /* send what is queued, then close */
+	bool sctp;    /* came in over SCTP (peer is its address), else the unix socket */
+	struct sockaddr_storage peer;
 	/* The user this session logged in as (or is checking): its rights are
 	 * those of this record, re-checked before every request. */
 	struct admin_rights rights;
@@ -84,8 +88,8 @@ struct admin {
 	char unix_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct loop_tlist idle_tl, login_tl, misc_tl;
 	struct admin_sess *sessions;
-	unsigned nsessions; /* all of them */
-	unsigned npending;  /* not logged in yet */
+	unsigned nsessions;   /* all of them */
+	unsigned npending[2]; /* not logged in yet, per endpoint: [0] unix, [1] SCTP */
 	/* Refusals are said at most once a second, with a count of the rest. */
 	int64_t said_at;
 	unsigned unsaid;

@@ -126,7 +126,7 @@ def test_nul_in_login_refused(admin_server, user, password):
     with srv.conn() as c:
         assert c.auth(user, password) == b"\x02\x01"
         assert c.eof_within(3)
-    srv.proc.wait_stderr(r"admin login failed")
+    srv.proc.wait_stderr(r"admin: login failed")
 
 
 def test_names_in_admin_log_lines_escaped(admin_server):
@@ -134,7 +134,7 @@ def test_names_in_admin_log_lines_escaped(admin_server):
     evil = b"\x1b[2Jroot' logged in\nforged line \x7f"
     with srv.conn() as c:
         assert c.auth(evil, "pw") == b"\x02\x01"
-    m = srv.proc.wait_stderr(r"admin login failed for '(.*)'")
+    m = srv.proc.wait_stderr(r"admin: login failed for '(.*)'")
     assert m.group(1) == r"\x1b[2Jroot'\x20logged\x20in\x0aforged\x20line\x20\x7f"
     text = srv.proc.stderr_text()
     assert "\x1b" not in text and "forged line" not in text
@@ -828,3 +828,80 @@ def test_refusal_warning_rate_limited(admin_server):
                                                                    "\n".join(lines[:20]))
     counted = sum(int(m.group(1)) for l in lines for m in [re.search(r"(\d+) more", l)] if m)
     assert len(lines) + counted >= 300 - 8, (counted, lines)
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_answers_stop_at_the_output_bound_when_requests_are_buffered(admin_server, tmp_path):
+    """16 KiB of pipelined requests in one write, answers never read: the
+    master stops answering at the 4 MiB bound of unsent output instead of
+    answering all of the buffered requests (about 500 MB with 1,000 long
+    user names), and answers the rest once the client reads."""
+    h = hash_password("pw")
+    users = ["user = %s:%s" % (("u%04d" % i) + "x" * 250, h) for i in range(1000)]
+    cfg = tmp_path / "socks5d.conf"
+    write_config(cfg, ["admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))] + users)
+    srv = admin_server(config=cfg)
+    pid = srv.proc.pid
+    before = rss_kib(pid)
+    with srv.login() as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.send(frame(QUERY, Q_USERS) * 2048)
+        time.sleep(2)
+        grown = rss_kib(pid) - before
+        assert grown < 96 * 1024, "the master grew by %d KiB" % grown
+        # reading resumes the answers, all of them, in order
+        for _ in range(2048):
+            f = c.read_frame(timeout=30)
+            assert f.cmd == Q_USERS and f.status == OK
+            assert len(parse_users(f.payload)) == 1001
+
+
+def test_worker_forked_with_a_refusal_summary_pending_is_clean(admin_server, tmp_path):
+    """Idle connections over the cap arm the refusal summary timer next to
+    the sessions' timers; a worker forked then (a reload raising the count)
+    must not touch the freed sessions' timers (heap-use-after-free)."""
+    cfg = tmp_path / "socks5d.conf"
+    admin = "admin = %s:%s" % (ADMIN_USER, hash_password(ADMIN_PASS))
+    write_config(cfg, [admin, "workers = 1"])
+    srv = admin_server(config=cfg, workers=None)
+    held = []
+    try:
+        for n in range(2, 4):
+            for _ in range(12):
+                held.append(srv.conn())
+            time.sleep(0.05)
+            wrong = srv.conn()
+            wrong.send(auth_msg(ADMIN_USER, "wrong-password"))
+            held.append(wrong)
+            time.sleep(0.25)
+            write_config(cfg, [admin, "workers = %d" % n])
+            srv.proc.send_signal(signal.SIGHUP)
+            srv.proc.wait_stderr(r"reloaded", timeout=10, start=0)
+            time.sleep(1)
+    finally:
+        for c in held:
+            c.close()
+    err = srv.proc.stderr_text()
+    assert "exited with status" not in err, err[-3000:]
+    assert srv.stop() == 0
+    srv.proc.assert_clean()
+
+
+def test_nul_login_flood_is_logged_at_most_once_a_second(admin_server):
+    srv = admin_server()
+    start = time.monotonic()
+    for _ in range(200):
+        with srv.conn() as c:
+            c.send(auth_msg(ADMIN_USER, "x\0y"))
+    elapsed = time.monotonic() - start
+    time.sleep(1.2)
+    # one line a second at most, the rest counted in the next
+    lines = [l for l in srv.proc.stderr_text().splitlines() if "warn: admin:" in l]
+    assert 1 <= len(lines) <= elapsed + 3, lines
