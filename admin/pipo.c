@@ -293,6 +293,10 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_DNS_LATENCY_P50] = "dns_latency_p50_us",
 	    [PIPO_MET_DNS_LATENCY_P99] = "dns_latency_p99_us",
 	    [PIPO_MET_BYTES_SPLICED] = "bytes_spliced",
+	    [PIPO_MET_AUTH_DELAYED] = "auth_delayed",
+	    [PIPO_MET_AUTH_EVICTED] = "auth_checks_evicted",
+	    [PIPO_MET_AUTH_BACKOFF_FULL] = "auth_backoff_replaced",
+	    [PIPO_MET_UNAUTH_REFUSED] = "unauth_refused",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

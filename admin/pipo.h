@@ -135,6 +135,10 @@ enum pipo_metric {
 	PIPO_MET_DNS_LATENCY_P50 = 29, /* microseconds, upper bound of the bucket */
 	PIPO_MET_DNS_LATENCY_P99 = 30,
 	PIPO_MET_BYTES_SPLICED = 31,
+	PIPO_MET_AUTH_DELAYED = 32,
+	PIPO_MET_AUTH_EVICTED = 33,
+	PIPO_MET_AUTH_BACKOFF_FULL = 34,
+	PIPO_MET_UNAUTH_REFUSED = 35,
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 

@@ -80,6 +80,10 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_DOH_OUTAGES, M_DOH_OUTAGES},
 	    {PIPO_MET_DNS_TIMEOUTS, M_DNS_TIMEOUTS},
 	    {PIPO_MET_BYTES_SPLICED, M_BYTES_SPLICED},
+	    {PIPO_MET_AUTH_DELAYED, M_AUTH_DELAYED},
+	    {PIPO_MET_AUTH_EVICTED, M_AUTH_EVICTED},
+	    {PIPO_MET_AUTH_BACKOFF_FULL, M_AUTH_BACKOFF_FULL},
+	    {PIPO_MET_UNAUTH_REFUSED, M_UNAUTH_REFUSED},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	pipo_put_u16(b, (uint16_t)(n + 9 + 8 + 2));

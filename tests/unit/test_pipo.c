@@ -678,7 +678,8 @@ static void test_status_and_metric_names(void **state)
 	assert_null(pipo_metric_name(0));
 	assert_string_equal(pipo_metric_name(PIPO_MET_DNS_LATENCY_P99), "dns_latency_p99_us");
 	assert_string_equal(pipo_metric_name(PIPO_MET_BYTES_SPLICED), "bytes_spliced");
-	assert_null(pipo_metric_name(PIPO_MET_BYTES_SPLICED + 1));
+	assert_string_equal(pipo_metric_name(PIPO_MET_UNAUTH_REFUSED), "unauth_refused");
+	assert_null(pipo_metric_name(PIPO_MET_UNAUTH_REFUSED + 1));
 	assert_null(pipo_metric_name(99));
 	assert_null(pipo_metric_name(PIPO_MET_REPLY_0 + 9));
 	assert_null(pipo_metric_name(0xffff));
