@@ -495,7 +495,7 @@ static enum auth_result check(struct auth *a, const struct sockaddr_storage *pee
                               void *arg, struct auth_job **job)
 {
 	*job = NULL;
-	int64_t now = a->loop->now, at = now;
+	int64_t now = a->loop->now, at = now, at_user = now;
 	uint64_t h_src = 0, h_user = 0;
 	struct guard_key src = {0};
 	if (peer) {
@@ -504,9 +504,15 @@ static enum auth_result check(struct auth *a, const struct sockaddr_storage *pee
 		guard_network_key(peer, &net);
 		h_src = guard_hash(a->by_src, &src, NULL);
 		h_user = guard_hash(a->by_user, &net, name);
-		int64_t t1 = guard_admit(a->by_src, h_src, now);
-		int64_t t2 = guard_admit(a->by_user, h_user, now);
-		at = t1 > t2 ? t1 : t2;
+		/* The source's own attempts are spaced (it pays for its
+		 * connections in parallel); the user's key, which others in the
+		 * network reach too, only holds until its last failure's
+		 * back-off is over. */
+		at = guard_admit(a->by_src, h_src, now);
+		at_user = guard_hold_until(a->by_user, h_user, now);
+		/* Checks queue fairly per network, not per address: addresses
+		 * of one network are cheap to have many of. */
+		src = net;
 	}
 	if (at <= now) {
 		/* The common case costs one HMAC and no allocation. */
@@ -514,12 +520,17 @@ static enum auth_result check(struct auth *a, const struct sockaddr_storage *pee
 		mac_of(a, pass, mac);
 		bool hit = remembered(a, slot, user, mac);
 		explicit_bzero(mac, sizeof mac);
+		/* A password that is right needs no hold of the user's key: a
+		 * flood of wrong ones for the name must not keep its owner out.
+		 * The source's hold above still applies to a guesser. */
 		if (hit) {
 			if (peer)
 				guard_forget(a->by_user, h_user);
 			return AUTH_OK;
 		}
 	}
+	if (at_user > at)
+		at = at_user;
 	struct auth_job *j = job_new(a, slot, user, pass, cb, arg);
 	if (!j)
 		return AUTH_BUSY;

@@ -181,6 +181,14 @@ int64_t guard_admit(struct guard_table *t, uint64_t h, int64_t now)
 	return at;
 }
 
+int64_t guard_hold_until(struct guard_table *t, uint64_t h, int64_t now)
+{
+	struct guard_rec *r = find(t, h, now, false);
+	if (!r || guard_delay(r->fails) == 0 || r->next_at <= now)
+		return now;
+	return r->next_at;
+}
+
 void guard_fail(struct guard_table *t, uint64_t h, int64_t now)
 {
 	struct guard_rec *r = find(t, h, now, true);

@@ -60,6 +60,11 @@ uint64_t guard_hash(const struct guard_table *t, const struct guard_key *k, cons
 /* When an attempt under this hash may start (>= now); reserves that
  * moment, so that attempts in a row are spaced by the back-off. */
 int64_t guard_admit(struct guard_table *t, uint64_t h, int64_t now);
+/* When an attempt under this hash may start (>= now): the last failure
+ * plus its back-off.  Reserves nothing, so that attempts abandoned while
+ * they wait cannot push the moment further out (used for the per-user
+ * key, which others can reach). */
+int64_t guard_hold_until(struct guard_table *t, uint64_t h, int64_t now);
 /* A failed attempt. */
 void guard_fail(struct guard_table *t, uint64_t h, int64_t now);
 /* Failures on record (after decay). */

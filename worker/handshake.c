@@ -90,7 +90,14 @@ static bool hs_read(struct session *s)
 
 void handshake_read_early(struct session *s)
 {
-	(void)hs_read(s);
+	if (!hs_read(s))
+		return;
+	/* A client gone while its password is checked, with no request sent
+	 * ahead, can never be served: its check leaves the queue now rather
+	 * than at the handshake timeout (a flood of abandoned logins would
+	 * otherwise hold the queue's places). */
+	if (s->c_eof && s->hs->len == 0)
+		session_finalize(s);
 }
 
 static void refuse_login(struct session *s)
@@ -216,6 +223,8 @@ static void on_auth(struct session *s)
 		return;
 	if (rc == SOCKS5_ERROR)
 		refuse_login(s);
+	else if (s->c_eof && hs->len == 0)
+		session_finalize(s); /* gone, no request to serve: nothing to check */
 	else
 		start_auth(s);
 }

@@ -16,6 +16,8 @@ import time
 import pytest
 
 from admin_lib import ADMIN_PASS, ADMIN_USER, admin_server, run_client  # noqa: F401
+
+MET_AUTH_DELAYED, MET_UNAUTH_REFUSED = 32, 35  # pipo metric ids
 from s5lib import (auth_msg, eof_within, greeting, read_reply, recv_exact, request)
 
 USER, PASS = "alice", "s3cret-pass"
@@ -159,8 +161,9 @@ def test_legitimate_logins_succeed_during_wrong_password_flood(socks5d, echo_ser
               % (name, t[len(t) // 2] * 1000, t[-1] * 1000, len(t), answered))
 
 
-def test_failures_from_one_source_back_off(socks5d):
-    p = socks5d("-u", "%s:%s" % (USER, PASS), workers=1)
+def test_failures_from_one_source_back_off(admin_server):
+    srv = admin_server(users=["%s:%s" % (USER, PASS)], workers=1)
+    p = srv.proc
     for i in range(FREE_FAILS):
         data, _ = wrong_login("127.0.0.1", p.port)
         assert data == b"\x01\x01"
@@ -170,6 +173,8 @@ def test_failures_from_one_source_back_off(socks5d):
         data, took = wrong_login("127.0.0.1", p.port)
         assert data == b"\x01\x01"
         assert took >= BASE_S * (2 ** k) * 0.9, "failure %d answered after %.3f s" % (FREE_FAILS + 1 + k, took)
+    with srv.login() as c:
+        assert c.metrics()[MET_AUTH_DELAYED] == 3
 
 
 def test_failures_for_one_user_back_off_across_a_network(socks5d):
@@ -219,8 +224,9 @@ def test_unauthenticated_sessions_capped_per_source(socks5d, echo_server):
     assert "not authenticated yet" in p.stderr_text()
 
 
-def test_unauthenticated_cap_setting(socks5d):
-    p = socks5d("-u", "%s:%s" % (USER, PASS), "--max-unauth-per-source", "2", workers=1)
+def test_unauthenticated_cap_setting(admin_server):
+    srv = admin_server("--max-unauth-per-source", "2", users=["%s:%s" % (USER, PASS)], workers=1)
+    p = srv.proc
     held = [connect_from("127.0.0.1", p.port) for _ in range(2)]
     try:
         for s in held:
@@ -233,6 +239,8 @@ def test_unauthenticated_cap_setting(socks5d):
     finally:
         for s in held:
             s.close()
+    with srv.login() as c:
+        assert c.metrics()[MET_UNAUTH_REFUSED] == 1
 
 
 # ---------------------------------------------------------------- a password change during a check
@@ -269,3 +277,47 @@ def test_login_checked_before_password_change_is_refused_after_it(admin_server, 
         if early is not None:
             pytest.fail("the check was answered before the change (%r): the hash is too fast here" % early)
         assert recv_exact(s, 2, 20) == b"\x01\x01", "old password accepted after the change"
+
+
+# ---------------------------------------------------------------- abandoned logins
+
+def abandoned_login(src, port, user=USER):
+    """A login for user sent and given up at once, as a cheap attacker does."""
+    s = connect_from(src, port)
+    with s:
+        s.sendall(greeting((0x02,)) + auth_msg(user, "guess"))
+        assert recv_exact(s, 2) == b"\x05\x02"
+
+
+def test_abandoned_logins_do_not_push_the_users_back_off_out(socks5d, echo_server):
+    """Logins for a user given up while held used to reserve one back-off
+    each on the (user, network) record: 80 of them kept the real user, with
+    a remembered password, out until the handshake timeout."""
+    p = socks5d("-u", "%s:%s" % (USER, PASS), workers=1)
+    legit_login("127.0.0.1", p.port, echo_server.port)  # remembered from now on
+    for i in range(FREE_FAILS):
+        assert wrong_login("127.0.0.%d" % (10 + i), p.port)[0] == b"\x01\x01"
+    for i in range(80):
+        abandoned_login("127.0.0.%d" % (20 + i), p.port)
+    legit_login("127.0.0.1", p.port, echo_server.port)
+    legit_login("127.0.0.2", p.port, echo_server.port)
+
+
+def test_a_login_given_up_leaves_the_check_queue(admin_server):
+    """A client that sends its login and closes, with no request sent ahead,
+    can never be served: its session ends at once instead of holding its
+    place (and its count toward the unauthenticated cap) until the
+    handshake timeout."""
+    srv = admin_server("--max-unauth-per-source", "4", users=["%s:%s" % (USER, PASS)], workers=1)
+    # more than the cap, each given up after its login was sent
+    for _ in range(12):
+        abandoned_login("127.0.0.1", srv.port, user=USER)
+    time.sleep(0.5)
+    with srv.login() as c:
+        sessions, _ = c.sessions()
+    assert sessions == [], sessions
+    # and the source is not refused
+    s = connect_from("127.0.0.1", srv.port)
+    with s:
+        s.sendall(greeting((0x02,)))
+        assert recv_exact(s, 2) == b"\x05\x02"
