@@ -48,7 +48,6 @@ struct master {
 	const struct options *opts;
 	struct settings cfg;
 	struct shm_segment *seg;
-	char shm_name[64];
 	bool dropped; /* running as run-as: workers give up every capability */
 	int sig_fd;
 	struct loop_watch sig_w;
@@ -700,8 +699,8 @@ static void raise_nofile(void)
 
 /* Everything that needs root exists now (sockets, admin endpoints, the
  * segment, the descriptor limit): become run-as for good, with no
- * capability left.  The segment is given to that user first, so that the
- * master can still remove it at exit. */
+ * capability left.  The segment has no name by then, so the user cannot
+ * open it, only the processes that hold its mapping use it. */
 static int run_as(struct master *m, const struct settings *s)
 {
 	struct privs p;
@@ -714,15 +713,6 @@ static int run_as(struct master *m, const struct settings *s)
 		log_warn("run-as %s is root: nothing is given up", s->run_as);
 		return 0;
 	}
-	int fd = shm_open(m->shm_name, O_RDWR | O_NOFOLLOW | O_CLOEXEC, 0);
-	if (fd < 0 || fchown(fd, p.uid, p.gid) < 0) {
-		log_error("run-as %s: cannot give the shared segment to it: %s", s->run_as,
-		          strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -EPERM;
-	}
-	close(fd);
 	if (privs_drop(&p, err, sizeof err) < 0) {
 		log_error("run-as %s: %s", s->run_as, err);
 		return -EPERM;
@@ -767,11 +757,10 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		return rc;
 
 	raise_nofile();
-	char prefix[32];
+	char prefix[32], name[64];
 	snprintf(prefix, sizeof prefix, "/socks5d-%d", (int)getpid());
-	if ((rc = shm_create(prefix, m->shm_name, sizeof m->shm_name, &m->seg)) < 0) {
-		log_error("cannot create the shared segment %s: %s", m->shm_name, strerror(-rc));
-		m->shm_name[0] = '\0';
+	if ((rc = shm_create(prefix, name, sizeof name, &m->seg)) < 0) {
+		log_error("cannot create the shared segment: %s", strerror(-rc));
 		return rc;
 	}
 	m->seg->started_ms = (uint64_t)clock_ms();
@@ -795,8 +784,8 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	return s->run_as[0] ? run_as(m, s) : 0;
 }
 
-/* in_child: a worker leaving; the segment's name and the admin socket
- * path are the master's to remove. */
+/* in_child: a worker leaving; the admin socket path is the master's to
+ * remove. */
 static void teardown(struct master *m, bool in_child)
 {
 	if (in_child)
@@ -814,7 +803,7 @@ static void teardown(struct master *m, bool in_child)
 		close(m->sig_fd);
 	loop_free(&m->loop);
 	if (m->seg)
-		shm_destroy(in_child ? NULL : (m->shm_name[0] ? m->shm_name : NULL), m->seg);
+		shm_destroy(m->seg);
 }
 
 int master_run(const struct options *o, const struct settings *s, const struct user_list *users,

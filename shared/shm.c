@@ -53,22 +53,23 @@ int shm_create(const char *prefix, char *name, size_t namelen, struct shm_segmen
 		int fd = create_unique(prefix, name, namelen);
 		if (fd < 0)
 			return fd;
-		if (ftruncate(fd, (off_t)size) < 0) {
-			int e = errno;
-			close(fd);
-			shm_unlink(name);
-			return -e;
-		}
-		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		/* Allocated now: a full /dev/shm is an error here, not a SIGBUS
+		 * at the first write. */
+		int rc = posix_fallocate(fd, 0, (off_t)size);
+		p = rc ? MAP_FAILED : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (rc == 0 && p == MAP_FAILED)
+			rc = errno;
+		/* Mapped, the name has no more use: workers inherit the mapping
+		 * across fork().  Nobody can open it by name from here on, and
+		 * nothing is left behind if the master is killed. */
+		shm_unlink(name);
 		close(fd);
+		if (rc)
+			return -rc;
 	} else {
 		p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	}
-	if (p == MAP_FAILED) {
-		int e = errno;
-		if (prefix)
-			shm_unlink(name);
-		return -e;
+		if (p == MAP_FAILED)
+			return -errno;
 	}
 	struct shm_segment *seg = p;
 	memset(seg, 0, size);
@@ -77,8 +78,6 @@ int shm_create(const char *prefix, char *name, size_t namelen, struct shm_segmen
 		rc = init_robust(&seg->users_lock);
 	if (rc) {
 		munmap(p, size);
-		if (prefix)
-			shm_unlink(name);
 		return rc;
 	}
 	seg->next_user_id = 1;
@@ -101,13 +100,10 @@ int shm_check(const struct shm_segment *seg)
 	return 0;
 }
 
-void shm_destroy(const char *name, struct shm_segment *seg)
+void shm_destroy(struct shm_segment *seg)
 {
-	if (!seg)
-		return;
-	munmap(seg, sizeof *seg);
-	if (name)
-		shm_unlink(name);
+	if (seg)
+		munmap(seg, sizeof *seg);
 }
 
 int shm_lock(pthread_mutex_t *m)

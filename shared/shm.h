@@ -117,13 +117,15 @@ struct shm_segment {
 	struct shm_worker_slot slots[SHM_MAX_WORKERS];
 };
 
-/* Create a segment named PREFIX-<16 random hex digits> (written to name;
- * namelen >= strlen(prefix) + 18), created exclusively: an existing name is
- * never reused or removed, another random one is tried.  prefix NULL: an
- * anonymous shared mapping (tests). */
+/* Create a POSIX shared-memory segment under the name PREFIX-<16 random
+ * hex digits> (written to name; namelen >= strlen(prefix) + 18), created
+ * exclusively (an existing name is never reused or removed: another
+ * random one is tried), allocated, mapped, and unlinked at once: processes
+ * forked afterwards share the mapping, and nothing else can open it.
+ * prefix NULL: an anonymous shared mapping (tests). */
 int shm_create(const char *prefix, char *name, size_t namelen, struct shm_segment **out);
-/* Unmap; with a name, also unlink (the owner, at exit). */
-void shm_destroy(const char *name, struct shm_segment *seg);
+/* Unmap. */
+void shm_destroy(struct shm_segment *seg);
 int shm_check(const struct shm_segment *seg);
 
 /* Lock a robust process-shared mutex; a lock whose holder died is made

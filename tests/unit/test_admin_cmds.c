@@ -87,7 +87,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	shm_destroy(NULL, seg);
+	shm_destroy(seg);
 	return 0;
 }
 

@@ -33,7 +33,7 @@ static int seg_setup(void **state)
 
 static int seg_teardown(void **state)
 {
-	shm_destroy(NULL, *state);
+	shm_destroy(*state);
 	return 0;
 }
 
@@ -590,7 +590,7 @@ static void lock_recovered_twice_in_a_row(void **state)
 
 /* ---- named segment ------------------------------------------------------ */
 
-static void named_segment_is_unlinked_by_destroy(void **state)
+static void named_segment_leaves_no_name_behind(void **state)
 {
 	(void)state;
 	char prefix[64], name[96];
@@ -602,27 +602,29 @@ static void named_segment_is_unlinked_by_destroy(void **state)
 	/* PREFIX-<16 hex digits> */
 	assert_int_equal(strncmp(name, prefix, strlen(prefix)), 0);
 	assert_int_equal(strlen(name), strlen(prefix) + 17);
-
-	int fd = shm_open(name, O_RDONLY, 0);
-	assert_true(fd >= 0);
-	close(fd);
-
-	/* It is really shared: a second mapping sees writes of the first. */
-	fd = shm_open(name, O_RDWR, 0);
-	assert_true(fd >= 0);
-	struct shm_segment *view =
-	    mmap(NULL, sizeof *view, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-	close(fd);
-	assert_true(view != MAP_FAILED);
-	assert_int_equal(shm_check(view), 0);
-	assert_true(shm_user_put(seg, "alice", "h", false) >= 0);
-	assert_int_equal(shm_user_count(view), 1);
-	munmap(view, sizeof *view);
-
-	shm_destroy(name, seg);
+	/* Unlinked once mapped: nobody can open it by name. */
 	errno = 0;
 	assert_int_equal(shm_open(name, O_RDONLY, 0), -1);
 	assert_int_equal(errno, ENOENT);
+	shm_destroy(seg);
+}
+
+/* The mapping is shared with children forked after the name is gone. */
+static void a_child_forked_later_shares_the_segment(void **state)
+{
+	(void)state;
+	char name[96];
+	struct shm_segment *seg = NULL;
+	assert_int_equal(shm_create("/socks5d-test-fork", name, sizeof name, &seg), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(shm_user_put(seg, "alice", "h", false) >= 0 ? 0 : 1);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	assert_int_equal(shm_user_count(seg), 1);
+	shm_destroy(seg);
 }
 
 static void two_segments_of_one_prefix_get_different_names(void **state)
@@ -634,8 +636,8 @@ static void two_segments_of_one_prefix_get_different_names(void **state)
 	assert_int_equal(shm_create(prefix, a, sizeof a, &sa), 0);
 	assert_int_equal(shm_create(prefix, b, sizeof b, &sb), 0);
 	assert_string_not_equal(a, b);
-	shm_destroy(a, sa);
-	shm_destroy(b, sb);
+	shm_destroy(sa);
+	shm_destroy(sb);
 }
 
 /* Someone else's file under the old predictable name /socks5d-PID: it is
@@ -654,7 +656,7 @@ static void a_planted_name_is_passed_over_and_left_alone(void **state)
 	assert_int_equal(shm_create(prefix, name, sizeof name, &seg), 0);
 	assert_int_equal(shm_check(seg), 0);
 	assert_string_not_equal(name, prefix);
-	shm_destroy(name, seg);
+	shm_destroy(seg);
 
 	fd = shm_open(prefix, O_RDONLY, 0);
 	assert_true(fd >= 0);
@@ -707,7 +709,8 @@ int main(void)
 		T(settings_lock_of_a_killed_holder_is_recovered),
 		T(settings_api_recovers_a_lock_left_by_a_dead_holder),
 		T(lock_recovered_twice_in_a_row),
-		cmocka_unit_test(named_segment_is_unlinked_by_destroy),
+		cmocka_unit_test(named_segment_leaves_no_name_behind),
+		cmocka_unit_test(a_child_forked_later_shares_the_segment),
 		cmocka_unit_test(two_segments_of_one_prefix_get_different_names),
 		cmocka_unit_test(a_planted_name_is_passed_over_and_left_alone),
 		cmocka_unit_test(a_name_that_does_not_fit_is_refused),
