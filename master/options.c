@@ -129,8 +129,13 @@ static int add_user(struct options *o, const char *opt, char *arg, bool admin)
 	if (user_list_add(&o->cli_users, name, hash, admin) < 0)
 		return bad(opt, "out of memory");
 	/* Every local user can read /proc/PID/cmdline of the master and of
-	 * the workers it forks: the clear password must not stay there. */
-	memset(pass, '*', strlen(pass));
+	 * the workers it forks: the clear password must not stay there, nor
+	 * its length (one '*', then NULs). */
+	size_t plen = strlen(pass);
+	if (plen) {
+		pass[0] = '*';
+		memset(pass + 1, 0, plen - 1);
+	}
 	return 0;
 }
 
