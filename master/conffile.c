@@ -134,7 +134,7 @@ static int write_users(FILE *out, const struct user_list *users)
 	for (size_t i = 0; i < users->n; i++)
 		if (fprintf(out, "%s = %s:%s\n", users->v[i].admin ? "admin" : "user", users->v[i].name,
 		            users->v[i].hash) < 0)
-			return -EIO;
+			return errno ? -errno : -EIO;
 	return 0;
 }
 
@@ -144,7 +144,8 @@ static int write_users(FILE *out, const struct user_list *users)
  * real file (a symlinked config stays a symlink; its target is replaced),
  * gets the original's owner, group and mode before it holds anything, and
  * file and directory are synced. */
-int conffile_save_users(const char *path, const struct user_list *users)
+int conffile_save_users(const char *path, const struct user_list *users,
+                        const struct conf_identity *expect)
 {
 	char real[PATH_MAX];
 	if (!realpath(path, real))
@@ -154,6 +155,8 @@ int conffile_save_users(const char *path, const struct user_list *users)
 		return -errno;
 	struct stat st;
 	int e = fstat(fileno(in), &st) < 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
+	if (!e && expect && (st.st_dev != expect->dev || st.st_ino != expect->ino))
+		e = ESTALE;
 	if (e) {
 		fclose(in);
 		return -e;
@@ -187,7 +190,7 @@ int conffile_save_users(const char *path, const struct user_list *users)
 			continue;
 		}
 		if (fputs(line, out) < 0)
-			rc = -EIO;
+			rc = errno ? -errno : -EIO;
 	}
 	if (rc == 0 && !written)
 		rc = write_users(out, users);

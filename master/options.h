@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "../shared/pwhash.h"
 #include "../shared/settings.h"
@@ -54,10 +55,19 @@ void user_list_free(struct user_list *l);
  * negative errno when the file cannot be read, or -EINVAL when invalid. */
 int conffile_load(const char *path, struct settings *s, struct user_list *users);
 
+/* Which file a configuration path named when it was read. */
+struct conf_identity {
+	dev_t dev;
+	ino_t ino;
+};
+
 /* Rewrite the users of the configuration file (user = / admin = lines) as
  * `users`, keeping every other line: a temporary file beside it, fsync,
- * rename.  0 or a negative errno. */
-int conffile_save_users(const char *path, const struct user_list *users);
+ * rename.  With `expect`, the path must still name the file that was read
+ * (else -ESTALE: someone replaced it, perhaps by a link to another file).
+ * 0 or a negative errno. */
+int conffile_save_users(const char *path, const struct user_list *users,
+                        const struct conf_identity *expect);
 
 /* The settings and users in force: defaults, then the file, then the
  * command line.  file_users (may be NULL) receives the users of the file

@@ -154,3 +154,20 @@ def test_run_as_unknown_user_is_refused_at_start():
                        capture_output=True, timeout=20)
     assert r.returncode == 78, r
     assert "run-as no-such-user-s5: no user 'no-such-user-s5'" in r.stderr.decode()
+
+
+def test_config_replaced_by_a_link_after_reading_is_not_written_through(admin_server, tmp_path):
+    """Whoever can write the configuration's directory replaces the file
+    with a link to another file; a user added at run time then must not
+    make the server rewrite that other file."""
+    cfg = tmp_path / "socks5d.conf"
+    victim = tmp_path / "victim"
+    victim.write_text("root:x:0:0\n")
+    cfg.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)))
+    srv = admin_server(config=cfg)
+    cfg.unlink()
+    cfg.symlink_to(victim)
+    with srv.login() as c:
+        assert c.add_user("carol", "carol-pw") == 0  # added, not persisted
+    assert victim.read_text() == "root:x:0:0\n"
+    srv.proc.wait_stderr(r"is not the file that was read")

@@ -115,7 +115,7 @@ static void save_users_replaces_user_lines_and_keeps_the_rest(void **state)
 	struct user_list u = {0};
 	assert_int_equal(user_list_add(&u, "new", HASH, false), 0);
 	assert_int_equal(user_list_add(&u, "boss", HASH, true), 0);
-	assert_int_equal(conffile_save_users(path, &u), 0);
+	assert_int_equal(conffile_save_users(path, &u, NULL), 0);
 	const char *text = read_file(path);
 	assert_string_equal(text, "# head\nworkers = 2\nuser = new:" HASH "\nadmin = boss:" HASH
 	                          "\nidle-timeout = 9\n");
@@ -146,10 +146,10 @@ static void save_users_appends_when_the_file_had_none(void **state)
 	write_file(path, "port = 1080\n");
 	struct user_list u = {0};
 	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
-	assert_int_equal(conffile_save_users(path, &u), 0);
+	assert_int_equal(conffile_save_users(path, &u, NULL), 0);
 	assert_string_equal(read_file(path), "port = 1080\nuser = x:" HASH "\n");
 	struct user_list empty = {0};
-	assert_int_equal(conffile_save_users(path, &empty), 0);
+	assert_int_equal(conffile_save_users(path, &empty, NULL), 0);
 	assert_string_equal(read_file(path), "port = 1080\n");
 	user_list_free(&u);
 }
@@ -182,7 +182,7 @@ static void save_users_never_follows_a_planted_temporary_name(void **state)
 	assert_int_equal(symlink(victim, planted), 0);
 	struct user_list u = {0};
 	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
-	assert_int_equal(conffile_save_users(path, &u), 0);
+	assert_int_equal(conffile_save_users(path, &u, NULL), 0);
 	assert_string_equal(read_file(victim), "precious\n");
 	assert_string_equal(read_file(path), "port = 1080\nuser = x:" HASH "\n");
 	user_list_free(&u);
@@ -202,7 +202,7 @@ static void save_users_keeps_owner_group_and_mode(void **state)
 	assert_int_equal(chmod(path, 0640), 0);
 	struct user_list u = {0};
 	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
-	assert_int_equal(conffile_save_users(path, &u), 0);
+	assert_int_equal(conffile_save_users(path, &u, NULL), 0);
 	struct stat st;
 	assert_int_equal(stat(path, &st), 0);
 	assert_int_equal(st.st_uid, 65534);
@@ -225,11 +225,39 @@ static void save_users_through_a_symlink_rewrites_its_target(void **state)
 	assert_int_equal(symlink(real, link), 0);
 	struct user_list u = {0};
 	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
-	assert_int_equal(conffile_save_users(link, &u), 0);
+	assert_int_equal(conffile_save_users(link, &u, NULL), 0);
 	struct stat st;
 	assert_int_equal(lstat(link, &st), 0);
 	assert_true(S_ISLNK(st.st_mode));
 	assert_string_equal(read_file(real), "port = 1080\nuser = x:" HASH "\n");
+	user_list_free(&u);
+}
+
+/* The path replaced by a link to another file after it was read: the
+ * other file is not rewritten. */
+static void save_users_refuses_a_path_that_names_another_file_now(void **state)
+{
+	(void)state;
+	char path[128], victim[128];
+	snprintf(path, sizeof path, "%s/swap.conf", dir);
+	snprintf(victim, sizeof victim, "%s/swap-victim", dir);
+	write_file(path, "port = 1080\n");
+	write_file(victim, "root:x:0:0\n");
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	struct conf_identity read_id = {st.st_dev, st.st_ino};
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(symlink(victim, path), 0);
+	struct user_list u = {0};
+	assert_int_equal(user_list_add(&u, "x", HASH, false), 0);
+	assert_int_equal(conffile_save_users(path, &u, &read_id), -ESTALE);
+	assert_string_equal(read_file(victim), "root:x:0:0\n");
+	/* the file it was read from is still written */
+	assert_int_equal(unlink(path), 0);
+	write_file(path, "port = 1080\n");
+	assert_int_equal(stat(path, &st), 0);
+	read_id = (struct conf_identity){st.st_dev, st.st_ino};
+	assert_int_equal(conffile_save_users(path, &u, &read_id), 0);
 	user_list_free(&u);
 }
 
@@ -254,6 +282,7 @@ int main(void)
 	    cmocka_unit_test(save_users_never_follows_a_planted_temporary_name),
 	    cmocka_unit_test(save_users_keeps_owner_group_and_mode),
 	    cmocka_unit_test(save_users_through_a_symlink_rewrites_its_target),
+	    cmocka_unit_test(save_users_refuses_a_path_that_names_another_file_now),
 	    cmocka_unit_test(a_user_name_with_a_control_byte_is_an_error),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
