@@ -93,7 +93,7 @@ def samples(tmp_path):
         "doh-ip": ("::1", "::1"), "doh-port": ("8443", 8443), "doh-host": ("dns.test", "dns.test"),
         "doh-path": ("/q", "/q"), "doh-query": ("?d=", "?d="), "doh-method": ("post", "post"),
         "doh-ca-file": ("/nonexistent/ca.pem", "/nonexistent/ca.pem"),
-        "doh-connections": ("2", 2),
+        "doh-connections": ("2", 2), "max-unauth-per-source": ("32", 32),
     }
 
 
