@@ -26,7 +26,7 @@ struct doh_ep {
 struct doh_sock {
 	struct loop_watch w;
 	struct doh *d;
-	struct doh_sock *prev, *next;
+	struct list_node link; /* in d->socks */
 	struct loop_deferred deferred;
 };
 
@@ -36,7 +36,7 @@ struct doh_req {
 	CURL *easy;
 	doh_cb *cb;
 	void *arg;
-	struct doh_req *prev, *next;
+	struct list_node link; /* in d->reqs */
 	uint16_t qtype;
 	size_t qlen;
 	uint8_t query[DOH_QUERY_MAX];
@@ -54,8 +54,8 @@ struct doh {
 	struct doh_ep *ep;
 	struct loop_tlist tlist;
 	struct loop_timer timer;
-	struct doh_sock *socks;
-	struct doh_req *reqs;
+	struct list_node socks; /* struct doh_sock */
+	struct list_node reqs;  /* struct doh_req */
 };
 
 static unsigned curl_users;
@@ -213,12 +213,7 @@ static int curl_timer_cb(CURLM *m, long timeout_ms, void *userp)
 static void sock_drop(struct doh *d, struct doh_sock *ds, bool deferred)
 {
 	loop_watch_del(d->loop, &ds->w);
-	if (ds->prev)
-		ds->prev->next = ds->next;
-	else
-		d->socks = ds->next;
-	if (ds->next)
-		ds->next->prev = ds->prev;
+	list_remove(&ds->link);
 	/* Events of the current batch may still name this watch. */
 	if (deferred)
 		loop_defer_free(d->loop, &ds->deferred, free, ds);
@@ -252,10 +247,7 @@ static int curl_socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void
 		free(ds);
 		return -1;
 	}
-	ds->next = d->socks;
-	if (d->socks)
-		d->socks->prev = ds;
-	d->socks = ds;
+	list_insert_head(&d->socks, &ds->link);
 	curl_multi_assign(d->multi, fd, ds);
 	return 0;
 }
@@ -267,6 +259,8 @@ int doh_new(struct loop *l, struct doh **out)
 		return -ENOMEM;
 	d->loop = l;
 	d->conns = 1;
+	list_init(&d->socks);
+	list_init(&d->reqs);
 	loop_tlist_init(l, &d->tlist, 0);
 	loop_timer_init(&d->timer, on_timer, d);
 	*out = d;
@@ -298,22 +292,11 @@ static int multi_init(struct doh *d)
 	return 0;
 }
 
-static void req_unlink(struct doh_req *r)
-{
-	struct doh *d = r->d;
-	if (r->prev)
-		r->prev->next = r->next;
-	else
-		d->reqs = r->next;
-	if (r->next)
-		r->next->prev = r->prev;
-}
-
 static void req_free(struct doh_req *r)
 {
 	curl_multi_remove_handle(r->d->multi, r->easy);
 	curl_easy_cleanup(r->easy);
-	req_unlink(r);
+	list_remove(&r->link);
 	ep_put(r->ep);
 	free(r->body);
 	free(r);
@@ -323,12 +306,12 @@ void doh_free(struct doh *d)
 {
 	if (!d)
 		return;
-	while (d->reqs)
-		req_free(d->reqs);
+	while (!list_empty(&d->reqs))
+		req_free(list_entry(d->reqs.next, struct doh_req, link));
 	if (d->multi)
 		curl_multi_cleanup(d->multi);
-	while (d->socks)
-		sock_drop(d, d->socks, false);
+	while (!list_empty(&d->socks))
+		sock_drop(d, list_entry(d->socks.next, struct doh_sock, link), false);
 	loop_timer_stop(&d->timer);
 	loop_tlist_detach(d->loop, &d->tlist);
 	ep_put(d->ep);
@@ -499,10 +482,7 @@ int doh_request(struct doh *d, const char *name, uint16_t qtype, int64_t timeout
 	curl_easy_setopt(c, CURLOPT_PRIVATE, (void *)r);
 	r->ep = e;
 	e->refs++;
-	r->next = d->reqs;
-	if (d->reqs)
-		d->reqs->prev = r;
-	d->reqs = r;
+	list_insert_head(&d->reqs, &r->link);
 	if (curl_multi_add_handle(d->multi, c) != CURLM_OK) {
 		r->cb = NULL;
 		req_free(r);
