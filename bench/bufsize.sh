@@ -4,28 +4,13 @@
 # copying relay) with each buffer
 # size; fetches the file through the proxy RUNS times with curl.
 # Usage: bench/bufsize.sh [SIZES...]   (default: 16384 65536 262144)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/common.sh"
 make -s build/socks5d
 SIZES=${*:-16384 65536 262144}
 RUNS=${RUNS:-3}
-T=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$T"' EXIT
-mkdir -p "$T/www"
-chmod 755 "$T"
 head -c 1G /dev/urandom > "$T/www/big.bin"
-cat > "$T/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-error_log $T/error.log;
-pid $T/nginx.pid;
-events { worker_connections 64; }
-http { access_log off; sendfile on; server { listen 127.0.0.1:18091; root $T/www; } }
-NGX
-/usr/sbin/nginx -c "$T/nginx.conf" -p "$T" &
-sleep 0.5
+start_nginx 18091 64
 secs() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -n1; }
-until curl -s -o /dev/null http://127.0.0.1:18091/; do sleep 0.2; done
 printf '| buffer | seconds per GiB (median of %s) | proxy CPU s per GiB |\n|---|---|---|\n' "$RUNS"
 d=$(for i in $(seq "$RUNS"); do secs curl -sf -o /dev/null http://127.0.0.1:18091/big.bin; done | sort -n | sed -n "$(( (RUNS + 1) / 2 ))p")
 printf '| direct | %s | - |\n' "$d"

@@ -9,29 +9,15 @@
 # own cost measured alone (worker/sniff.c built -O2): per 64 KiB slice of a
 # body it skips, and per request/response header pair it parses.
 # Usage: [RUNS=7] [SIZE=1G] bench/dissect.sh
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/common.sh"
 make -s build/socks5d
 RUNS=${RUNS:-7}
 SIZE=${SIZE:-1G}
-T=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$T"' EXIT
 free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 WEB=$(free_port)
-mkdir -p "$T/www"
-chmod 755 "$T"
 head -c "$SIZE" /dev/urandom > "$T/www/big.bin"
 BYTES=$(stat -c %s "$T/www/big.bin")
-cat > "$T/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-error_log $T/error.log;
-pid $T/nginx.pid;
-events { worker_connections 64; }
-http { access_log off; sendfile on; server { listen 127.0.0.1:$WEB; root $T/www; } }
-NGX
-/usr/sbin/nginx -c "$T/nginx.conf" -p "$T" &
-for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$WEB/" && break; sleep 0.1; done
+start_nginx "$WEB" 64
 
 start_proxy() { # $1: port, rest: extra options; prints the worker's pid
 	local port=$1

@@ -7,29 +7,15 @@
 # the copying relay and the default, and per connection for the
 # connection-rate workload (64 clients, 100-byte responses).
 # Usage: bench/splice.sh        (root not needed; DURATION=4 by default)
-set -euo pipefail
-cd "$(dirname "$0")/.."
+. "$(dirname "$0")/common.sh"
 make -s build/socks5d build/loadgen
 DURATION=${DURATION:-4}
-T=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$T"' EXIT
-mkdir -p "$T/www" build/bench-data
-chmod 755 "$T" "$T/www"
+mkdir -p build/bench-data
 [ -f build/bench-data/big.bin ] || head -c 1G /dev/urandom > build/bench-data/big.bin
 ln "$(pwd)/build/bench-data/big.bin" "$T/www/big.bin" 2>/dev/null || cp build/bench-data/big.bin "$T/www/big.bin"
 head -c 100 /dev/urandom > "$T/www/small"
 chmod 644 "$T/www/"*
-cat > "$T/nginx.conf" <<NGX
-worker_processes 1;
-daemon off;
-error_log $T/error.log;
-pid $T/nginx.pid;
-events { worker_connections 1024; }
-http { access_log off; sendfile on; keepalive_requests 100000;
-       server { listen 127.0.0.1:18093; root $T/www; } }
-NGX
-/usr/sbin/nginx -c "$T/nginx.conf" -p "$T" &
-until curl -s -o /dev/null http://127.0.0.1:18093/small; do sleep 0.2; done
+start_nginx 18093 1024 'keepalive_requests 100000;' small
 HZ=$(getconf CLK_TCK)
 port=11093
 

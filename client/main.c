@@ -67,10 +67,7 @@ int main(int argc, char **argv)
 	    {"json", no_argument, NULL, 'j'},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
-	    {"admin", no_argument, NULL, 'A'},
-	    {"all", no_argument, NULL, 'a'},
-	    {"iterations", required_argument, NULL, 'n'},
-	    {"interval", required_argument, NULL, 'i'},
+	    PC_CMD_FLAG_OPTIONS,
 	    {NULL, 0, NULL, 0},
 	};
 	struct pc_target t = {
@@ -92,8 +89,12 @@ int main(int argc, char **argv)
 	opterr = 0;
 	int opt;
 	unsigned long v;
-	char *end;
 	while ((opt = getopt_long(argc, argv, ":L:P:S:u:t:jhV", longopts, NULL)) != -1) {
+		int flag = pc_cmd_flag(&x, opt, optarg);
+		if (flag < 0)
+			return bad_usage();
+		if (flag > 0)
+			continue;
 		switch (opt) {
 		case 'L':
 			t.addr = optarg;
@@ -132,32 +133,6 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("pipoClient %s (pipo protocol %d)\n", SOCKS5D_VERSION, PIPO_VERSION);
 			return PC_EXIT_OK;
-		case 'A':
-			x.f_admin = true;
-			x.f_seen |= PCF_ADMIN;
-			break;
-		case 'a':
-			x.f_all = true;
-			x.f_seen |= PCF_ALL;
-			break;
-		case 'n':
-			x.f_iterations = strtol(optarg, &end, 10);
-			if (!optarg[0] || *end || x.f_iterations < 1 || x.f_iterations > 1000000000) {
-				pc_err("option --iterations: '%s' is not an integer in 1..1000000000",
-				       optarg);
-				return bad_usage();
-			}
-			x.f_seen |= PCF_ITER;
-			break;
-		case 'i':
-			x.f_interval = strtod(optarg, &end);
-			if (!optarg[0] || *end || !(x.f_interval >= 0.1 && x.f_interval <= 3600)) {
-				pc_err("option --interval: '%s' is not a number of seconds in 0.1..3600",
-				       optarg);
-				return bad_usage();
-			}
-			x.f_seen |= PCF_INTERVAL;
-			break;
 		case ':':
 			pc_err("option %s needs a value", argv[optind - 1]);
 			return bad_usage();

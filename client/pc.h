@@ -197,6 +197,15 @@ int pc_split(char *line, char **argv, int max);
 /* Parse the flags of a command line (GNU style, anywhere among the words);
  * leaves the positional words in argv[0..*argc).  Returns an exit status. */
 int pc_parse_cmd_flags(struct pc_ctx *x, int *argc, char **argv);
+/* The getopt_long rows of the flags pc_cmd_flag() takes. */
+#define PC_CMD_FLAG_OPTIONS                                                                        \
+	{"admin", no_argument, NULL, 'A'}, {"all", no_argument, NULL, 'a'},                        \
+	    {"iterations", required_argument, NULL, 'n'}, {"interval", required_argument, NULL, 'i'}
+/* One of the command flags that both the command line and the shell take
+ * (-A, -a, -n N, -i SECONDS), as getopt_long returned it: 1 when opt is
+ * one and was recorded, 0 when it is not one, -1 (after a one-line error)
+ * when its value is out of range. */
+int pc_cmd_flag(struct pc_ctx *x, int opt, const char *arg);
 /* (Re)connect and authenticate with the context's target and credentials. */
 int pc_login(struct pc_ctx *x);
 

@@ -68,14 +68,44 @@ int pc_split(char *line, char **argv, int max)
 	return n;
 }
 
+int pc_cmd_flag(struct pc_ctx *x, int opt, const char *arg)
+{
+	char *end;
+	switch (opt) {
+	case 'A':
+		x->f_admin = true;
+		x->f_seen |= PCF_ADMIN;
+		return 1;
+	case 'a':
+		x->f_all = true;
+		x->f_seen |= PCF_ALL;
+		return 1;
+	case 'n':
+		x->f_iterations = strtol(arg, &end, 10);
+		if (!arg[0] || *end || x->f_iterations < 1 || x->f_iterations > 1000000000) {
+			pc_err("option --iterations: '%s' is not an integer in 1..1000000000", arg);
+			return -1;
+		}
+		x->f_seen |= PCF_ITER;
+		return 1;
+	case 'i':
+		x->f_interval = strtod(arg, &end);
+		if (!arg[0] || *end || !(x->f_interval >= 0.1 && x->f_interval <= 3600)) {
+			pc_err("option --interval: '%s' is not a number of seconds in 0.1..3600", arg);
+			return -1;
+		}
+		x->f_seen |= PCF_INTERVAL;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 int pc_parse_cmd_flags(struct pc_ctx *x, int *argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"json", no_argument, NULL, 'j'},
-	    {"admin", no_argument, NULL, 'A'},
-	    {"all", no_argument, NULL, 'a'},
-	    {"iterations", required_argument, NULL, 'n'},
-	    {"interval", required_argument, NULL, 'i'},
+	    PC_CMD_FLAG_OPTIONS,
 	    {NULL, 0, NULL, 0},
 	};
 	char *av[LINE_MAX_WORDS + 2];
@@ -88,37 +118,15 @@ int pc_parse_cmd_flags(struct pc_ctx *x, int *argc, char **argv)
 	opterr = 0;
 	int opt;
 	while ((opt = getopt_long(ac, av, ":j", longopts, NULL)) != -1) {
-		char *end;
+		int flag = pc_cmd_flag(x, opt, optarg);
+		if (flag < 0)
+			return PC_EXIT_USAGE;
+		if (flag > 0)
+			continue;
 		switch (opt) {
 		case 'j':
 			x->json = true;
 			x->f_seen |= PCF_JSON;
-			break;
-		case 'A':
-			x->f_admin = true;
-			x->f_seen |= PCF_ADMIN;
-			break;
-		case 'a':
-			x->f_all = true;
-			x->f_seen |= PCF_ALL;
-			break;
-		case 'n':
-			x->f_iterations = strtol(optarg, &end, 10);
-			if (!optarg[0] || *end || x->f_iterations < 1 || x->f_iterations > 1000000000) {
-				pc_err("option --iterations: '%s' is not an integer in 1..1000000000",
-				       optarg);
-				return PC_EXIT_USAGE;
-			}
-			x->f_seen |= PCF_ITER;
-			break;
-		case 'i':
-			x->f_interval = strtod(optarg, &end);
-			if (!optarg[0] || *end || !(x->f_interval >= 0.1 && x->f_interval <= 3600)) {
-				pc_err("option --interval: '%s' is not a number of seconds in 0.1..3600",
-				       optarg);
-				return PC_EXIT_USAGE;
-			}
-			x->f_seen |= PCF_INTERVAL;
 			break;
 		case ':':
 			pc_err("option %s needs a value (type 'help')", av[optind - 1]);

@@ -17,20 +17,9 @@
  * the same command; a session record that parses is re-encoded and must
  * give the same bytes back.
  */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_common.h"
 
 #include "../../admin/pipo.h"
-
-#define CHECK(x)                                                                                   \
-	do {                                                                                       \
-		if (!(x))                                                                          \
-			__builtin_trap();                                                          \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct fz_chunks {
 	const uint8_t *sizes;

@@ -12,18 +12,10 @@
  * an accepted one prints as text that is taken back to the same field.
  */
 #include <errno.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+
+#include "fuzz_common.h"
 
 #include "../../shared/settings.h"
-
-#define CHECK(x)                                                                                   \
-	do {                                                                                       \
-		if (!(x))                                                                          \
-			__builtin_trap();                                                          \
-	} while (0)
 
 static void one(const struct setting_desc *d, const char *value)
 {

@@ -14,20 +14,9 @@
  * again.  Every slice is a heap copy of its exact size so that ASan sees
  * any read beyond it.
  */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_common.h"
 
 #include "../../worker/sniff.h"
-
-#define CHECK(x)                                                                                   \
-	do {                                                                                       \
-		if (!(x))                                                                          \
-			__builtin_trap();                                                          \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct fz_out {
 	uint64_t hash;

@@ -14,23 +14,12 @@
  * depend on how the bytes were split.  Each slice is copied to the end of a
  * heap buffer so that ASan catches any read beyond it.
  */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+#include "fuzz_common.h"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
 
 #include "../../worker/socks5.h"
-
-#define CHECK(x)                                                                                   \
-	do {                                                                                       \
-		if (!(x))                                                                          \
-			__builtin_trap();                                                          \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum fz_codec { FZ_GREETING, FZ_AUTH, FZ_REQUEST };
 

@@ -220,6 +220,17 @@ def handshake(sock, user=None, password=None, timeout=5.0):
         assert recv_exact(sock, 2, timeout) == b"\x01\x00"
 
 
+def socks_login_ok(port, user, password):
+    """True when RFC 1929 login succeeds on a fresh connection."""
+    s = connect("127.0.0.1", port)
+    with s:
+        s.sendall(greeting((0x02,)))
+        if recv_exact(s, 2) != b"\x05\x02":
+            return False
+        s.sendall(auth_msg(user, password))
+        return recv_exact(s, 2) == b"\x01\x00"
+
+
 def socks_open(proxy_port, host, port, user=None, password=None, atyp=None,
                proxy_host="127.0.0.1", timeout=5.0):
     """Open a SOCKS5 CONNECT session; return (sock, Reply). Does not assert rep."""
@@ -541,16 +552,21 @@ class ThreadedTarget:
                 pass
 
 
-def hash_sink_handler(c, a):
-    """Read until EOF, then reply '<sha256hex> <count>\\n' and close."""
+def sha256_until_eof(c):
+    """Read c until EOF; returns (the sha256 object of the bytes, their count)."""
     h = hashlib.sha256()
     n = 0
     while True:
         d = c.recv(1 << 20)
         if not d:
-            break
+            return h, n
         h.update(d)
         n += len(d)
+
+
+def hash_sink_handler(c, a):
+    """Read until EOF, then reply '<sha256hex> <count>\\n' and close."""
+    h, n = sha256_until_eof(c)
     c.sendall(("%s %d\n" % (h.hexdigest(), n)).encode())
     c.shutdown(socket.SHUT_WR)
     return (h.hexdigest(), n)

@@ -281,13 +281,7 @@ import socket, sys
 name = bytes.fromhex(sys.argv[1]); port = int(sys.argv[2])
 s = socket.create_connection(("127.0.0.1", port), timeout=5)
 s.sendall(bytes([5, 1, 0, 5, 1, 0, 3, len(name)]) + name + bytes([0, 80]))
-d = b""
-while True:
-    c = s.recv(100)
-    if not c:
-        break
-    d += c
-print(d.hex())
+print(s.makefile("rb").read().hex())
 """
 
 

@@ -23,20 +23,10 @@ from admin_lib import (ADMIN_PASS, ADMIN_USER, BAD_VERSION, EXISTS, INVALID, M_A
                        Q_USER_CONNS, Q_USER_COUNT, Q_USER_STATS, Q_USERS, Q_USERS_CONNECTED,
                        TOO_BIG, UNKNOWN, FIXED, Cursor, PipoConn, admin_server, auth_msg, frame,  # noqa: F401
                        parse_metrics, parse_server, parse_sessions, parse_users, s8)
-from s5lib import (connect, eof_within, greeting, hash_password, recv_exact, socks_connect_ok)
+from s5lib import (connect, eof_within, greeting, hash_password, recv_exact, socks_connect_ok,
+                   socks_login_ok)
 
 BOB, BOB_PASS = "bob", "bob-pass"
-
-
-def socks_login_ok(port, user, password):
-    """True when RFC 1929 login succeeds on a fresh connection."""
-    s = connect("127.0.0.1", port)
-    with s:
-        s.sendall(greeting((0x02,)))
-        if recv_exact(s, 2) != b"\x05\x02":
-            return False
-        s.sendall(bytes([1, len(user)]) + user.encode() + bytes([len(password)]) + password.encode())
-        return recv_exact(s, 2) == b"\x01\x00"
 
 
 def echo_ok(sock, data=b"ping"):

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 import doh_servers as ds
-from s5lib import closed_port, connect, greeting, read_reply, recv_exact, request
+from s5lib import closed_port, connect, greeting, read_reply, read_until_eof, recv_exact, request
 
 NAMES = ["v4.test", "v6.test", "dual.test", "multi.test"]
 for _b in ("dnsdist", "unbound", "kresd", "openssl", "/usr/sbin/nginx"):
@@ -166,12 +166,7 @@ def test_python_socks_client_resolves_through_doh(socks5d, stack, nginx, silent)
     try:
         s.connect(("v4.test", nginx.port))
         s.sendall(b"GET /index.html HTTP/1.0\r\nHost: v4.test\r\n\r\n")
-        data = b""
-        while True:
-            c = s.recv(65536)
-            if not c:
-                break
-            data += c
+        data = read_until_eof(s, 10)
     finally:
         s.close()
     assert data.endswith(nginx.index_body)

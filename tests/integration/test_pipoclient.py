@@ -11,7 +11,8 @@ import pytest
 
 from admin_lib import (ADMIN_PASS, ADMIN_USER, PtyClient, admin_server, client_env,  # noqa: F401
                        pipoclient_binary, run_client)
-from s5lib import connect, eof_within, free_port, greeting, recv_exact, socks_connect_ok
+from s5lib import (eof_within, free_port, recv_exact, socks_connect_ok,
+                   socks_login_ok)
 
 BOB, BOB_PASS = "bob", "bob-pass"
 
@@ -20,16 +21,6 @@ BOB, BOB_PASS = "bob", "bob-pass"
 def client_built():
     if not os.access(pipoclient_binary(), os.X_OK):
         pytest.fail("pipoClient not found at %s (set PIPOCLIENT)" % pipoclient_binary())
-
-
-def socks_login_ok(port, user, password):
-    s = connect("127.0.0.1", port)
-    with s:
-        s.sendall(greeting((0x02,)))
-        if recv_exact(s, 2) != b"\x05\x02":
-            return False
-        s.sendall(bytes([1, len(user)]) + user.encode() + bytes([len(password)]) + password.encode())
-        return recv_exact(s, 2) == b"\x01\x00"
 
 
 def one_line_error(r, *needles):

@@ -9,7 +9,7 @@ import time
 from admin_lib import M_PASSWORD, admin_server, s8  # noqa: F401 (admin_server: a fixture)
 from s5lib import (ThreadedTarget, connect, echo_roundtrip, eof_within, greeting,
                    hash_sink_handler, read_reply, read_until_eof, recv_exact, request,
-                   socks_connect_ok)
+                   sha256_until_eof, socks_connect_ok)
 
 
 def test_100mb_download_intact_via_curl_socks5_hostname(proxy, nginx):
@@ -55,6 +55,22 @@ def test_100mb_upload_intact(proxy, nginx):
         sink.close()
 
 
+def _digest_head_until_eof(s, size):
+    """Read s until EOF; returns (sha256 of the first size bytes, the count
+    of all bytes, the bytes past the first size)."""
+    h = hashlib.sha256()
+    n = 0
+    tail = b""
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            return h, n, tail
+        k = max(0, min(len(d), size - n))
+        h.update(d[:k])
+        tail += d[k:]
+        n += len(d)
+
+
 def duplex_handler(path, size):
     """Send the file while receiving the client's upload; after both, send
     sha256(upload) (32 bytes) + 8-byte count and close."""
@@ -63,14 +79,7 @@ def duplex_handler(path, size):
         up = {}
 
         def reader():
-            h = hashlib.sha256()
-            n = 0
-            while True:
-                d = c.recv(1 << 20)
-                if not d:
-                    break
-                h.update(d)
-                n += len(d)
+            h, n = sha256_until_eof(c)
             up["digest"], up["n"] = h.digest(), n
         t = threading.Thread(target=reader, daemon=True)
         t.start()
@@ -101,20 +110,7 @@ def test_100mb_both_ways_simultaneously_intact(proxy, nginx):
                     errs.append(e)
             t = threading.Thread(target=upload, daemon=True)
             t.start()
-            h = hashlib.sha256()
-            n = 0
-            tail = b""
-            while True:
-                d = s.recv(1 << 20)
-                if not d:
-                    break
-                if n + len(d) <= nginx.big_size:
-                    h.update(d)
-                else:
-                    k = max(0, nginx.big_size - n)
-                    h.update(d[:k])
-                    tail += d[k:]
-                n += len(d)
+            h, n, tail = _digest_head_until_eof(s, nginx.big_size)
             t.join(60)
             assert not errs, errs
         assert n == nginx.big_size + 40
@@ -147,13 +143,7 @@ def test_target_half_close_client_can_still_send(proxy):
     def handler(c, a):
         c.sendall(b"bye from target\n")
         c.shutdown(socket.SHUT_WR)
-        buf = b""
-        while True:
-            d = c.recv(65536)
-            if not d:
-                break
-            buf += d
-        received["data"] = buf
+        received["data"] = read_until_eof(c, 30)
         done.set()
 
     target = ThreadedTarget(handler)
@@ -237,17 +227,7 @@ def test_smallest_buffer_size_relays_100mb_both_ways_intact(socks5d, nginx):
             s.settimeout(60)
             t = threading.Thread(target=_send_file, args=(s, nginx.big_path), daemon=True)
             t.start()
-            h = hashlib.sha256()
-            data_n = 0
-            tail = b""
-            while True:
-                d = s.recv(1 << 20)
-                if not d:
-                    break
-                k = max(0, min(len(d), nginx.big_size - data_n))
-                h.update(d[:k])
-                tail += d[k:]
-                data_n += len(d)
+            h, data_n, tail = _digest_head_until_eof(s, nginx.big_size)
             t.join(60)
         assert data_n == nginx.big_size + 40
         assert h.hexdigest() == nginx.big_sha

@@ -4,6 +4,7 @@ with curl, PySocks and raw sockets."""
 import subprocess
 import uuid
 
+import pytest
 import socks  # PySocks
 
 from s5lib import http_body, http_get_raw, socks_connect_ok, socks_open
@@ -14,26 +15,15 @@ def curl(*args, timeout=60):
                           capture_output=True, timeout=timeout)
 
 
-def test_curl_socks5_ipv4_target(proxy, nginx):
-    r = curl("--socks5", "127.0.0.1:%d" % proxy.port, "http://127.0.0.1:%d/index.html" % nginx.port)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == nginx.index_body
-
-
-def test_curl_socks5_hostname_domain_target(proxy, nginx):
-    r = curl("--socks5-hostname", "127.0.0.1:%d" % proxy.port, "http://localhost:%d/index.html" % nginx.port)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == nginx.index_body
-
-
-def test_curl_socks5_ipv6_literal_target(proxy, nginx):
-    r = curl("--socks5", "127.0.0.1:%d" % proxy.port, "http://[::1]:%d/index.html" % nginx.port)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == nginx.index_body
-
-
-def test_curl_socks5_hostname_ipv6_literal_target(proxy, nginx):
-    r = curl("--socks5-hostname", "127.0.0.1:%d" % proxy.port, "http://[::1]:%d/index.html" % nginx.port)
+@pytest.mark.parametrize("option, host", [
+    ("--socks5", "127.0.0.1"),
+    ("--socks5-hostname", "localhost"),
+    ("--socks5", "[::1]"),
+    ("--socks5-hostname", "[::1]"),
+], ids=["socks5_ipv4_target", "socks5_hostname_domain_target", "socks5_ipv6_literal_target",
+        "socks5_hostname_ipv6_literal_target"])
+def test_curl_fetches_through_proxy(proxy, nginx, option, host):
+    r = curl(option, "127.0.0.1:%d" % proxy.port, "http://%s:%d/index.html" % (host, nginx.port))
     assert r.returncode == 0, r.stderr
     assert r.stdout == nginx.index_body
 
@@ -62,34 +52,33 @@ def test_pysocks_create_connection_ipv4_target(proxy, nginx):
     assert http_body(resp)[1] == nginx.index_body
 
 
-def test_raw_ipv4_connect_reply_bytes_and_bound_address(proxy, nginx):
-    s, r = socks_connect_ok(proxy.port, "127.0.0.1", nginx.port)
+def _fetch_seen_from_bound_address(s, r, nginx):
+    """Fetch the index through s (then closed); nginx saw the connection
+    coming from BND.ADDR:BND.PORT of the reply r."""
     with s:
-        assert r.raw[:4] == b"\x05\x00\x00\x01"
-        assert r.addr == "127.0.0.1"
-        assert r.port != 0
         tag = uuid.uuid4().hex
         resp = http_get_raw(s, "/index.html?tag=" + tag)
     assert http_body(resp)[1] == nginx.index_body
-    # nginx saw the connection coming from BND.ADDR:BND.PORT
     line = nginx.wait_access(tag)
     addr, port = line.split()[:2]
     assert (addr, int(port)) == (r.addr, r.port)
 
 
+def test_raw_ipv4_connect_reply_bytes_and_bound_address(proxy, nginx):
+    s, r = socks_connect_ok(proxy.port, "127.0.0.1", nginx.port)
+    assert r.raw[:4] == b"\x05\x00\x00\x01"
+    assert r.addr == "127.0.0.1"
+    assert r.port != 0
+    _fetch_seen_from_bound_address(s, r, nginx)
+
+
 def test_raw_ipv6_connect_reply_bytes_and_bound_address(proxy, nginx):
     s, r = socks_connect_ok(proxy.port, "::1", nginx.port)
-    with s:
-        assert r.raw[:4] == b"\x05\x00\x00\x04"
-        assert len(r.raw) == 22
-        assert r.addr == "::1"
-        assert r.port != 0
-        tag = uuid.uuid4().hex
-        resp = http_get_raw(s, "/index.html?tag=" + tag)
-    assert http_body(resp)[1] == nginx.index_body
-    line = nginx.wait_access(tag)
-    addr, port = line.split()[:2]
-    assert (addr, int(port)) == ("::1", r.port)
+    assert r.raw[:4] == b"\x05\x00\x00\x04"
+    assert len(r.raw) == 22
+    assert r.addr == "::1"
+    assert r.port != 0
+    _fetch_seen_from_bound_address(s, r, nginx)
 
 
 def test_raw_domain_connect_localhost(proxy, nginx):

@@ -137,11 +137,18 @@ def test_idle_timeout_closes_half_closed_session(socks5d):
         target.close()
 
 
-def test_idle_cleanup_no_in_config_file_keeps_silent_session(socks5d, echo_server, tmp_path):
+def _session_with_config(socks5d, echo_server, tmp_path, text):
+    """A session to the echo server through socks5d started with a
+    configuration file of text."""
     conf = tmp_path / "c.conf"
-    conf.write_text("idle-timeout = 1\nidle-cleanup = no\n")
+    conf.write_text(text)
     p = socks5d("-f", conf)
     s, r = socks_connect_ok(p.port, "127.0.0.1", echo_server.port)
+    return s
+
+
+def test_idle_cleanup_no_in_config_file_keeps_silent_session(socks5d, echo_server, tmp_path):
+    s = _session_with_config(socks5d, echo_server, tmp_path, "idle-timeout = 1\nidle-cleanup = no\n")
     with s:
         got_eof, data, _ = eof_within(s, 2.0)
         assert not got_eof, "session closed despite idle-cleanup = no"
@@ -149,10 +156,7 @@ def test_idle_cleanup_no_in_config_file_keeps_silent_session(socks5d, echo_serve
 
 
 def test_idle_timeout_from_config_file(socks5d, echo_server, tmp_path):
-    conf = tmp_path / "c.conf"
-    conf.write_text("idle-timeout = 1\n")
-    p = socks5d("-f", conf)
-    s, r = socks_connect_ok(p.port, "127.0.0.1", echo_server.port)
+    s = _session_with_config(socks5d, echo_server, tmp_path, "idle-timeout = 1\n")
     with s:
         got_eof, data, elapsed = eof_within(s, 4)
         assert got_eof and elapsed <= 3.0

@@ -96,6 +96,21 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* FLOOD checks of an unknown name with wrong passwords from one source (A),
+ * each of which must be queued. */
+static void flood_from(struct fixture *f, const struct sockaddr_storage *a, struct call *calls,
+                       struct auth_job **jobs)
+{
+	for (int i = 0; i < FLOOD; i++) {
+		char pass[32];
+		snprintf(pass, sizeof pass, "guess-%d", i);
+		calls[i] = (struct call){.f = f, .who = 'A'};
+		assert_int_equal(auth_check_from(f->auth, a, "nobody", -1, NULL, pass, on_answer,
+		                                 &calls[i], &jobs[i]),
+		                 AUTH_PENDING);
+	}
+}
+
 static void one_source_does_not_keep_another_waiting(void **state)
 {
 	struct fixture *f = *state;
@@ -103,14 +118,7 @@ static void one_source_does_not_keep_another_waiting(void **state)
 	struct call calls[FLOOD + 1];
 	struct auth_job *jobs[FLOOD + 1];
 	f->want = FLOOD + 1;
-	for (int i = 0; i < FLOOD; i++) {
-		char pass[32];
-		snprintf(pass, sizeof pass, "guess-%d", i);
-		calls[i] = (struct call){.f = f, .who = 'A'};
-		assert_int_equal(auth_check_from(f->auth, &a, "nobody", -1, NULL, pass, on_answer,
-		                                 &calls[i], &jobs[i]),
-		                 AUTH_PENDING);
-	}
+	flood_from(f, &a, calls, jobs);
 	calls[FLOOD] = (struct call){.f = f, .who = 'B'};
 	assert_int_equal(auth_check_from(f->auth, &b, "somebody", -1, NULL, "pw", on_answer,
 	                                 &calls[FLOOD], &jobs[FLOOD]),
@@ -134,14 +142,7 @@ static void cancelled_checks_are_never_answered(void **state)
 	struct call calls[FLOOD];
 	struct auth_job *jobs[FLOOD];
 	f->want = FLOOD / 2;
-	for (int i = 0; i < FLOOD; i++) {
-		char pass[32];
-		snprintf(pass, sizeof pass, "guess-%d", i);
-		calls[i] = (struct call){.f = f, .who = 'A'};
-		assert_int_equal(auth_check_from(f->auth, &a, "nobody", -1, NULL, pass, on_answer,
-		                                 &calls[i], &jobs[i]),
-		                 AUTH_PENDING);
-	}
+	flood_from(f, &a, calls, jobs);
 	/* queued, running and waiting for a place: every kind is cancelled */
 	for (int i = 1; i < FLOOD; i += 2) {
 		auth_cancel(f->auth, jobs[i]);

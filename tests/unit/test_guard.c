@@ -37,22 +37,24 @@ static struct sockaddr_storage addr(const char *text)
 	return ss;
 }
 
-static bool same_source(const char *a, const char *b)
+static bool same_key(void (*key)(const struct sockaddr_storage *, struct guard_key *),
+                     const char *a, const char *b)
 {
 	struct sockaddr_storage x = addr(a), y = addr(b);
 	struct guard_key kx, ky;
-	guard_source_key(&x, &kx);
-	guard_source_key(&y, &ky);
+	key(&x, &kx);
+	key(&y, &ky);
 	return memcmp(&kx, &ky, sizeof kx) == 0;
+}
+
+static bool same_source(const char *a, const char *b)
+{
+	return same_key(guard_source_key, a, b);
 }
 
 static bool same_network(const char *a, const char *b)
 {
-	struct sockaddr_storage x = addr(a), y = addr(b);
-	struct guard_key kx, ky;
-	guard_network_key(&x, &kx);
-	guard_network_key(&y, &ky);
-	return memcmp(&kx, &ky, sizeof kx) == 0;
+	return same_key(guard_network_key, a, b);
 }
 
 static void ipv4_sources_are_addresses_and_networks_are_slash_24(void **state)
