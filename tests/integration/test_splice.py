@@ -156,7 +156,11 @@ def test_credential_after_a_spliced_body_on_one_connection(admin_server, web):  
     recs = [f for f in (l.split("\t") for l in srv.proc.log_lines()) if len(f) == 8 and f[2] == "P"]
     assert [r[6:] for r in recs] == [["bob", esc(USERS["bob"])]], recs
     m = wait_metric(srv, lambda m: m[SPLICED] > 0)
-    assert m[SPLICED] >= (1 << 20) - (128 << 10), m
+    # How much of the body is copied before splicing starts depends on how
+    # fast curl reads (a direction splices only while its buffer is empty):
+    # 224 KiB of 1 MiB copied was seen on a loaded machine.  What matters
+    # here is that the body was spliced, skipped by the dissector.
+    assert m[SPLICED] >= (256 << 10), m
 
 
 def pipes_of(pid):
