@@ -432,6 +432,25 @@ static bool remembered(struct auth *a, int slot, const struct shm_user *user, co
 	       CRYPTO_memcmp(mac, m->mac, 32) == 0;
 }
 
+/* Queue the check; under the user's key, one check starts per back-off
+ * period, whatever the number of addresses of the network asking. */
+static enum auth_result start_check(struct auth *a, struct auth_job *j)
+{
+	int64_t now = a->loop->now;
+	if (j->guarded) {
+		int64_t at = guard_hold_until(a->by_user, j->h_user, now);
+		if (at > now) {
+			j->state = J_HELD;
+			loop_timer_start_at(&a->hold_tl, &j->hold, at);
+			return AUTH_PENDING;
+		}
+	}
+	enum auth_result r = enqueue(a, j);
+	if (r == AUTH_PENDING && j->guarded)
+		guard_reserve(a->by_user, j->h_user, now);
+	return r;
+}
+
 static enum auth_result run(struct auth *a, struct auth_job *j)
 {
 	if (j->slot >= 0 && j->slot < SHM_MAX_USERS) {
@@ -443,7 +462,7 @@ static enum auth_result run(struct auth *a, struct auth_job *j)
 			return AUTH_OK;
 		}
 	}
-	return enqueue(a, j);
+	return start_check(a, j);
 }
 
 /* The back-off is over: check now; the answer goes to the callback. */
@@ -546,7 +565,7 @@ static enum auth_result check(struct auth *a, const struct sockaddr_storage *pee
 		*job = j;
 		return AUTH_PENDING;
 	}
-	enum auth_result r = enqueue(a, j);
+	enum auth_result r = start_check(a, j);
 	if (r == AUTH_BUSY && peer) {
 		/* Rather than closing (and being called again at once), the
 		 * session waits for a place. */

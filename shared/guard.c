@@ -189,6 +189,16 @@ int64_t guard_hold_until(struct guard_table *t, uint64_t h, int64_t now)
 	return r->next_at;
 }
 
+void guard_reserve(struct guard_table *t, uint64_t h, int64_t now)
+{
+	struct guard_rec *r = find(t, h, now, false);
+	if (!r)
+		return;
+	int64_t at = now + guard_delay(r->fails);
+	if (r->next_at < at)
+		r->next_at = at;
+}
+
 void guard_fail(struct guard_table *t, uint64_t h, int64_t now)
 {
 	struct guard_rec *r = find(t, h, now, true);

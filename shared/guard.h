@@ -61,10 +61,13 @@ uint64_t guard_hash(const struct guard_table *t, const struct guard_key *k, cons
  * moment, so that attempts in a row are spaced by the back-off. */
 int64_t guard_admit(struct guard_table *t, uint64_t h, int64_t now);
 /* When an attempt under this hash may start (>= now): the last failure
- * plus its back-off.  Reserves nothing, so that attempts abandoned while
- * they wait cannot push the moment further out (used for the per-user
- * key, which others can reach). */
+ * plus its back-off, or the moment the last check under it started plus
+ * the back-off.  Reserves nothing: attempts abandoned while they wait
+ * cannot push the moment out (used for the per-user key, which others can
+ * reach); guard_reserve() is called when a check really starts. */
 int64_t guard_hold_until(struct guard_table *t, uint64_t h, int64_t now);
+/* A check under this hash starts now: the next one waits one back-off. */
+void guard_reserve(struct guard_table *t, uint64_t h, int64_t now);
 /* A failed attempt. */
 void guard_fail(struct guard_table *t, uint64_t h, int64_t now);
 /* Failures on record (after decay). */

@@ -321,3 +321,27 @@ def test_a_login_given_up_leaves_the_check_queue(admin_server):
     with s:
         s.sendall(greeting((0x02,)))
         assert recv_exact(s, 2) == b"\x05\x02"
+
+
+def test_addresses_of_one_network_take_turns_guessing_one_user(socks5d):
+    """Many addresses of one /24 guessing one user's password in parallel:
+    the (user, network) back-off lets one check start per back-off period,
+    not one per address at the same moment."""
+    p = socks5d("-u", "%s:%s" % (USER, PASS), workers=1)
+    for i in range(FREE_FAILS):
+        assert wrong_login("127.0.0.%d" % (10 + i), p.port)[0] == b"\x01\x01"
+    done = []
+
+    def guess(i):
+        data, _ = wrong_login("127.0.0.%d" % (40 + i), p.port, timeout=30)
+        done.append((time.monotonic(), data))
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(40)
+    assert len(done) == 5 and all(d == b"\x01\x01" for _, d in done), done
+    times = sorted(t for t, _ in done)
+    # back-offs of 0.25, 0.5, 1 and 2 s between the five starts
+    assert times[-1] - times[0] >= 2.0, [round(t - times[0], 2) for t in times]

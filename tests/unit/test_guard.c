@@ -151,6 +151,26 @@ static void after_the_free_failures_attempts_wait_and_are_spaced(void **state)
 	free(t);
 }
 
+/* The user's key: waiting reserves nothing, only a started check does. */
+static void holding_reserves_nothing_a_started_check_does(void **state)
+{
+	(void)state;
+	struct guard_table *t = table();
+	uint64_t h = key_hash(t, "192.0.2.1", "alice");
+	for (int i = 0; i < GUARD_FREE_FAILS; i++)
+		guard_fail(t, h, 5000);
+	for (int i = 0; i < 10; i++) /* ten waiters, abandoned or not */
+		assert_int_equal(guard_hold_until(t, h, 5010), 5000 + GUARD_BASE_MS);
+	assert_int_equal(guard_hold_until(t, h, 5000 + GUARD_BASE_MS), 5000 + GUARD_BASE_MS);
+	guard_reserve(t, h, 5000 + GUARD_BASE_MS);
+	assert_int_equal(guard_hold_until(t, h, 5000 + GUARD_BASE_MS), 5000 + 2 * GUARD_BASE_MS);
+	/* a clean key: nothing to hold, nothing reserved */
+	uint64_t clean = key_hash(t, "192.0.2.1", "bob");
+	guard_reserve(t, clean, 5000);
+	assert_int_equal(guard_hold_until(t, clean, 5000), 5000);
+	free(t);
+}
+
 static void failures_decay_with_time(void **state)
 {
 	(void)state;
@@ -259,6 +279,7 @@ int main(void)
 		T(names_make_different_keys),
 		T(attempts_of_a_clean_key_start_at_once),
 		T(after_the_free_failures_attempts_wait_and_are_spaced),
+		T(holding_reserves_nothing_a_started_check_does),
 		T(failures_decay_with_time),
 		T(success_forgets_the_record),
 		T(a_full_bucket_replaces_its_least_failing_record_and_counts_it),
