@@ -112,7 +112,8 @@ static int print_persisted(struct pc_ctx *x, const struct pc_resp *r, const char
 	} else {
 		printf("%s; %s\n", done_msg,
 		       persisted ? "saved to the configuration file"
-		                 : "not saved: the server runs without a configuration file");
+		                 : "not saved to a configuration file (the server has none, or "
+		                   "could not write it: see its log)");
 	}
 	return PC_EXIT_OK;
 }

@@ -144,18 +144,29 @@ static int write_users(FILE *out, const struct user_list *users)
  * real file (a symlinked config stays a symlink; its target is replaced),
  * gets the original's owner, group and mode before it holds anything, and
  * file and directory are synced. */
+int conffile_identity(const char *path, struct conf_identity *id)
+{
+	struct stat st;
+	if (!realpath(path, id->real) || stat(id->real, &st) < 0)
+		return -errno;
+	id->uid = st.st_uid;
+	return 0;
+}
+
 int conffile_save_users(const char *path, const struct user_list *users,
                         const struct conf_identity *expect)
 {
 	char real[PATH_MAX];
 	if (!realpath(path, real))
 		return -errno;
+	if (expect && strcmp(real, expect->real) != 0)
+		return -ESTALE;
 	FILE *in = fopen(real, "re");
 	if (!in)
 		return -errno;
 	struct stat st;
 	int e = fstat(fileno(in), &st) < 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
-	if (!e && expect && (st.st_dev != expect->dev || st.st_ino != expect->ino))
+	if (!e && expect && (st.st_uid != expect->uid || st.st_nlink != 1))
 		e = ESTALE;
 	if (e) {
 		fclose(in);

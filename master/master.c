@@ -50,7 +50,7 @@ struct master {
 	struct settings cfg;
 	struct shm_segment *seg;
 	bool dropped; /* running as run-as: workers give up every capability */
-	struct conf_identity conf_id; /* the configuration file last read */
+	struct conf_identity conf_id; /* the configuration file as found at start */
 	bool conf_id_known;
 	int sig_fd;
 	struct loop_watch sig_w;
@@ -455,18 +455,6 @@ static void set_worker_count(struct master *m, uint32_t n)
 
 /* ---- signals ------------------------------------------------------------ */
 
-/* Which file the configuration path names now, for the rewrite to check
- * that it still writes where it read. */
-static void remember_config(struct master *m)
-{
-	struct stat st;
-	m->conf_id_known = m->opts->config_path && stat(m->opts->config_path, &st) == 0;
-	if (m->conf_id_known) {
-		m->conf_id.dev = st.st_dev;
-		m->conf_id.ino = st.st_ino;
-	}
-}
-
 int master_reload(struct master *m)
 {
 	if (!m->opts->config_path) {
@@ -490,7 +478,6 @@ int master_reload(struct master *m)
 	}
 	user_list_free(&m->file_users);
 	m->file_users = file_users;
-	remember_config(m);
 	if (s.port != m->cfg.port || s.nlisten != m->cfg.nlisten ||
 	    memcmp(s.listen, m->cfg.listen, sizeof s.listen) != 0)
 		log_warn("listening addresses changed: they take effect at the next start");
@@ -687,17 +674,16 @@ int master_user_change(struct master *m, enum master_user_op op, const char *nam
 	rc = conffile_save_users(m->opts->config_path, &next,
 	                         m->conf_id_known ? &m->conf_id : NULL);
 	if (rc == -ESTALE)
-		log_error("%s is not the file that was read (replaced since?): users not written to it; "
-		          "reload it first",
-		          m->opts->config_path);
+		log_error("%s no longer leads to the file found at start (%s), or that file has another "
+		          "owner or more than one link: users not written to it (the change is in force "
+		          "until the next reload or restart)",
+		          m->opts->config_path, m->conf_id.real);
 	else if (rc < 0)
 		log_error("cannot write the users to %s: %s", m->opts->config_path, strerror(-rc));
 	/* The running users, saved or not: a later save writes them all. */
 	user_list_free(&m->file_users);
 	m->file_users = next;
 	*persisted = rc == 0;
-	if (rc == 0)
-		remember_config(m);
 	return 0;
 fail:
 	user_list_free(&next);
@@ -842,7 +828,9 @@ int master_run(const struct options *o, const struct settings *s, const struct u
 			return EXIT_OSERR;
 		}
 	int status = 0;
-	remember_config(m);
+	/* Where the configuration path leads now is trusted; the rewrite of
+	 * users goes nowhere else (a reload does not move it). */
+	m->conf_id_known = o->config_path && conffile_identity(o->config_path, &m->conf_id) == 0;
 	int rc = setup(m, s, users);
 	if (rc < 0) {
 		status = rc == -EINVAL ? EXIT_CONFIG : EXIT_OSERR;

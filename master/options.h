@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <limits.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -55,17 +56,23 @@ void user_list_free(struct user_list *l);
  * negative errno when the file cannot be read, or -EINVAL when invalid. */
 int conffile_load(const char *path, struct settings *s, struct user_list *users);
 
-/* Which file a configuration path named when it was read. */
+/* The configuration file as found at start: where the path led and who
+ * owned the file. */
 struct conf_identity {
-	dev_t dev;
-	ino_t ino;
+	char real[PATH_MAX];
+	uid_t uid;
 };
+
+/* Fill id from path: 0 or a negative errno. */
+int conffile_identity(const char *path, struct conf_identity *id);
 
 /* Rewrite the users of the configuration file (user = / admin = lines) as
  * `users`, keeping every other line: a temporary file beside it, fsync,
- * rename.  With `expect`, the path must still name the file that was read
- * (else -ESTALE: someone replaced it, perhaps by a link to another file).
- * 0 or a negative errno. */
+ * rename.  With `expect`, the path must still lead where it led at start,
+ * to a regular file of the same owner with one link (else -ESTALE:
+ * someone put a link to another file, or a file of their own, in its
+ * place; an editor that saves by rename keeps all three).  0 or a
+ * negative errno. */
 int conffile_save_users(const char *path, const struct user_list *users,
                         const struct conf_identity *expect);
 

@@ -158,16 +158,21 @@ def test_run_as_unknown_user_is_refused_at_start():
 
 def test_config_replaced_by_a_link_after_reading_is_not_written_through(admin_server, tmp_path):
     """Whoever can write the configuration's directory replaces the file
-    with a link to another file; a user added at run time then must not
-    make the server rewrite that other file."""
+    with a link to another file (one that parses, so that a reload takes
+    it); a user added at run time then must not make the server rewrite
+    that other file, reload or not."""
     cfg = tmp_path / "socks5d.conf"
     victim = tmp_path / "victim"
-    victim.write_text("root:x:0:0\n")
-    cfg.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)))
+    admin = "admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS))
+    victim.write_text(admin + "# precious\n")
+    cfg.write_text(admin)
     srv = admin_server(config=cfg)
     cfg.unlink()
     cfg.symlink_to(victim)
     with srv.login() as c:
         assert c.add_user("carol", "carol-pw") == 0  # added, not persisted
-    assert victim.read_text() == "root:x:0:0\n"
-    srv.proc.wait_stderr(r"is not the file that was read")
+        c.m(M_RELOAD)
+    with srv.login() as c:
+        assert c.add_user("dave", "dave-pw") == 0
+    assert victim.read_text() == admin + "# precious\n"
+    srv.proc.wait_stderr(r"no longer leads to the file found at start")
