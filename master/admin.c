@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../admin/pipo.h"
+#include "../shared/guard.h"
 #include "../shared/log.h"
 #include "../shared/shm.h"
 #include "../shared/auth.h"
@@ -35,6 +36,8 @@ void admin_flush(struct admin_sess *s)
 			return;
 		}
 		o->pos += (size_t)n;
+		/* Progress: a client that reads is not idle. */
+		loop_timer_start(s->a->loop, &s->a->idle_tl, &s->idle);
 		if (o->pos < o->len)
 			return;
 		s->out = o->next;
@@ -389,6 +392,12 @@ void admin_process(struct admin_sess *s)
 	}
 	if (s->in_pos == s->in_len)
 		s->in_pos = s->in_len = 0;
+	/* The client is done sending and every whole request it sent is
+	 * answered (what is left is not a whole request and cannot become
+	 * one): close once the answers are out. */
+	if (s->peer_done && s->pend == PEND_NONE && !s->job && !loop_timer_active(&s->delay) &&
+	    s->out_bytes < ADMIN_OUT_MAX)
+		s->closing = true;
 	if (s->fd >= 0)
 		admin_flush(s);
 }
@@ -407,14 +416,21 @@ static void on_sess(struct loop *l, struct loop_watch *w, uint32_t events)
 	}
 	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
 		return;
-	loop_timer_start(l, &s->a->idle_tl, &s->idle);
-	/* Back-pressure: a client that does not read its answers is not read. */
+	/* Back-pressure: a client that does not read its answers is not read
+	 * (nor kept from idling out by bytes it cannot send). */
 	while (s->fd >= 0 && s->out_bytes < ADMIN_OUT_MAX && s->in_len < sizeof s->in) {
-		if (s->pend != PEND_NONE || s->job || loop_timer_active(&s->delay) || s->closing)
+		if (s->pend != PEND_NONE || s->job || loop_timer_active(&s->delay) || s->closing ||
+		    s->peer_done)
 			break;
 		ssize_t n = recv(s->fd, s->in + s->in_len, sizeof s->in - s->in_len, MSG_DONTWAIT);
-		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
 			sess_close(s);
+			return;
+		}
+		if (n == 0) {
+			/* A half-close after pipelined requests: they are answered. */
+			s->peer_done = true;
+			admin_process(s);
 			return;
 		}
 		if (n < 0) {
@@ -422,6 +438,7 @@ static void on_sess(struct loop *l, struct loop_watch *w, uint32_t events)
 				break;
 			continue;
 		}
+		loop_timer_start(l, &s->a->idle_tl, &s->idle);
 		s->in_len += (size_t)n;
 		admin_process(s);
 	}
@@ -443,25 +460,19 @@ static bool evict_pending(struct admin *a, bool sctp)
 	return true;
 }
 
-static bool same_address(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
-{
-	if (x->ss_family != y->ss_family)
-		return false;
-	if (x->ss_family == AF_INET)
-		return ((const struct sockaddr_in *)x)->sin_addr.s_addr ==
-		       ((const struct sockaddr_in *)y)->sin_addr.s_addr;
-	if (x->ss_family == AF_INET6)
-		return memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr,
-		              &((const struct sockaddr_in6 *)y)->sin6_addr, 16) == 0;
-	return false;
-}
-
-/* SCTP connections from this address that have not logged in. */
+/* SCTP connections from this source (an IPv4 address, an IPv6 /64, as
+ * the login back-off counts them) that have not logged in. */
 static unsigned pending_from(const struct admin *a, const struct sockaddr_storage *peer)
 {
+	struct guard_key k, x;
+	guard_source_key(peer, &k);
 	unsigned n = 0;
-	for (const struct admin_sess *s = a->sessions; s; s = s->next)
-		n += s->sctp && !s->authed && same_address(&s->peer, peer);
+	for (const struct admin_sess *s = a->sessions; s; s = s->next) {
+		if (!s->sctp || s->authed)
+			continue;
+		guard_source_key(&s->peer, &x);
+		n += memcmp(&k, &x, sizeof k) == 0;
+	}
 	return n;
 }
 

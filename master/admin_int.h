@@ -53,7 +53,7 @@ struct admin_sess {
 	/* The user this session logged in as (or is checking): its rights are
 	 * those of this record, re-checked before every request. */
 	struct admin_rights rights;
-	bool readable;
+	bool peer_done; /* the client sent EOF: answer what it sent, then close */
 	struct rfc1929 auth;
 	struct auth_job *job;
 	struct pipo_reader rd;

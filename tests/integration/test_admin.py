@@ -895,3 +895,16 @@ def test_nul_login_flood_is_logged_at_most_once_a_second(admin_server):
     # one line a second at most, the rest counted in the next
     lines = [l for l in srv.proc.stderr_text().splitlines() if "warn: admin:" in l]
     assert 1 <= len(lines) <= elapsed + 3, lines
+
+
+def test_pipelined_requests_then_half_close_are_all_answered(admin_server):
+    srv = admin_server()
+    with srv.login() as c:
+        n = 5000
+        c.send(frame(QUERY, Q_USER_COUNT) * n)
+        c.sock.shutdown(socket.SHUT_WR)
+        for _ in range(n):
+            f = c.read_frame(timeout=30)
+            assert (f.cmd, f.status) == (Q_USER_COUNT, OK)
+        assert c.eof_within(5)
+
