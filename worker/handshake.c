@@ -162,9 +162,21 @@ static void auth_done(void *arg, bool ok)
 	/* A wrong password, or the user deleted or given a new password while
 	 * the old one was being checked. */
 	if (slot < 0 || u.id != s->user_id || u.cred_gen != s->user_gen) {
-		char name[SESSION_USER_TEXT_MAX];
-		session_user_text(s, name);
-		log_info("authentication failed for user '%s'", name);
+		struct worker *wk = s->wk;
+		if (wk->auth_fail_said_at + 1000 <= wk->loop.now) {
+			char name[SESSION_USER_TEXT_MAX];
+			session_user_text(s, name);
+			if (wk->auth_fail_unsaid)
+				log_info("authentication failed for user '%s' (and %u more in the last "
+				         "second(s))",
+				         name, wk->auth_fail_unsaid);
+			else
+				log_info("authentication failed for user '%s'", name);
+			wk->auth_fail_said_at = wk->loop.now;
+			wk->auth_fail_unsaid = 0;
+		} else {
+			wk->auth_fail_unsaid++; /* a guesser chooses the rate: not one line each */
+		}
 		refuse_login(s);
 		return;
 	}

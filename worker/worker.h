@@ -53,6 +53,8 @@ struct worker {
 	bool draining;
 	int64_t last_accept_warn;
 	int64_t last_auth_busy_warn;
+	int64_t auth_fail_said_at; /* failed logins: one line a second, then a count */
+	uint32_t auth_fail_unsaid;
 
 	struct loop_tlist handshake_tl; /* greeting to reply */
 	struct loop_tlist connect_tl;   /* one connect attempt */

@@ -345,3 +345,18 @@ def test_addresses_of_one_network_take_turns_guessing_one_user(socks5d):
     times = sorted(t for t, _ in done)
     # back-offs of 0.25, 0.5, 1 and 2 s between the five starts
     assert times[-1] - times[0] >= 2.0, [round(t - times[0], 2) for t in times]
+
+
+def test_failed_logins_are_logged_at_most_once_a_second(socks5d):
+    p = socks5d("-u", "%s:%s" % (USER, PASS), workers=1)
+    start = time.monotonic()
+    for n in range(20):  # sources and names apart: no back-off in the way
+        wrong_login("127.0.%d.1" % (n + 1), p.port, user="guess%d" % n)
+    elapsed = time.monotonic() - start
+    wrong_login("127.0.99.1", p.port, user="last")  # says the count, a second on
+    time.sleep(1.1)
+    wrong_login("127.0.98.1", p.port, user="later")
+    p.wait_stderr(r"user 'later'")
+    lines = [l for l in p.stderr_text().splitlines() if "authentication failed for user" in l]
+    assert 2 <= len(lines) <= elapsed + 4, lines
+    assert any("more in the last second" in l for l in lines), lines
