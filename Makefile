@@ -85,10 +85,18 @@ build/test/tests/unit/test_admin_cmds: build/test/tests/unit/test_admin_cmds.o $
     build/test/master/admin_cmds.o
 	$(CC) $(TEST_CFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
-# Fuzz targets: clang's libFuzzer with ASan/UBSan.
-build/fuzz/%: %.c $(CORE_SRC)
+# Fuzz targets: clang's libFuzzer with ASan/UBSan.  The core is compiled
+# once (instrumented, without libFuzzer's main) and linked into each target.
+FUZZ_CFLAGS := -g -O1 -fsanitize=fuzzer-no-link,address,undefined
+FUZZ_CORE  := $(CORE_SRC:%.c=build/fuzz/obj/%.o)
+
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $^ $(LIBS)
+	clang $(CSTD) $(WARN) $(FUZZ_CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+build/fuzz/tests/fuzz/%: tests/fuzz/%.c $(FUZZ_CORE)
+	@mkdir -p $(dir $@)
+	clang $(CSTD) $(WARN) -g -O1 -fsanitize=fuzzer,address,undefined $(DEPFLAGS) -o $@ $< $(FUZZ_CORE) $(LIBS)
 
 run: deps build/socks5d build/pipoClient
 	./build/socks5d $(RUN_ARGS)
