@@ -47,6 +47,7 @@ struct auth_job {
 	bool ok;
 	bool evicted; /* dropped for room: answered as a failure, not counted */
 	bool guarded; /* has a source: failures back off */
+	bool reserved; /* counted in flight under its user key (guard_reserve) */
 	bool clean;   /* its source had no failure on record */
 	uint64_t h_src, h_user;
 	struct guard_key src;
@@ -309,6 +310,8 @@ static enum auth_result enqueue(struct auth *a, struct auth_job *j)
 
 static void free_job(struct auth_job *j)
 {
+	if (j->reserved)
+		guard_done(j->a->by_user, j->h_user, j->a->loop->now);
 	explicit_bzero(j->pass, sizeof j->pass);
 	free(j);
 }
@@ -346,10 +349,10 @@ static void judge(struct auth *a, const struct auth_job *j)
 {
 	if (!j->guarded || j->evicted)
 		return;
-	if (j->ok) {
-		guard_forget(a->by_user, j->h_user);
+	/* A success forgets nothing: the user's own logins must not reopen
+	 * the door for a guesser of the same network (failures decay). */
+	if (j->ok)
 		return;
-	}
 	guard_fail(a->by_src, j->h_src, a->loop->now);
 	guard_fail(a->by_user, j->h_user, a->loop->now);
 	demote(a, &j->src);
@@ -446,8 +449,10 @@ static enum auth_result start_check(struct auth *a, struct auth_job *j)
 		}
 	}
 	enum auth_result r = enqueue(a, j);
-	if (r == AUTH_PENDING && j->guarded)
+	if (r == AUTH_PENDING && j->guarded && !j->reserved) {
 		guard_reserve(a->by_user, j->h_user, now);
+		j->reserved = true;
+	}
 	return r;
 }
 
@@ -542,11 +547,8 @@ static enum auth_result check(struct auth *a, const struct sockaddr_storage *pee
 		/* A password that is right needs no hold of the user's key: a
 		 * flood of wrong ones for the name must not keep its owner out.
 		 * The source's hold above still applies to a guesser. */
-		if (hit) {
-			if (peer)
-				guard_forget(a->by_user, h_user);
+		if (hit)
 			return AUTH_OK;
-		}
 	}
 	if (at_user > at)
 		at = at_user;

@@ -134,7 +134,7 @@ static void decay(struct guard_rec *r, int64_t now)
 
 static bool useless(const struct guard_rec *r, int64_t now)
 {
-	return r->key == 0 || (r->fails == 0 && r->next_at <= now);
+	return r->key == 0 || (r->fails == 0 && r->inflight == 0 && r->next_at <= now);
 }
 
 /* The record of h; with create, one is made, replacing the least useful
@@ -184,19 +184,25 @@ int64_t guard_admit(struct guard_table *t, uint64_t h, int64_t now)
 int64_t guard_hold_until(struct guard_table *t, uint64_t h, int64_t now)
 {
 	struct guard_rec *r = find(t, h, now, false);
-	if (!r || guard_delay(r->fails) == 0 || r->next_at <= now)
-		return now;
-	return r->next_at;
+	return !r || r->next_at <= now ? now : r->next_at;
 }
 
 void guard_reserve(struct guard_table *t, uint64_t h, int64_t now)
 {
-	struct guard_rec *r = find(t, h, now, false);
-	if (!r)
-		return;
-	int64_t at = now + guard_delay(r->fails);
+	struct guard_rec *r = find(t, h, now, true);
+	if (r->inflight < UINT32_MAX)
+		r->inflight++;
+	uint32_t n = r->fails + r->inflight < r->fails ? UINT32_MAX : r->fails + r->inflight;
+	int64_t at = now + guard_delay(n);
 	if (r->next_at < at)
 		r->next_at = at;
+}
+
+void guard_done(struct guard_table *t, uint64_t h, int64_t now)
+{
+	struct guard_rec *r = find(t, h, now, false);
+	if (r && r->inflight)
+		r->inflight--;
 }
 
 void guard_fail(struct guard_table *t, uint64_t h, int64_t now)
@@ -214,13 +220,6 @@ uint32_t guard_fails(struct guard_table *t, uint64_t h, int64_t now)
 {
 	struct guard_rec *r = find(t, h, now, false);
 	return r ? r->fails : 0;
-}
-
-void guard_forget(struct guard_table *t, uint64_t h)
-{
-	struct guard_rec *r = find(t, h, 0, false);
-	if (r)
-		*r = (struct guard_rec){0};
 }
 
 /* ---- connection counts -------------------------------------------------- */

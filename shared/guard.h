@@ -43,6 +43,7 @@ void guard_network_key(const struct sockaddr_storage *peer, struct guard_key *ou
 struct guard_rec {
 	uint64_t key; /* 0: free */
 	uint32_t fails;
+	uint32_t inflight; /* checks started and not answered yet (reserve .. done) */
 	int64_t seen;    /* last failure or decay step (ms) */
 	int64_t next_at; /* the next attempt starts no sooner (ms) */
 };
@@ -66,14 +67,17 @@ int64_t guard_admit(struct guard_table *t, uint64_t h, int64_t now);
  * cannot push the moment out (used for the per-user key, which others can
  * reach); guard_reserve() is called when a check really starts. */
 int64_t guard_hold_until(struct guard_table *t, uint64_t h, int64_t now);
-/* A check under this hash starts now: the next one waits one back-off. */
+/* A check under this hash starts now.  Checks not answered yet count as
+ * failures to come: past the free ones, the next start waits the back-off
+ * of failures plus checks in flight.  Each reserve has one guard_done. */
 void guard_reserve(struct guard_table *t, uint64_t h, int64_t now);
+/* A check reserved under this hash is answered (after guard_fail, if it
+ * failed) or dropped. */
+void guard_done(struct guard_table *t, uint64_t h, int64_t now);
 /* A failed attempt. */
 void guard_fail(struct guard_table *t, uint64_t h, int64_t now);
 /* Failures on record (after decay). */
 uint32_t guard_fails(struct guard_table *t, uint64_t h, int64_t now);
-/* A success: the record is forgotten. */
-void guard_forget(struct guard_table *t, uint64_t h);
 /* The back-off after this many failures (0 below GUARD_FREE_FAILS). */
 int64_t guard_delay(uint32_t fails);
 

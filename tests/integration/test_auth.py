@@ -273,9 +273,11 @@ def test_password_checks_do_not_block_other_sessions(socks5d, echo_server):
     p = socks5d("-u", "%s:%s" % (USER, PASS), "--allow-anonymous", workers=1)
     bad = []
     try:
-        for i in range(30):  # 30 yescrypt checks queued at once
+        # 30 yescrypt checks queued at once (30 names: one name's guesses
+        # would be spaced by its back-off instead)
+        for i in range(30):
             s = connect("127.0.0.1", p.port)
-            s.sendall(greeting((0x02,)) + auth_msg(USER, "wrong-%d" % i))
+            s.sendall(greeting((0x02,)) + auth_msg("%s%d" % (USER, i), "wrong-%d" % i))
             bad.append(s)
         t0 = time.monotonic()
         s = connect("127.0.0.1", p.port)

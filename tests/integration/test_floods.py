@@ -323,13 +323,19 @@ def test_a_login_given_up_leaves_the_check_queue(admin_server):
         assert recv_exact(s, 2) == b"\x05\x02"
 
 
-def test_addresses_of_one_network_take_turns_guessing_one_user(socks5d):
+@pytest.mark.parametrize("user_logs_in", [False, True])
+def test_addresses_of_one_network_take_turns_guessing_one_user(socks5d, echo_server, user_logs_in):
     """Many addresses of one /24 guessing one user's password in parallel:
     the (user, network) back-off lets one check start per back-off period,
-    not one per address at the same moment."""
+    not one per address at the same moment; the user's own login from that
+    network in between does not reopen the door."""
     p = socks5d("-u", "%s:%s" % (USER, PASS), workers=1)
+    if user_logs_in:
+        legit_login("127.0.0.1", p.port, echo_server.port)  # remembered from now on
     for i in range(FREE_FAILS):
         assert wrong_login("127.0.0.%d" % (10 + i), p.port)[0] == b"\x01\x01"
+    if user_logs_in:
+        legit_login("127.0.0.2", p.port, echo_server.port)
     done = []
 
     def guess(i):

@@ -96,16 +96,18 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* FLOOD checks of an unknown name with wrong passwords from one source (A),
- * each of which must be queued. */
+/* FLOOD checks of unknown names (one each, so that no user's back-off
+ * spaces them) with wrong passwords from one source (A), each of which
+ * must be queued. */
 static void flood_from(struct fixture *f, const struct sockaddr_storage *a, struct call *calls,
                        struct auth_job **jobs)
 {
 	for (int i = 0; i < FLOOD; i++) {
-		char pass[32];
+		char pass[32], name[32];
 		snprintf(pass, sizeof pass, "guess-%d", i);
+		snprintf(name, sizeof name, "nobody-%d", i);
 		calls[i] = (struct call){.f = f, .who = 'A'};
-		assert_int_equal(auth_check_from(f->auth, a, "nobody", -1, NULL, pass, on_answer,
+		assert_int_equal(auth_check_from(f->auth, a, name, -1, NULL, pass, on_answer,
 		                                 &calls[i], &jobs[i]),
 		                 AUTH_PENDING);
 	}
