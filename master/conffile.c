@@ -153,6 +153,18 @@ int conffile_identity(const char *path, struct conf_identity *id)
 	return 0;
 }
 
+int conffile_same_file(const char *path, const struct conf_identity *expect)
+{
+	char real[PATH_MAX];
+	struct stat st;
+	if (!realpath(path, real) || lstat(real, &st) < 0)
+		return -errno;
+	if (strcmp(real, expect->real) != 0 || !S_ISREG(st.st_mode) || st.st_uid != expect->uid ||
+	    st.st_nlink != 1)
+		return -ESTALE;
+	return 0;
+}
+
 int conffile_save_users(const char *path, const struct user_list *users,
                         const struct conf_identity *expect)
 {
@@ -161,9 +173,15 @@ int conffile_save_users(const char *path, const struct user_list *users,
 		return -errno;
 	if (expect && strcmp(real, expect->real) != 0)
 		return -ESTALE;
-	FILE *in = fopen(real, "re");
-	if (!in)
-		return -errno;
+	/* O_NOFOLLOW: a link put in its place since realpath() is refused. */
+	int ifd = open(real, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	FILE *in = ifd >= 0 ? fdopen(ifd, "r") : NULL;
+	if (!in) {
+		int oe = errno;
+		if (ifd >= 0)
+			close(ifd);
+		return oe == ELOOP ? -ESTALE : -oe;
+	}
 	struct stat st;
 	int e = fstat(fileno(in), &st) < 0 ? errno : S_ISREG(st.st_mode) ? 0 : EINVAL;
 	if (!e && expect && (st.st_uid != expect->uid || st.st_nlink != 1))

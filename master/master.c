@@ -461,6 +461,14 @@ int master_reload(struct master *m)
 		log_info("reload: no configuration file");
 		return -ENOENT;
 	}
+	/* A file put in its place by whoever can write the directory is not
+	 * read: it could name its own administrators. */
+	if (m->conf_id_known && conffile_same_file(m->opts->config_path, &m->conf_id) == -ESTALE) {
+		log_error("configuration %s not reloaded: it no longer leads to the file found at "
+		          "start (%s), or that file has another owner or more than one link",
+		          m->opts->config_path, m->conf_id.real);
+		return -EINVAL;
+	}
 	struct settings s;
 	struct user_list users, file_users;
 	int rc = options_effective(m->opts, &s, &users, &file_users);

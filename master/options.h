@@ -65,6 +65,10 @@ struct conf_identity {
 
 /* Fill id from path: 0 or a negative errno. */
 int conffile_identity(const char *path, struct conf_identity *id);
+/* 0 when path still leads where it led (expect), to a regular file of the
+ * same owner with one link; -ESTALE when not; another negative errno when
+ * it cannot be looked at. */
+int conffile_same_file(const char *path, const struct conf_identity *expect);
 
 /* Rewrite the users of the configuration file (user = / admin = lines) as
  * `users`, keeping every other line: a temporary file beside it, fsync,

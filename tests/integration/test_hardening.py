@@ -10,7 +10,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from admin_lib import ADMIN_PASS, ADMIN_USER, M_RELOAD, admin_server  # noqa: F401
+import pytest
+
+from admin_lib import ADMIN_PASS, ADMIN_USER, INVALID, M_RELOAD, admin_server  # noqa: F401
 from s5lib import (Socks5d, free_port, hash_password, recv_exact, socks5d_binary,
                    socks_connect_ok)
 
@@ -158,9 +160,8 @@ def test_run_as_unknown_user_is_refused_at_start():
 
 def test_config_replaced_by_a_link_after_reading_is_not_written_through(admin_server, tmp_path):
     """Whoever can write the configuration's directory replaces the file
-    with a link to another file (one that parses, so that a reload takes
-    it); a user added at run time then must not make the server rewrite
-    that other file, reload or not."""
+    with a link to another file (one that parses); a reload does not read
+    it, and a user added at run time does not make the server rewrite it."""
     cfg = tmp_path / "socks5d.conf"
     victim = tmp_path / "victim"
     admin = "admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS))
@@ -171,8 +172,33 @@ def test_config_replaced_by_a_link_after_reading_is_not_written_through(admin_se
     cfg.symlink_to(victim)
     with srv.login() as c:
         assert c.add_user("carol", "carol-pw") == 0  # added, not persisted
-        c.m(M_RELOAD)
-    with srv.login() as c:
+        c.m(M_RELOAD, expect=INVALID)
         assert c.add_user("dave", "dave-pw") == 0
     assert victim.read_text() == admin + "# precious\n"
-    srv.proc.wait_stderr(r"no longer leads to the file found at start")
+    srv.proc.wait_stderr(r"users not written to it")
+    srv.proc.wait_stderr(r"not reloaded: it no longer leads to the file found at start")
+
+
+def test_config_replaced_by_a_file_of_someone_else_is_not_reloaded(admin_server, tmp_path):
+    """A file renamed into the configuration's place by another user, naming
+    that user's own administrator: a reload refuses it; the operator's own
+    save by rename is read."""
+    cfg = tmp_path / "socks5d.conf"
+    admin = "admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS))
+    cfg.write_text(admin)
+    srv = admin_server(config=cfg)
+    planted = tmp_path / "planted"
+    planted.write_text(admin + "admin = evil:%s\n" % hash_password("evil-pw"))
+    os.chown(planted, 65534, 65534)
+    os.rename(planted, cfg)
+    with srv.login() as c:
+        c.m(M_RELOAD, expect=INVALID)
+    with pytest.raises(AssertionError):
+        srv.login("evil", "evil-pw")
+    # the operator's editor: a new file of the same owner renamed into place
+    mine = tmp_path / "mine"
+    mine.write_text(admin + "user = erin:%s\n" % hash_password("erin-pw"))
+    os.rename(mine, cfg)
+    with srv.login() as c:
+        c.m(M_RELOAD)
+        assert "erin" in [u["name"] for u in c.users()]
