@@ -153,6 +153,37 @@ static void on_greeting(struct session *s)
 
 /* ---- login -------------------------------------------------------------- */
 
+/* The lines a guesser makes: one a second per worker; the rest are
+ * counted and said with the last one's user and address when the second
+ * is over (the auth_failures metric counts every one). */
+void handshake_say_failures(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct worker *wk = t->data;
+	if (wk->auth_fail_unsaid)
+		log_info("authentication failed %u more time(s) in the last second, the last for %s",
+		         wk->auth_fail_unsaid, wk->auth_fail_last);
+	wk->auth_fail_unsaid = 0;
+	wk->auth_fail_said_at = wk->loop.now;
+}
+
+static void say_failure(struct session *s)
+{
+	struct worker *wk = s->wk;
+	char name[SESSION_USER_TEXT_MAX], addr[64];
+	uint16_t port;
+	session_user_text(s, name);
+	session_addr_text(&s->peer, addr, sizeof addr, &port);
+	if (wk->auth_fail_said_at + 1000 <= wk->loop.now && !wk->auth_fail_unsaid) {
+		log_info("authentication failed for user '%s' from %s", name, addr);
+		wk->auth_fail_said_at = wk->loop.now;
+		return;
+	}
+	snprintf(wk->auth_fail_last, sizeof wk->auth_fail_last, "user '%s' from %s", name, addr);
+	if (wk->auth_fail_unsaid++ == 0)
+		loop_timer_start_at(&wk->misc_tl, &wk->auth_fail_timer, wk->auth_fail_said_at + 1000);
+}
+
 static void auth_done(void *arg, bool ok)
 {
 	struct session *s = arg;
@@ -162,21 +193,7 @@ static void auth_done(void *arg, bool ok)
 	/* A wrong password, or the user deleted or given a new password while
 	 * the old one was being checked. */
 	if (slot < 0 || u.id != s->user_id || u.cred_gen != s->user_gen) {
-		struct worker *wk = s->wk;
-		if (wk->auth_fail_said_at + 1000 <= wk->loop.now) {
-			char name[SESSION_USER_TEXT_MAX];
-			session_user_text(s, name);
-			if (wk->auth_fail_unsaid)
-				log_info("authentication failed for user '%s' (and %u more in the last "
-				         "second(s))",
-				         name, wk->auth_fail_unsaid);
-			else
-				log_info("authentication failed for user '%s'", name);
-			wk->auth_fail_said_at = wk->loop.now;
-			wk->auth_fail_unsaid = 0;
-		} else {
-			wk->auth_fail_unsaid++; /* a guesser chooses the rate: not one line each */
-		}
+		say_failure(s);
 		refuse_login(s);
 		return;
 	}

@@ -18,6 +18,8 @@
 
 struct worker;
 struct session;
+struct loop;
+struct loop_timer;
 struct ctrl_session;
 
 /* After a failure reply: how long unread client input is drained before
@@ -32,6 +34,8 @@ struct ctrl_session;
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
 /* Close every session now (end of the grace period, shutdown). */
 void session_abort_all(struct worker *wk);
+/* The timer of the failed-login lines (worker.auth_fail_timer). */
+void handshake_say_failures(struct loop *l, struct loop_timer *t);
 /* Close the sessions whose user was removed or whose password changed;
  * apply a new idle setting. */
 void session_reconfigure(struct worker *wk);

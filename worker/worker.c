@@ -357,6 +357,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	loop_tlist_init(&wk->loop, &wk->misc_tl, 0);
 	loop_timer_init(&wk->accept_timer, on_accept_resume, wk);
 	loop_timer_init(&wk->grace_timer, on_grace_over, wk);
+	loop_timer_init(&wk->auth_fail_timer, handshake_say_failures, wk);
 	apply_settings(wk);
 	wk->loop.before_sleep = before_sleep;
 	wk->loop.before_sleep_arg = wk;

@@ -53,8 +53,12 @@ struct worker {
 	bool draining;
 	int64_t last_accept_warn;
 	int64_t last_auth_busy_warn;
-	int64_t auth_fail_said_at; /* failed logins: one line a second, then a count */
+	/* Failed logins: one line a second; the others are counted, and said
+	 * with the last one's user and address when the second is over. */
+	int64_t auth_fail_said_at;
 	uint32_t auth_fail_unsaid;
+	char auth_fail_last[(SHM_USER_NAME_MAX * 4 + 6) + 96];
+	struct loop_timer auth_fail_timer;
 
 	struct loop_tlist handshake_tl; /* greeting to reply */
 	struct loop_tlist connect_tl;   /* one connect attempt */
