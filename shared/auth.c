@@ -181,6 +181,17 @@ static struct auth_job *take_next(struct auth *a)
 	return j;
 }
 
+/* Hand j back to the loop (under mu), checked or not. */
+static void answer_later(struct auth *a, struct auth_job *j)
+{
+	j->state = J_TAKEN;
+	j->next = a->done;
+	a->done = j;
+	uint64_t one = 1;
+	ssize_t w = write(a->efd, &one, sizeof one);
+	(void)w;
+}
+
 static void *helper(void *arg)
 {
 	struct auth *a = arg;
@@ -197,25 +208,10 @@ static void *helper(void *arg)
 
 		pthread_mutex_lock(&a->mu);
 		a->running = NULL;
-		j->next = a->done;
-		a->done = j;
-		uint64_t one = 1;
-		ssize_t w = write(a->efd, &one, sizeof one);
-		(void)w;
+		answer_later(a, j);
 	}
 	pthread_mutex_unlock(&a->mu);
 	return NULL;
-}
-
-/* Hand j back to the loop without a check (under mu). */
-static void answer_later(struct auth *a, struct auth_job *j)
-{
-	j->state = J_TAKEN;
-	j->next = a->done;
-	a->done = j;
-	uint64_t one = 1;
-	ssize_t w = write(a->efd, &one, sizeof one);
-	(void)w;
 }
 
 static bool same_check(const struct auth_job *j, const struct auth_job *k)
