@@ -104,7 +104,8 @@ static void bucket_add(struct limit_bucket *b, int64_t add, int64_t cap)
 	                                      __ATOMIC_RELAXED));
 }
 
-uint64_t limits_bucket_take(struct limit_bucket *b, uint64_t rate, uint64_t want, int64_t now_ms)
+uint64_t limits_bucket_take(struct limit_bucket *b, uint64_t rate, uint64_t want, uint64_t min,
+                            int64_t now_ms)
 {
 	if (rate > LIMITS_RATE_MAX)
 		rate = LIMITS_RATE_MAX;
@@ -125,9 +126,9 @@ uint64_t limits_bucket_take(struct limit_bucket *b, uint64_t rate, uint64_t want
 	int64_t t = __atomic_load_n(&b->tokens, __ATOMIC_RELAXED);
 	uint64_t n;
 	do {
-		if (t < 1000)
+		n = t < 1000 ? 0 : (uint64_t)t / 1000;
+		if (n == 0 || n < min)
 			return 0;
-		n = (uint64_t)t / 1000;
 		if (n > want)
 			n = want;
 	} while (!__atomic_compare_exchange_n(&b->tokens, &t, t - (int64_t)n * 1000, true,

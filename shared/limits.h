@@ -122,9 +122,12 @@ void limits_give(struct limit_entry *e, uint32_t *held);
 uint64_t limits_burst(uint64_t rate);
 uint64_t limits_chunk(uint64_t rate);
 /* Refill by the time since the last refill (at most a burst), then take up
- * to want bytes (the tokens there are, rounded down to whole bytes).
- * Returns the bytes taken. */
-uint64_t limits_bucket_take(struct limit_bucket *b, uint64_t rate, uint64_t want, int64_t now_ms);
+ * to want bytes (the tokens there are, rounded down to whole bytes), or
+ * nothing when fewer than min are there.  Returns the bytes taken.  The
+ * relay asks for whole chunks (min = want): a session that wakes often
+ * cannot starve the others by taking every few bytes as they come. */
+uint64_t limits_bucket_take(struct limit_bucket *b, uint64_t rate, uint64_t want, uint64_t min,
+                            int64_t now_ms);
 /* Return bytes taken and not used (capped at the burst). */
 void limits_bucket_give(struct limit_bucket *b, uint64_t rate, uint64_t n);
 /* How long until want bytes (at most a burst) are there: 1 ..

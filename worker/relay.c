@@ -101,7 +101,7 @@ static uint64_t take_from(struct session *s, uint8_t i, enum limit_dir d, uint64
 	uint64_t chunk = limits_chunk(rate);
 	if (want > chunk)
 		want = chunk;
-	uint64_t n = limits_bucket_take(&e->b[d], rate, want, s->wk->loop.now);
+	uint64_t n = limits_bucket_take(&e->b[d], rate, want, want, s->wk->loop.now);
 	if (!n) {
 		int64_t w = limits_bucket_wait_ms(&e->b[d], rate, want);
 		if (w > *wait)
@@ -119,6 +119,10 @@ static uint64_t rate_allowance(struct session *s, enum limit_dir d)
 {
 	if (s->lim_allow[d])
 		return s->lim_allow[d];
+	/* A paused session tries again when its timer says, not at every
+	 * packet: the sessions waiting take the chunks in turn. */
+	if (loop_timer_active(&s->lim_timer))
+		return 0;
 	int64_t wait = 0;
 	uint64_t got = take_from(s, 0, d, LIMITS_UNRATED_CHUNK, &wait);
 	if (got && got != UINT64_MAX && s->lim_n > 1) {
@@ -136,11 +140,17 @@ static uint64_t rate_allowance(struct session *s, enum limit_dir d)
 	if (got == UINT64_MAX)
 		got = LIMITS_UNRATED_CHUNK;
 	if (!got) {
+		/* Sessions that waited go first: one that has just had a chunk
+		 * waits a millisecond more, behind them (timers of one deadline
+		 * fire in the order they were set). */
+		if (!s->lim_waiting)
+			wait++;
+		s->lim_waiting = true;
 		shm_count(s->wk->slot, M_RATE_PAUSES, 1);
-		if (!loop_timer_active(&s->lim_timer))
-			loop_timer_start_at(&s->wk->misc_tl, &s->lim_timer, s->wk->loop.now + wait);
+		loop_timer_start_at(&s->wk->misc_tl, &s->lim_timer, s->wk->loop.now + wait);
 		return 0;
 	}
+	s->lim_waiting = false;
 	return s->lim_allow[d] = got;
 }
 

@@ -131,6 +131,7 @@ struct session {
 	uint8_t lim_n;
 	uint32_t lim_idx[2];
 	uint64_t lim_allow[2]; /* by enum limit_dir */
+	bool lim_waiting;            /* the last take found the bucket short */
 	struct loop_timer lim_timer; /* a direction waits for its bucket */
 };
 

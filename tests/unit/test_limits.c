@@ -201,14 +201,14 @@ static void bucket_refills_by_elapsed_time_up_to_the_burst(void **state)
 	(void)state;
 	struct limit_bucket b = {.stamp_ms = 1000};
 	uint64_t rate = 1000000; /* 1000 bytes per ms */
-	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1000), 0);
-	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1010), 10000);
-	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1010), 0);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 1000), 0);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 1010), 10000);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 1010), 0);
 	/* A long pause fills the bucket to its burst, no more. */
-	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 61010), 100000);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 61010), 100000);
 	/* want is honoured; the rest stays. */
-	assert_int_equal(limits_bucket_take(&b, rate, 300, 61015), 300);
-	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 61015), 5000 - 300);
+	assert_int_equal(limits_bucket_take(&b, rate, 300, 1, 61015), 300);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 61015), 5000 - 300);
 }
 
 static void bucket_keeps_fractions_of_a_byte(void **state)
@@ -218,7 +218,7 @@ static void bucket_keeps_fractions_of_a_byte(void **state)
 	uint64_t rate = 1500; /* 1.5 bytes per ms */
 	uint64_t total = 0;
 	for (int64_t now = 1; now <= 1000; now++)
-		total += limits_bucket_take(&b, rate, 1u << 30, now);
+		total += limits_bucket_take(&b, rate, 1u << 30, 1, now);
 	assert_int_equal(total, 1500);
 }
 
@@ -231,9 +231,20 @@ static void bucket_over_ten_seconds_gives_the_rate(void **state)
 	uint64_t rate = 1 << 20, total = 0;
 	for (int64_t now = 1; now <= 10000; now++)
 		for (int k = 0; k < 4; k++)
-			total += limits_bucket_take(&b, rate, limits_chunk(rate), now);
+			total += limits_bucket_take(&b, rate, limits_chunk(rate), 1, now);
 	assert_true(total <= 10 * rate + limits_burst(rate));
 	assert_true(total >= 10 * rate - limits_chunk(rate));
+}
+
+static void bucket_gives_whole_chunks_or_nothing(void **state)
+{
+	(void)state;
+	struct limit_bucket b = {.stamp_ms = 0};
+	uint64_t rate = 1000000;
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 25000, 20), 0);
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 25000, 25), 25000);
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 25000, 49), 0);
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 1, 49), 24000);
 }
 
 static void bucket_give_returns_unused_bytes_capped(void **state)
@@ -242,9 +253,9 @@ static void bucket_give_returns_unused_bytes_capped(void **state)
 	struct limit_bucket b = {.stamp_ms = 5};
 	uint64_t rate = 1000000;
 	limits_bucket_give(&b, rate, 500);
-	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 5), 500);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 5), 500);
 	limits_bucket_give(&b, rate, 1u << 30);
-	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 5), limits_burst(rate));
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 5), limits_burst(rate));
 }
 
 static void bucket_wait_says_when_a_chunk_is_there(void **state)
@@ -263,7 +274,7 @@ static void huge_rates_and_long_pauses_do_not_overflow(void **state)
 {
 	(void)state;
 	struct limit_bucket b = {.stamp_ms = 0};
-	uint64_t n = limits_bucket_take(&b, UINT64_MAX, UINT64_MAX, INT64_MAX / 2);
+	uint64_t n = limits_bucket_take(&b, UINT64_MAX, UINT64_MAX, 1, INT64_MAX / 2);
 	assert_int_equal(n, limits_burst(LIMITS_RATE_MAX));
 	assert_true(b.tokens >= 0);
 }
@@ -352,6 +363,7 @@ int main(void)
 	    cmocka_unit_test(bucket_refills_by_elapsed_time_up_to_the_burst),
 	    cmocka_unit_test(bucket_keeps_fractions_of_a_byte),
 	    cmocka_unit_test(bucket_over_ten_seconds_gives_the_rate),
+	    cmocka_unit_test(bucket_gives_whole_chunks_or_nothing),
 	    cmocka_unit_test(bucket_give_returns_unused_bytes_capped),
 	    cmocka_unit_test(bucket_wait_says_when_a_chunk_is_there),
 	    cmocka_unit_test(huge_rates_and_long_pauses_do_not_overflow),
