@@ -160,6 +160,36 @@ static void processes_racing_never_exceed_the_maximum(void **state)
 	munmap(r, sizeof *r);
 }
 
+static void processes_racing_take_exactly_the_maximum(void **state)
+{
+	(void)state;
+	/* Every take a process wins is counted: with a lost update, more
+	 * places would be won than exist. */
+	struct race *r = race_map();
+	enum { PROCS = 4, TRIES = 40000, MAX = 100000 };
+	for (int p = 0; p < PROCS; p++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
+				;
+			for (int i = 0; i < TRIES; i++)
+				if (limits_take(&r->e, MAX, 0, &r->held[p]))
+					__atomic_add_fetch(&r->wins, 1, __ATOMIC_SEQ_CST);
+			_exit(0);
+		}
+	}
+	__atomic_store_n(&r->go, 1, __ATOMIC_RELEASE);
+	wait_children(PROCS);
+	assert_int_equal(r->wins, MAX);
+	assert_int_equal(limits_holders(&r->e), MAX);
+	uint32_t held = 0;
+	for (int p = 0; p < PROCS; p++)
+		held += r->held[p];
+	assert_int_equal(held, MAX);
+	munmap(r, sizeof *r);
+}
+
 static void processes_racing_for_the_last_places_take_exactly_them(void **state)
 {
 	(void)state;
@@ -358,6 +388,7 @@ int main(void)
 	    cmocka_unit_test(fold_subtracts_a_dead_workers_places_clamped),
 	    cmocka_unit_test(retire_gives_back_the_places_of_the_worker),
 	    cmocka_unit_test(processes_racing_never_exceed_the_maximum),
+	    cmocka_unit_test(processes_racing_take_exactly_the_maximum),
 	    cmocka_unit_test(processes_racing_for_the_last_places_take_exactly_them),
 	    cmocka_unit_test(burst_and_chunk_sizes),
 	    cmocka_unit_test(bucket_refills_by_elapsed_time_up_to_the_burst),
