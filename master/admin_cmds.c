@@ -88,7 +88,8 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_RATE_PAUSES, M_RATE_PAUSES},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
-	pipo_put_u16(b, (uint16_t)(n + 9 + 8 + 2));
+	/* The counters, 9 replies, 9 gauges and 2 latency percentiles. */
+	pipo_put_u16(b, (uint16_t)(n + 9 + 9 + 2));
 	for (size_t i = 0; i < n; i++)
 		put_metric(b, counters[i].id, shm_counter_sum(seg, counters[i].c));
 	for (int r = 0; r < 9; r++)
