@@ -297,6 +297,9 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_AUTH_EVICTED] = "auth_checks_evicted",
 	    [PIPO_MET_AUTH_BACKOFF_FULL] = "auth_backoff_replaced",
 	    [PIPO_MET_UNAUTH_REFUSED] = "unauth_refused",
+	    [PIPO_MET_LIMIT_REFUSED] = "limit_refused",
+	    [PIPO_MET_RATE_PAUSES] = "rate_pauses",
+	    [PIPO_MET_SESSIONS_LIMITED] = "sessions_limited",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

@@ -139,6 +139,9 @@ enum pipo_metric {
 	PIPO_MET_AUTH_EVICTED = 33,
 	PIPO_MET_AUTH_BACKOFF_FULL = 34,
 	PIPO_MET_UNAUTH_REFUSED = 35,
+	PIPO_MET_LIMIT_REFUSED = 56,   /* requests answered 0x02: a max-sessions reached */
+	PIPO_MET_RATE_PAUSES = 57,     /* relay directions paused by a rate limit */
+	PIPO_MET_SESSIONS_LIMITED = 58, /* gauge: sessions holding a place in a limit */
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 

@@ -80,6 +80,7 @@ static bool metric_is_gauge(uint16_t id)
 	case PIPO_MET_ADMIN_SESSIONS:
 	case PIPO_MET_WORKERS:
 	case PIPO_MET_RELAYING:
+	case PIPO_MET_SESSIONS_LIMITED:
 		return true;
 	default:
 		return false;

@@ -84,9 +84,12 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_AUTH_EVICTED, M_AUTH_EVICTED},
 	    {PIPO_MET_AUTH_BACKOFF_FULL, M_AUTH_BACKOFF_FULL},
 	    {PIPO_MET_UNAUTH_REFUSED, M_UNAUTH_REFUSED},
+	    {PIPO_MET_LIMIT_REFUSED, M_LIMIT_REFUSED},
+	    {PIPO_MET_RATE_PAUSES, M_RATE_PAUSES},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
-	pipo_put_u16(b, (uint16_t)(n + 9 + 8 + 2));
+	/* The counters, 9 replies, 9 gauges and 2 latency percentiles. */
+	pipo_put_u16(b, (uint16_t)(n + 9 + 9 + 2));
 	for (size_t i = 0; i < n; i++)
 		put_metric(b, counters[i].id, shm_counter_sum(seg, counters[i].c));
 	for (int r = 0; r < 9; r++)
@@ -100,6 +103,7 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	put_metric(b, PIPO_MET_ADMIN_SESSIONS, a->admin_sessions);
 	put_metric(b, PIPO_MET_WORKERS, workers_running(seg));
 	put_metric(b, PIPO_MET_RELAYING, shm_gauge_sum(seg, G_CONN_RELAYING));
+	put_metric(b, PIPO_MET_SESSIONS_LIMITED, shm_gauge_sum(seg, G_CONN_LIMITED));
 	/* Lookup latency percentiles from the shared histogram: the upper
 	 * bound of the bucket holding the percentile (0 before any lookup). */
 	static const uint64_t bounds[] = SHM_DNS_LAT_BOUNDS_US;

@@ -1,4 +1,5 @@
-/* The configuration file: "key = value" lines, '#' comments. */
+/* The configuration file: "key = value" lines, '#' comments.  Besides
+ * the settings: users (user =, admin =) and limits (limit =). */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -11,6 +12,7 @@
 
 #include <stdbool.h>
 
+#include "../shared/limits.h"
 #include "../shared/log.h"
 #include "../shared/names.h"
 
@@ -58,7 +60,22 @@ static int parse_user(char *value, struct user_list *users, bool admin, char *er
 	return 0;
 }
 
-int conffile_load(const char *path, struct settings *s, struct user_list *users)
+static int parse_limit(const char *value, struct limit_list *limits, char *err, size_t errlen)
+{
+	struct limit_conf c;
+	int rc = limits_parse_line(value, &c, err, errlen);
+	if (rc < 0)
+		return rc;
+	rc = limit_list_add(limits, &c);
+	if (rc == -EEXIST)
+		snprintf(err, errlen, "a second limit line for '%s'", c.name);
+	else if (rc < 0)
+		snprintf(err, errlen, "out of memory");
+	return rc;
+}
+
+static int load(const char *path, struct settings *s, struct user_list *users,
+                struct limit_list *limits)
 {
 	FILE *f = fopen(path, "re");
 	if (!f) {
@@ -95,6 +112,8 @@ int conffile_load(const char *path, struct settings *s, struct user_list *users)
 		int rc;
 		if (strcmp(key, "user") == 0 || strcmp(key, "admin") == 0)
 			rc = parse_user(value, users, key[0] == 'a', err, sizeof err);
+		else if (strcmp(key, "limit") == 0)
+			rc = parse_limit(value, limits, err, sizeof err);
 		else
 			rc = settings_set(s, key, value, err, sizeof err);
 		if (rc < 0) {
@@ -109,6 +128,28 @@ int conffile_load(const char *path, struct settings *s, struct user_list *users)
 		return -EIO;
 	}
 	return errors ? -EINVAL : 0;
+}
+
+int conffile_load(const char *path, struct settings *s, struct user_list *users)
+{
+	/* The limit lines are checked here, with the rest; the master reads
+	 * them with conffile_load_limits. */
+	struct limit_list limits = {0};
+	int rc = load(path, s, users, &limits);
+	limit_list_free(&limits);
+	return rc;
+}
+
+int conffile_load_limits(const char *path, struct limit_list *limits)
+{
+	struct settings s;
+	struct user_list users = {0};
+	settings_defaults(&s);
+	int rc = load(path, &s, &users, limits);
+	user_list_free(&users);
+	if (rc < 0)
+		limit_list_free(limits);
+	return rc;
 }
 
 static bool is_user_line(const char *line)

@@ -73,6 +73,7 @@ struct master {
 	struct loop_timer kill_timer;
 	struct admin *admin;
 	struct user_list file_users; /* the users the configuration file holds */
+	struct limit_list limits;    /* the file's limit lines */
 	uint8_t *ctrl_buf;           /* one worker answer */
 	bool draining;
 };
@@ -244,6 +245,24 @@ static int sync_users(struct master *m, const struct user_list *users)
 		}
 	}
 	return errors;
+}
+
+/* Give every user slot its limit: the user's own line, else "*", else
+ * none.  Sessions keep the places they hold; a rate changes at their next
+ * refill. */
+static void apply_limits(struct master *m)
+{
+	for (uint32_t i = 0; i < SHM_MAX_USERS; i++) {
+		const struct shm_user *u = &m->seg->users[i];
+		limits_set(&m->seg->limits.user[i], u->used ? limit_list_find(&m->limits, u->name) : NULL);
+	}
+}
+
+/* The limit lines of the configuration file (none without one). */
+static int load_limits(struct master *m, struct limit_list *out)
+{
+	*out = (struct limit_list){0};
+	return m->opts->config_path ? conffile_load_limits(m->opts->config_path, out) : 0;
 }
 
 static void notify_workers(struct master *m, enum ctrl_type type)
@@ -471,12 +490,18 @@ int master_reload(struct master *m)
 	}
 	struct settings s;
 	struct user_list users, file_users;
+	struct limit_list limits = {0};
 	int rc = options_effective(m->opts, &s, &users, &file_users);
+	if (rc == 0 && (rc = load_limits(m, &limits)) < 0) {
+		user_list_free(&users);
+		user_list_free(&file_users);
+	}
 	if (rc == 0 && users.n > SHM_MAX_USERS) {
 		log_error("%s: %zu users, more than the %d the users table holds",
 		          m->opts->config_path, users.n, SHM_MAX_USERS);
 		user_list_free(&users);
 		user_list_free(&file_users);
+		limit_list_free(&limits);
 		rc = -EINVAL;
 	}
 	if (rc < 0) {
@@ -511,13 +536,18 @@ int master_reload(struct master *m)
 	s.accept = m->accept_mode;
 	sync_users(m, &users);
 	user_list_free(&users);
+	limit_list_free(&m->limits);
+	m->limits = limits;
+	apply_limits(m);
+	/* Rule indexes may name other rules from here on. */
+	limits_rules_reload(&m->seg->limits);
 	m->cfg = s;
 	log_set_level((enum log_level)s.log_level);
 	shm_settings_publish(m->seg, &s);
 	notify_workers(m, CTRL_CONFIG);
 	set_worker_count(m, s.workers);
-	log_info("configuration %s reloaded (%u users)", m->opts->config_path,
-	         shm_user_count(m->seg));
+	log_info("configuration %s reloaded (%u users, %zu limit lines)", m->opts->config_path,
+	         shm_user_count(m->seg), m->limits.n);
 	return 0;
 }
 
@@ -663,6 +693,7 @@ int master_user_change(struct master *m, enum master_user_op op, const char *nam
 	log_escape(shown, sizeof shown, (const uint8_t *)name, strlen(name));
 	log_info("admin: user '%s' %s", shown,
 	         op == MASTER_USER_ADD ? "added" : op == MASTER_USER_DEL ? "deleted" : "password changed");
+	apply_limits(m); /* a new user gets its line or "*" */
 	/* Workers close the sessions of users that no longer exist or whose
 	 * password changed. */
 	if (op != MASTER_USER_ADD)
@@ -786,6 +817,9 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	}
 	if (sync_users(m, users))
 		return -EINVAL;
+	if (load_limits(m, &m->limits) < 0)
+		return -EINVAL;
+	apply_limits(m);
 	if ((rc = open_listeners(m, s->workers)) < 0)
 		return rc;
 	m->ctrl_buf = malloc(sizeof(struct ctrl_msg) +
@@ -810,6 +844,7 @@ static void teardown(struct master *m, bool in_child)
 	m->admin = NULL;
 	free(m->ctrl_buf);
 	user_list_free(&m->file_users);
+	limit_list_free(&m->limits);
 	close_listeners(m);
 	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
 		if (m->workers[i].ctrl_fd >= 0)

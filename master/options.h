@@ -56,6 +56,11 @@ void user_list_free(struct user_list *l);
  * negative errno when the file cannot be read, or -EINVAL when invalid. */
 int conffile_load(const char *path, struct settings *s, struct user_list *users);
 
+/* The limit lines of a config file (shared/limits.h) into *limits (empty
+ * on entry; freed on error).  Returns as conffile_load. */
+struct limit_list;
+int conffile_load_limits(const char *path, struct limit_list *limits);
+
 /* The configuration file as found at start: where the path led and who
  * owned the file. */
 struct conf_identity {

@@ -287,6 +287,13 @@ void shm_worker_retire(struct shm_segment *seg, uint32_t index)
 		                   __ATOMIC_RELAXED);
 		__atomic_store_n(&w->counters[c], 0, __ATOMIC_RELAXED);
 	}
+	/* Its sessions' places in limit entries: the others may take them. */
+	for (uint32_t e = 0; e < LIMITS_ENTRIES; e++) {
+		uint32_t n = __atomic_load_n(&w->limit_held[e], __ATOMIC_RELAXED);
+		if (n)
+			limits_fold(limits_entry_at(&seg->limits, e), n);
+		__atomic_store_n(&w->limit_held[e], 0, __ATOMIC_RELAXED);
+	}
 	memset(w->gauges, 0, sizeof w->gauges);
 	memset(w->user_conns, 0, sizeof w->user_conns);
 	w->pid = 0;

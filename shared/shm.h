@@ -11,6 +11,9 @@
  * atomic load and a relaxed atomic store (no locked instruction); readers
  * load whole 64-bit values and sum the slots.
  *
+ * The limits table (shared/limits.h) sits at the end: its places and
+ * buckets are changed with compare-and-swap by any worker.
+ *
  * The master creates and unlinks the segment; workers inherit the mapping
  * across fork().
  */
@@ -22,10 +25,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "limits.h"
 #include "settings.h"
 
 #define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
-#define SHM_LAYOUT_VERSION 4u
+#define SHM_LAYOUT_VERSION 5u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
@@ -67,6 +71,11 @@ enum shm_counter {
 	M_AUTH_EVICTED,     /* queued password checks dropped for another source's */
 	M_AUTH_BACKOFF_FULL, /* back-off records replaced while they still held failures */
 	M_UNAUTH_REFUSED,   /* connections closed: too many unauthenticated from the source */
+	/* Limits (shared/limits.h): requests answered 0x02 because a
+	 * max-sessions was reached; times a relay direction stopped reading
+	 * because its rate allowance was spent. */
+	M_LIMIT_REFUSED,
+	M_RATE_PAUSES,
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */
@@ -76,6 +85,7 @@ enum shm_counter {
 enum shm_gauge {
 	G_CONN_CURRENT,
 	G_CONN_RELAYING,
+	G_CONN_LIMITED, /* sessions holding a place in a limit entry */
 	G_GAUGES,
 };
 
@@ -87,6 +97,7 @@ struct shm_worker_slot {
 	uint64_t gauges[G_GAUGES];
 	uint32_t user_conns[SHM_MAX_USERS]; /* current sessions per user slot */
 	uint64_t user_bytes[SHM_MAX_USERS][2]; /* per user slot: up, down (since the slot's start) */
+	uint32_t limit_held[LIMITS_ENTRIES];   /* places this worker holds per limit entry */
 };
 
 struct shm_segment {
@@ -115,7 +126,12 @@ struct shm_segment {
 	uint64_t retired[M_COUNTERS];
 	uint64_t retired_user_bytes[SHM_MAX_USERS][2];
 	struct shm_worker_slot slots[SHM_MAX_WORKERS];
+
+	/* Session and rate limits, shared by every worker (no lock). */
+	struct limits_area limits;
 };
+
+_Static_assert(LIMITS_MAX_USERS == SHM_MAX_USERS, "one user limit entry per user slot");
 
 /* Create a POSIX shared-memory segment under the name PREFIX-<16 random
  * hex digits> (written to name; namelen >= strlen(prefix) + 18), created
@@ -187,7 +203,8 @@ static inline void shm_conn_closed(struct shm_segment *seg)
 uint64_t shm_user_bytes_sum(const struct shm_segment *seg, uint32_t user_slot, int dir);
 
 /* The master, after a worker exited: fold its counters into the retired
- * totals and clear its gauges so that nothing stays counted for it. */
+ * totals, clear its gauges so that nothing stays counted for it, and give
+ * back the places it held in limit entries. */
 void shm_worker_retire(struct shm_segment *seg, uint32_t index);
 
 #endif

@@ -301,6 +301,8 @@ static void start_request(struct session *s)
 	else
 		inet_ntop(r->atyp == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, s->dest,
 		          sizeof s->dest);
+	if (!session_limits_admit(s))
+		return;
 	if (r->cmd != SOCKS5_CMD_CONNECT) {
 		session_fail(s, SOCKS5_REP_CMD_NOT_SUPPORTED);
 		return;

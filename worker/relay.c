@@ -4,7 +4,10 @@
  * bytes are in flight, or zero-copy through a splice(2) pipe once a
  * direction carries bulk data that no dissector needs to see; the
  * credential dissector (worker/sniff.c) watches what is copied; the idle
- * timer ends a silent session.  Loop thread only.
+ * timer ends a silent session.  A session under a rate limit reads no
+ * more than the allowance it took from its entries' buckets
+ * (shared/limits.h), and waits on a timer when they are empty.  Loop
+ * thread only.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -73,7 +76,83 @@ struct flow {
 	uint64_t *total;
 	enum shm_counter counter;
 	enum sniff_dir dir;
+	enum limit_dir ldir;
 };
+
+/* ---- rate limits -------------------------------------------------------- */
+
+void relay_rate_resume(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct session *s = t->data;
+	if (s->phase == PH_RELAY)
+		relay(s);
+}
+
+/* Take up to want bytes from entry i's bucket for direction d; UINT64_MAX
+ * when the entry has no rate that way.  *wait: how long until it has some. */
+static uint64_t take_from(struct session *s, uint8_t i, enum limit_dir d, uint64_t want,
+                          int64_t *wait)
+{
+	struct limit_entry *e = limits_entry_at(&s->wk->seg->limits, s->lim_idx[i]);
+	uint64_t rate = __atomic_load_n(&e->b[d].rate, __ATOMIC_RELAXED);
+	if (!rate)
+		return UINT64_MAX;
+	uint64_t chunk = limits_chunk(rate);
+	if (want > chunk)
+		want = chunk;
+	uint64_t n = limits_bucket_take(&e->b[d], rate, want, want, s->wk->loop.now);
+	if (!n) {
+		int64_t w = limits_bucket_wait_ms(&e->b[d], rate, want);
+		if (w > *wait)
+			*wait = w;
+	}
+	return n;
+}
+
+/* The bytes direction d may read now (taking more from the buckets when
+ * the allowance is spent); 0: it stops reading, and lim_timer brings it
+ * back when the bucket should have refilled.  The readable flag stays set,
+ * so the resumed relay reads what waited; meanwhile the edge-triggered
+ * watch stays quiet and the peer's TCP window closes. */
+static uint64_t rate_allowance(struct session *s, enum limit_dir d)
+{
+	if (s->lim_allow[d])
+		return s->lim_allow[d];
+	/* A paused session tries again when its timer says, not at every
+	 * packet: the sessions waiting take the chunks in turn. */
+	if (loop_timer_active(&s->lim_timer))
+		return 0;
+	int64_t wait = 0;
+	uint64_t got = take_from(s, 0, d, LIMITS_UNRATED_CHUNK, &wait);
+	if (got && got != UINT64_MAX && s->lim_n > 1) {
+		uint64_t other = take_from(s, 1, d, got, &wait);
+		if (other < got) {
+			/* The second bucket had less: the first gets the rest back. */
+			struct limit_entry *e = limits_entry_at(&s->wk->seg->limits, s->lim_idx[0]);
+			limits_bucket_give(&e->b[d], __atomic_load_n(&e->b[d].rate, __ATOMIC_RELAXED),
+			                   got - other);
+			got = other;
+		}
+	} else if (got == UINT64_MAX) {
+		got = s->lim_n > 1 ? take_from(s, 1, d, LIMITS_UNRATED_CHUNK, &wait) : UINT64_MAX;
+	}
+	if (got == UINT64_MAX)
+		got = LIMITS_UNRATED_CHUNK;
+	if (!got) {
+		/* Sessions that waited go first: one that has just had a chunk
+		 * waits a millisecond more, behind them (timers of one deadline
+		 * fire in the order they were set). */
+		if (!s->lim_waiting)
+			wait++;
+		s->lim_waiting = true;
+		shm_count(s->wk->slot, M_RATE_PAUSES, 1);
+		loop_timer_start_at(&s->wk->misc_tl, &s->lim_timer, s->wk->loop.now + wait);
+		return 0;
+	}
+	s->lim_waiting = false;
+	return s->lim_allow[d] = got;
+}
 
 /* How many bytes the next read may splice (0: read into the buffer).
  * Splicing needs the buffer empty (bytes leave in order) and nothing that
@@ -150,6 +229,8 @@ static int fill_pipe(struct session *s, const struct flow *f, uint64_t max)
 	int rc = 0;
 	if (r > 0) {
 		p->len += (uint32_t)r;
+		if (s->lim_n)
+			s->lim_allow[f->ldir] -= (uint64_t)r;
 		if (s->sniff)
 			sniff_skip(s->sniff, f->dir, (uint64_t)r);
 		/* A short splice does not prove the socket drained (the pipe may
@@ -175,7 +256,7 @@ static int fill_pipe(struct session *s, const struct flow *f, uint64_t max)
 
 /* Read from the source into the buffer.  Returns 1 on progress (bytes or
  * EOF), 0 on none, or a negative errno. */
-static int fill_buf(struct session *s, const struct flow *f)
+static int fill_buf(struct session *s, const struct flow *f, uint64_t allow)
 {
 	struct rbuf *b = *f->buf;
 	if (!b) {
@@ -191,10 +272,14 @@ static int fill_buf(struct session *s, const struct flow *f)
 		b->pos = 0;
 	}
 	size_t space = b->cap - b->last;
+	if (space > allow)
+		space = (size_t)allow;
 	int rc = 0;
 	if (space > 0) {
 		ssize_t r = recv(f->src, b->data + b->last, space, 0);
 		if (r > 0) {
+			if (s->lim_n)
+				s->lim_allow[f->ldir] -= (uint64_t)r;
 			if (s->sniff || s->sniff_wanted)
 				sniff_input(s, f->dir, b->data + b->last, (size_t)r);
 			b->last += (uint32_t)r;
@@ -236,11 +321,15 @@ static int pump(struct session *s, const struct flow *f, bool *moved)
 				return (int)w;
 			progress = w > 0;
 		}
-		if (!*f->eof && *f->readable) {
+		/* Unlimited sessions pay the lim_n test only. */
+		uint64_t allow = UINT64_MAX;
+		if (!*f->eof && *f->readable && (!s->lim_n || (allow = rate_allowance(s, f->ldir)))) {
 			uint64_t max = splice_allowance(s, f);
+			if (max > allow)
+				max = allow;
 			int rc = max ? fill_pipe(s, f, max) : -ENOBUFS;
 			if (rc == -ENOBUFS)
-				rc = fill_buf(s, f);
+				rc = fill_buf(s, f, allow);
 			if (rc < 0)
 				return rc;
 			progress |= rc > 0;
@@ -265,10 +354,10 @@ static void relay(struct session *s)
 	uint64_t up0 = s->bytes_up, down0 = s->bytes_down;
 	const struct flow up = {s->cfd, s->tfd, &s->c_readable, &s->c_eof, &s->t_writable,
 	                        &s->t_shut, s->c_hup, &s->up_bulk, &s->up, &s->up_pipe,
-	                        &s->bytes_up, M_BYTES_UP, SNIFF_UP};
+	                        &s->bytes_up, M_BYTES_UP, SNIFF_UP, LIMIT_OUT};
 	const struct flow down = {s->tfd, s->cfd, &s->t_readable, &s->t_eof, &s->c_writable,
 	                          &s->c_shut, s->t_hup, &s->down_bulk, &s->down, &s->down_pipe,
-	                          &s->bytes_down, M_BYTES_DOWN, SNIFF_DOWN};
+	                          &s->bytes_down, M_BYTES_DOWN, SNIFF_DOWN, LIMIT_IN};
 	int rc = pump(s, &up, &moved);
 	if (rc == 0)
 		rc = pump(s, &down, &moved);

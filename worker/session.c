@@ -183,6 +183,97 @@ void session_fail(struct session *s, uint8_t rep)
 	session_refuse(s, out, socks5_reply_encode(out, rep, NULL));
 }
 
+/* ---- limits ------------------------------------------------------------- */
+
+static bool limits_hold(struct session *s, uint32_t index, uint32_t max, uint32_t gen)
+{
+	struct worker *wk = s->wk;
+	struct limit_entry *e = limits_entry_at(&wk->seg->limits, index);
+	if (s->lim_n == 2 || !limits_take(e, max, gen, &wk->slot->limit_held[index]))
+		return false;
+	if (s->lim_n++ == 0) {
+		loop_timer_init(&s->lim_timer, relay_rate_resume, s);
+		shm_gauge_add(wk->slot, G_CONN_LIMITED, 1);
+	}
+	s->lim_idx[s->lim_n - 1] = index;
+	return true;
+}
+
+static bool limits_refuse(struct session *s, const char *what, uint32_t max)
+{
+	char name[SESSION_USER_TEXT_MAX];
+	session_user_text(s, name);
+	log_debug("session %llu: user '%s': %s at its %u sessions: refused",
+	          (unsigned long long)s->id, name, what, max);
+	shm_count(s->wk->slot, M_LIMIT_REFUSED, 1);
+	session_fail(s, SOCKS5_REP_NOT_ALLOWED);
+	return false;
+}
+
+bool session_limits_admit(struct session *s)
+{
+	if (s->user_slot < 0)
+		return true;
+	struct limit_entry *e = &s->wk->seg->limits.user[s->user_slot];
+	if (!__atomic_load_n(&e->on, __ATOMIC_ACQUIRE))
+		return true;
+	uint32_t max = __atomic_load_n(&e->max_sessions, __ATOMIC_RELAXED);
+	if (!limits_hold(s, limits_user_index((uint32_t)s->user_slot), max, 0))
+		return limits_refuse(s, "user limit", max);
+	return true;
+}
+
+bool session_limits_admit_rule(struct session *s, uint32_t rule_index, uint32_t max_sessions,
+                               uint64_t rate_in, uint64_t rate_out)
+{
+	if (!max_sessions && !rate_in && !rate_out)
+		return true;
+	if (rule_index >= LIMITS_MAX_RULES) {
+		log_debug("session %llu: rule %u is past the %d that can carry limits",
+		          (unsigned long long)s->id, rule_index, LIMITS_MAX_RULES);
+		return true;
+	}
+	struct limits_area *la = &s->wk->seg->limits;
+	/* Rules are numbered anew by each reload: the entries of a rule set
+	 * are in the bank of its generation, so the sessions of the set before
+	 * keep their places in the other bank until they end. */
+	uint32_t gen = __atomic_load_n(&la->rules_gen, __ATOMIC_ACQUIRE);
+	uint32_t index = limits_rule_index(gen & 1, rule_index);
+	struct limit_entry *e = limits_entry_at(la, index);
+	struct limit_spec spec = {.max_sessions = max_sessions};
+	spec.rate[LIMIT_IN] = rate_in;
+	spec.rate[LIMIT_OUT] = rate_out;
+	/* Every worker stores the same values for one generation. */
+	if (__atomic_load_n(&e->max_sessions, __ATOMIC_RELAXED) != max_sessions ||
+	    __atomic_load_n(&e->b[LIMIT_IN].rate, __ATOMIC_RELAXED) != rate_in ||
+	    __atomic_load_n(&e->b[LIMIT_OUT].rate, __ATOMIC_RELAXED) != rate_out ||
+	    !__atomic_load_n(&e->on, __ATOMIC_RELAXED))
+		limits_set(e, &spec);
+	if (!limits_hold(s, index, max_sessions, gen))
+		return limits_refuse(s, "rule limit", max_sessions);
+	return true;
+}
+
+/* Places and unused allowance go back to the entries. */
+static void limits_release(struct session *s)
+{
+	struct worker *wk = s->wk;
+	if (!s->lim_n)
+		return;
+	loop_timer_stop(&s->lim_timer);
+	for (uint8_t i = 0; i < s->lim_n; i++) {
+		struct limit_entry *e = limits_entry_at(&wk->seg->limits, s->lim_idx[i]);
+		for (int d = 0; d < 2; d++) {
+			uint64_t rate = __atomic_load_n(&e->b[d].rate, __ATOMIC_RELAXED);
+			if (rate && s->lim_allow[d])
+				limits_bucket_give(&e->b[d], rate, s->lim_allow[d]);
+		}
+		limits_give(e, &wk->slot->limit_held[s->lim_idx[i]]);
+	}
+	s->lim_n = 0;
+	shm_gauge_add(wk->slot, G_CONN_LIMITED, -1);
+}
+
 /* ---- events ------------------------------------------------------------- */
 
 /* Readiness is kept as flags (edge-triggered watches); the handler of the
@@ -261,6 +352,7 @@ void session_finalize(struct session *s)
 		shm_gauge_add(wk->slot, G_CONN_RELAYING, -1);
 	if (s->user_slot >= 0)
 		__atomic_fetch_sub(&wk->slot->user_conns[s->user_slot], 1, __ATOMIC_RELAXED);
+	limits_release(s);
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
 	shm_conn_closed(wk->seg);
 	auth_cancel(wk->auth, s->auth_job);

@@ -123,6 +123,16 @@ struct session {
 	uint64_t bytes_up, bytes_down;
 	int64_t start_ms;
 	int64_t start_wall;
+
+	/* Limits (shared/limits.h): the entries this session holds a place in
+	 * (its user's, a rule's) and the bytes each direction may still read
+	 * before it takes more from the entries' buckets.  lim_n == 0: no
+	 * limit, and that test is all the relay pays. */
+	uint8_t lim_n;
+	uint32_t lim_idx[2];
+	uint64_t lim_allow[2]; /* by enum limit_dir */
+	bool lim_waiting;            /* the last take found the bucket short */
+	struct loop_timer lim_timer; /* a direction waits for its bucket */
 };
 
 /* ---- session.c: life cycle and what every state shares ---- */
@@ -154,6 +164,15 @@ void session_addr_text(const struct sockaddr_storage *ss, char *out, size_t len,
 #define SESSION_USER_TEXT_MAX (SHM_USER_NAME_MAX * 4 + 6)
 void session_user_text(const struct session *s, char out[SESSION_USER_TEXT_MAX]);
 
+/* Limits, at request time (after authentication).  Each takes a place in
+ * its entry (the user's; rule_index's with the rule's limits) and returns
+ * true, or answers the request 0x02 (not allowed), counts the refusal and
+ * returns false: the caller just returns.  Nothing is taken for a user
+ * without a limit, nor for a rule without one. */
+bool session_limits_admit(struct session *s);
+bool session_limits_admit_rule(struct session *s, uint32_t rule_index, uint32_t max_sessions,
+                               uint64_t rate_in, uint64_t rate_out);
+
 /* ---- handshake.c ---- */
 
 /* The first state: read and answer the greeting. */
@@ -177,5 +196,7 @@ void connect_close_attempts(struct session *s);
 void relay_begin(struct session *s);
 /* Restart the idle timer (when the idle clean-up is on). */
 void relay_touch_idle(struct session *s);
+/* lim_timer's callback: a paused direction reads again. */
+void relay_rate_resume(struct loop *l, struct loop_timer *t);
 
 #endif

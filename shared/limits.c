@@ -1,0 +1,323 @@
+#include "limits.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "names.h"
+
+#define HOLDERS_MASK 0xffffffffull
+
+struct limit_entry *limits_entry_at(struct limits_area *la, uint32_t index)
+{
+	if (index < LIMITS_MAX_USERS)
+		return &la->user[index];
+	index -= LIMITS_MAX_USERS;
+	if (index < 2 * LIMITS_MAX_RULES)
+		return &la->rule[index / LIMITS_MAX_RULES][index % LIMITS_MAX_RULES];
+	return NULL;
+}
+
+void limits_set(struct limit_entry *e, const struct limit_spec *spec)
+{
+	__atomic_store_n(&e->max_sessions, spec ? spec->max_sessions : 0, __ATOMIC_RELAXED);
+	for (int d = 0; d < 2; d++)
+		__atomic_store_n(&e->b[d].rate, spec ? spec->rate[d] : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&e->on, spec != NULL, __ATOMIC_RELEASE);
+}
+
+void limits_rules_reload(struct limits_area *la)
+{
+	__atomic_add_fetch(&la->rules_gen, 1, __ATOMIC_RELEASE);
+}
+
+void limits_fold(struct limit_entry *e, uint32_t n)
+{
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+	uint64_t next;
+	do {
+		uint32_t h = (uint32_t)(w & HOLDERS_MASK);
+		next = (w & ~HOLDERS_MASK) | (h > n ? h - n : 0);
+	} while (!__atomic_compare_exchange_n(&e->word, &w, next, true, __ATOMIC_RELAXED,
+	                                      __ATOMIC_RELAXED));
+}
+
+bool limits_take(struct limit_entry *e, uint32_t max, uint32_t gen, uint32_t *held)
+{
+	/* Our own count first: a worker killed from here on is subtracted at
+	 * most once too often, never leaves a place taken. */
+	__atomic_store_n(held, *held + 1, __ATOMIC_RELAXED);
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+	for (;;) {
+		uint32_t h = (uint32_t)(w & HOLDERS_MASK);
+		if ((max && h >= max) || h == UINT32_MAX) {
+			__atomic_store_n(held, *held - 1, __ATOMIC_RELAXED);
+			return false;
+		}
+		uint64_t next = (uint64_t)gen << 32 | (h + 1);
+		if (__atomic_compare_exchange_n(&e->word, &w, next, true, __ATOMIC_ACQ_REL,
+		                                __ATOMIC_RELAXED))
+			return true;
+	}
+}
+
+void limits_give(struct limit_entry *e, uint32_t *held)
+{
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+	uint64_t next;
+	do {
+		uint32_t h = (uint32_t)(w & HOLDERS_MASK);
+		next = (w & ~HOLDERS_MASK) | (h ? h - 1 : 0);
+	} while (!__atomic_compare_exchange_n(&e->word, &w, next, true, __ATOMIC_RELEASE,
+	                                      __ATOMIC_RELAXED));
+	__atomic_signal_fence(__ATOMIC_SEQ_CST);
+	if (*held)
+		__atomic_store_n(held, *held - 1, __ATOMIC_RELAXED);
+}
+
+/* ---- buckets ------------------------------------------------------------ */
+
+uint64_t limits_burst(uint64_t rate)
+{
+	uint64_t b = rate / 10;
+	return b < LIMITS_BURST_MIN ? LIMITS_BURST_MIN : b;
+}
+
+uint64_t limits_chunk(uint64_t rate)
+{
+	return limits_burst(rate) / 4;
+}
+
+/* Add up to add thousandths, never past cap. */
+static void bucket_add(struct limit_bucket *b, int64_t add, int64_t cap)
+{
+	int64_t t = __atomic_load_n(&b->tokens, __ATOMIC_RELAXED);
+	int64_t next;
+	do {
+		if (t >= cap)
+			return;
+		next = add > cap - t ? cap : t + add;
+	} while (!__atomic_compare_exchange_n(&b->tokens, &t, next, true, __ATOMIC_RELAXED,
+	                                      __ATOMIC_RELAXED));
+}
+
+uint64_t limits_bucket_take(struct limit_bucket *b, uint64_t rate, uint64_t want, uint64_t min,
+                            int64_t now_ms)
+{
+	if (rate > LIMITS_RATE_MAX)
+		rate = LIMITS_RATE_MAX;
+	int64_t cap = (int64_t)limits_burst(rate) * 1000;
+	/* One process wins the refill of each elapsed interval: the one whose
+	 * compare-and-swap moves the stamp. */
+	int64_t st = __atomic_load_n(&b->stamp_ms, __ATOMIC_RELAXED);
+	if (now_ms > st &&
+	    __atomic_compare_exchange_n(&b->stamp_ms, &st, now_ms, false, __ATOMIC_RELAXED,
+	                                __ATOMIC_RELAXED)) {
+		int64_t elapsed = now_ms - st;
+		/* Bounded so that elapsed * rate cannot overflow; the cap
+		 * below keeps the bucket to its burst anyway. */
+		if (elapsed > 1000 * 1000)
+			elapsed = 1000 * 1000;
+		bucket_add(b, elapsed * (int64_t)rate, cap);
+	}
+	int64_t t = __atomic_load_n(&b->tokens, __ATOMIC_RELAXED);
+	uint64_t n;
+	do {
+		n = t < 1000 ? 0 : (uint64_t)t / 1000;
+		if (n == 0 || n < min)
+			return 0;
+		if (n > want)
+			n = want;
+	} while (!__atomic_compare_exchange_n(&b->tokens, &t, t - (int64_t)n * 1000, true,
+	                                      __ATOMIC_RELAXED, __ATOMIC_RELAXED));
+	return n;
+}
+
+void limits_bucket_give(struct limit_bucket *b, uint64_t rate, uint64_t n)
+{
+	if (rate > LIMITS_RATE_MAX)
+		rate = LIMITS_RATE_MAX;
+	uint64_t burst = limits_burst(rate);
+	if (n > burst)
+		n = burst;
+	bucket_add(b, (int64_t)n * 1000, (int64_t)burst * 1000);
+}
+
+int64_t limits_bucket_wait_ms(const struct limit_bucket *b, uint64_t rate, uint64_t want)
+{
+	if (rate == 0)
+		return 1;
+	if (rate > LIMITS_RATE_MAX)
+		rate = LIMITS_RATE_MAX;
+	uint64_t burst = limits_burst(rate);
+	if (want > burst)
+		want = burst;
+	int64_t t = __atomic_load_n(&b->tokens, __ATOMIC_RELAXED);
+	int64_t need = (int64_t)want * 1000 - (t > 0 ? t : 0);
+	if (need <= 0)
+		return 1;
+	int64_t ms = (need + (int64_t)rate - 1) / (int64_t)rate;
+	return ms < 1 ? 1 : ms > LIMITS_WAIT_MAX_MS ? LIMITS_WAIT_MAX_MS : ms;
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+int limits_parse_rate(const char *s, uint64_t *out)
+{
+	if (*s < '0' || *s > '9')
+		return -EINVAL;
+	errno = 0;
+	char *end;
+	unsigned long long n = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	unsigned long long mul = 0;
+	if (!*end || !strcasecmp(end, "b"))
+		mul = 1;
+	else if (!strcasecmp(end, "k") || !strcasecmp(end, "kb") || !strcasecmp(end, "kib"))
+		mul = 1ull << 10;
+	else if (!strcasecmp(end, "m") || !strcasecmp(end, "mb") || !strcasecmp(end, "mib"))
+		mul = 1ull << 20;
+	else if (!strcasecmp(end, "g") || !strcasecmp(end, "gb") || !strcasecmp(end, "gib"))
+		mul = 1ull << 30;
+	if (!mul || n > LIMITS_RATE_MAX / mul)
+		return -EINVAL;
+	*out = n * mul;
+	return 0;
+}
+
+int limits_parse_rates(const char *s, uint64_t rate[2])
+{
+	char in[32];
+	const char *slash = strchr(s, '/');
+	size_t n = slash ? (size_t)(slash - s) : strlen(s);
+	if (n == 0 || n >= sizeof in)
+		return -EINVAL;
+	memcpy(in, s, n);
+	in[n] = '\0';
+	if (limits_parse_rate(in, &rate[LIMIT_IN]) < 0)
+		return -EINVAL;
+	if (!slash) {
+		rate[LIMIT_OUT] = rate[LIMIT_IN];
+		return 0;
+	}
+	return limits_parse_rate(slash + 1, &rate[LIMIT_OUT]);
+}
+
+/* The next blank-separated word of *p (NUL-terminated in place), or NULL. */
+static char *word(char **p)
+{
+	char *s = *p;
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (!*s)
+		return NULL;
+	char *w = s;
+	while (*s && *s != ' ' && *s != '\t')
+		s++;
+	if (*s)
+		*s++ = '\0';
+	*p = s;
+	return w;
+}
+
+int limits_parse_line(const char *value, struct limit_conf *out, char *err, size_t errlen)
+{
+	char buf[1024];
+	if (strlen(value) >= sizeof buf) {
+		snprintf(err, errlen, "line too long");
+		return -EINVAL;
+	}
+	memcpy(buf, value, strlen(value) + 1);
+	memset(out, 0, sizeof *out);
+	char *p = buf;
+	char *name = word(&p);
+	if (!name) {
+		snprintf(err, errlen, "expected NAME|* [max-sessions N] [rate IN[/OUT]]");
+		return -EINVAL;
+	}
+	const char *why = strcmp(name, "*") == 0 ? NULL : names_user_problem(name, strlen(name));
+	if (why) {
+		snprintf(err, errlen, "the user name %s", why);
+		return -EINVAL;
+	}
+	memcpy(out->name, name, strlen(name) + 1);
+	bool any = false, have_max = false, have_rate = false;
+	for (char *k; (k = word(&p));) {
+		char *v = word(&p);
+		if (!v) {
+			snprintf(err, errlen, "'%s' needs a value", k);
+			return -EINVAL;
+		}
+		if (strcmp(k, "max-sessions") == 0 && !have_max) {
+			char *end;
+			errno = 0;
+			unsigned long long n = strtoull(v, &end, 10);
+			if (*v < '0' || *v > '9' || *end || errno || n == 0 || n > LIMITS_SESSIONS_MAX) {
+				snprintf(err, errlen, "max-sessions '%s': expected 1 to %u", v,
+				         LIMITS_SESSIONS_MAX);
+				return -EINVAL;
+			}
+			out->spec.max_sessions = (uint32_t)n;
+			have_max = true;
+		} else if (strcmp(k, "rate") == 0 && !have_rate) {
+			if (limits_parse_rates(v, out->spec.rate) < 0) {
+				snprintf(err, errlen,
+				         "rate '%s': expected IN[/OUT] in bytes per second (K, M, G: "
+				         "1024-based; 0: none)",
+				         v);
+				return -EINVAL;
+			}
+			have_rate = true;
+		} else {
+			snprintf(err, errlen, "'%s': expected max-sessions N or rate IN[/OUT], once each",
+			         k);
+			return -EINVAL;
+		}
+		any = true;
+	}
+	if (!any) {
+		snprintf(err, errlen, "'%s': no max-sessions or rate given", out->name);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int limit_list_add(struct limit_list *l, const struct limit_conf *c)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].name, c->name) == 0)
+			return -EEXIST;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 8;
+		struct limit_conf *v = realloc(l->v, cap * sizeof *v);
+		if (!v)
+			return -ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = *c;
+	return 0;
+}
+
+void limit_list_free(struct limit_list *l)
+{
+	free(l->v);
+	l->v = NULL;
+	l->n = l->cap = 0;
+}
+
+const struct limit_spec *limit_list_find(const struct limit_list *l, const char *user)
+{
+	const struct limit_spec *any = NULL;
+	for (size_t i = 0; i < l->n; i++) {
+		if (strcmp(l->v[i].name, user) == 0)
+			return &l->v[i].spec;
+		if (strcmp(l->v[i].name, "*") == 0)
+			any = &l->v[i].spec;
+	}
+	return any;
+}

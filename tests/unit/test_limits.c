@@ -1,0 +1,406 @@
+/*
+ * Unit tests for shared/limits: the session places (compare-and-swap,
+ * including processes racing for the last place), the token bucket
+ * arithmetic, the fold of a dead worker's places, and the `limit` line
+ * parser on good and hostile input.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../../shared/limits.h"
+#include "../../shared/shm.h"
+
+/* ---- places ------------------------------------------------------------- */
+
+static void take_stops_at_the_maximum_and_give_frees_a_place(void **state)
+{
+	(void)state;
+	struct limit_entry e = {0};
+	uint32_t held = 0;
+	for (int i = 0; i < 3; i++)
+		assert_true(limits_take(&e, 3, 0, &held));
+	assert_false(limits_take(&e, 3, 0, &held));
+	assert_int_equal(limits_holders(&e), 3);
+	assert_int_equal(held, 3);
+	limits_give(&e, &held);
+	assert_int_equal(held, 2);
+	assert_true(limits_take(&e, 3, 0, &held));
+	assert_false(limits_take(&e, 3, 0, &held));
+}
+
+static void no_maximum_always_takes(void **state)
+{
+	(void)state;
+	struct limit_entry e = {0};
+	uint32_t held = 0;
+	for (int i = 0; i < 1000; i++)
+		assert_true(limits_take(&e, 0, 0, &held));
+	assert_int_equal(limits_holders(&e), 1000);
+}
+
+static void a_new_generation_keeps_the_old_holders(void **state)
+{
+	(void)state;
+	struct limit_entry e = {0};
+	uint32_t held = 0;
+	assert_true(limits_take(&e, 2, 7, &held));
+	assert_true(limits_take(&e, 2, 8, &held));
+	assert_int_equal(e.word >> 32, 8);
+	assert_false(limits_take(&e, 2, 8, &held));
+	limits_give(&e, &held);
+	limits_give(&e, &held);
+	limits_give(&e, &held); /* one too many: clamped, never wraps */
+	assert_int_equal(limits_holders(&e), 0);
+	assert_int_equal(held, 0);
+}
+
+static void fold_subtracts_a_dead_workers_places_clamped(void **state)
+{
+	(void)state;
+	struct limit_entry e = {0};
+	uint32_t a = 0, b = 0;
+	for (int i = 0; i < 3; i++)
+		assert_true(limits_take(&e, 5, 0, &a));
+	assert_true(limits_take(&e, 5, 0, &b));
+	limits_fold(&e, a);
+	assert_int_equal(limits_holders(&e), 1);
+	limits_fold(&e, 10);
+	assert_int_equal(limits_holders(&e), 0);
+}
+
+static void retire_gives_back_the_places_of_the_worker(void **state)
+{
+	(void)state;
+	struct shm_segment *seg = NULL;
+	assert_int_equal(shm_create(NULL, NULL, 0, &seg), 0);
+	struct limit_spec sp = {.max_sessions = 2};
+	limits_set(&seg->limits.user[5], &sp);
+	uint32_t idx = limits_user_index(5);
+	assert_true(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[0].limit_held[idx]));
+	assert_true(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[1].limit_held[idx]));
+	assert_false(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[1].limit_held[idx]));
+	uint32_t ridx = limits_rule_index(1, 9);
+	assert_true(limits_take(limits_entry_at(&seg->limits, ridx), 1, 3,
+	                        &seg->slots[0].limit_held[ridx]));
+	shm_worker_retire(seg, 0);
+	assert_int_equal(limits_holders(&seg->limits.user[5]), 1);
+	assert_int_equal(limits_holders(&seg->limits.rule[1][9]), 0);
+	assert_int_equal(seg->slots[0].limit_held[idx], 0);
+	assert_true(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[1].limit_held[idx]));
+	shm_destroy(seg);
+}
+
+/* Processes share one entry through a shared mapping, as workers do. */
+struct race {
+	struct limit_entry e;
+	uint32_t inside;   /* places really in use, counted after each take */
+	uint32_t overflow; /* set when inside ever went past the maximum */
+	uint32_t wins;
+	uint32_t go;
+	uint32_t held[16];
+};
+
+static struct race *race_map(void)
+{
+	void *p = mmap(NULL, sizeof(struct race), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	               -1, 0);
+	assert_true(p != MAP_FAILED);
+	memset(p, 0, sizeof(struct race));
+	return p;
+}
+
+static void wait_children(int n)
+{
+	for (int i = 0; i < n; i++) {
+		int st;
+		assert_true(wait(&st) > 0);
+		assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+}
+
+static void processes_racing_never_exceed_the_maximum(void **state)
+{
+	(void)state;
+	struct race *r = race_map();
+	enum { PROCS = 6, ROUNDS = 20000, MAX = 3 };
+	for (int p = 0; p < PROCS; p++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
+				;
+			for (int i = 0; i < ROUNDS; i++) {
+				if (!limits_take(&r->e, MAX, 0, &r->held[p]))
+					continue;
+				if (__atomic_add_fetch(&r->inside, 1, __ATOMIC_SEQ_CST) > MAX)
+					__atomic_store_n(&r->overflow, 1, __ATOMIC_SEQ_CST);
+				__atomic_sub_fetch(&r->inside, 1, __ATOMIC_SEQ_CST);
+				limits_give(&r->e, &r->held[p]);
+			}
+			_exit(0);
+		}
+	}
+	__atomic_store_n(&r->go, 1, __ATOMIC_RELEASE);
+	wait_children(PROCS);
+	assert_int_equal(r->overflow, 0);
+	assert_int_equal(limits_holders(&r->e), 0);
+	for (int p = 0; p < PROCS; p++)
+		assert_int_equal(r->held[p], 0);
+	munmap(r, sizeof *r);
+}
+
+static void processes_racing_take_exactly_the_maximum(void **state)
+{
+	(void)state;
+	/* Every take a process wins is counted: with a lost update, more
+	 * places would be won than exist. */
+	struct race *r = race_map();
+	enum { PROCS = 4, TRIES = 40000, MAX = 100000 };
+	for (int p = 0; p < PROCS; p++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
+				;
+			for (int i = 0; i < TRIES; i++)
+				if (limits_take(&r->e, MAX, 0, &r->held[p]))
+					__atomic_add_fetch(&r->wins, 1, __ATOMIC_SEQ_CST);
+			_exit(0);
+		}
+	}
+	__atomic_store_n(&r->go, 1, __ATOMIC_RELEASE);
+	wait_children(PROCS);
+	assert_int_equal(r->wins, MAX);
+	assert_int_equal(limits_holders(&r->e), MAX);
+	uint32_t held = 0;
+	for (int p = 0; p < PROCS; p++)
+		held += r->held[p];
+	assert_int_equal(held, MAX);
+	munmap(r, sizeof *r);
+}
+
+static void processes_racing_for_the_last_places_take_exactly_them(void **state)
+{
+	(void)state;
+	enum { PROCS = 12, MAX = 5 };
+	for (int round = 0; round < 20; round++) {
+		struct race *r = race_map();
+		for (int p = 0; p < PROCS; p++) {
+			pid_t pid = fork();
+			assert_true(pid >= 0);
+			if (pid == 0) {
+				while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
+					;
+				if (limits_take(&r->e, MAX, 0, &r->held[p]))
+					__atomic_add_fetch(&r->wins, 1, __ATOMIC_SEQ_CST);
+				_exit(0);
+			}
+		}
+		__atomic_store_n(&r->go, 1, __ATOMIC_RELEASE);
+		wait_children(PROCS);
+		assert_int_equal(r->wins, MAX);
+		assert_int_equal(limits_holders(&r->e), MAX);
+		munmap(r, sizeof *r);
+	}
+}
+
+/* ---- buckets ------------------------------------------------------------ */
+
+static void burst_and_chunk_sizes(void **state)
+{
+	(void)state;
+	assert_int_equal(limits_burst(1000000), 100000);
+	assert_int_equal(limits_chunk(1000000), 25000);
+	assert_int_equal(limits_burst(100), LIMITS_BURST_MIN);
+	assert_int_equal(limits_chunk(100), LIMITS_BURST_MIN / 4);
+}
+
+static void bucket_refills_by_elapsed_time_up_to_the_burst(void **state)
+{
+	(void)state;
+	struct limit_bucket b = {.stamp_ms = 1000};
+	uint64_t rate = 1000000; /* 1000 bytes per ms */
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 1000), 0);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 1010), 10000);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 1010), 0);
+	/* A long pause fills the bucket to its burst, no more. */
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 61010), 100000);
+	/* want is honoured; the rest stays. */
+	assert_int_equal(limits_bucket_take(&b, rate, 300, 1, 61015), 300);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 61015), 5000 - 300);
+}
+
+static void bucket_keeps_fractions_of_a_byte(void **state)
+{
+	(void)state;
+	struct limit_bucket b = {.stamp_ms = 0};
+	uint64_t rate = 1500; /* 1.5 bytes per ms */
+	uint64_t total = 0;
+	for (int64_t now = 1; now <= 1000; now++)
+		total += limits_bucket_take(&b, rate, 1u << 30, 1, now);
+	assert_int_equal(total, 1500);
+}
+
+static void bucket_over_ten_seconds_gives_the_rate(void **state)
+{
+	(void)state;
+	/* Many takers, 1 ms apart, each wanting a chunk: the bytes given over
+	 * 10 s are the rate's plus at most one burst. */
+	struct limit_bucket b = {.stamp_ms = 0};
+	uint64_t rate = 1 << 20, total = 0;
+	for (int64_t now = 1; now <= 10000; now++)
+		for (int k = 0; k < 4; k++)
+			total += limits_bucket_take(&b, rate, limits_chunk(rate), 1, now);
+	assert_true(total <= 10 * rate + limits_burst(rate));
+	assert_true(total >= 10 * rate - limits_chunk(rate));
+}
+
+static void bucket_gives_whole_chunks_or_nothing(void **state)
+{
+	(void)state;
+	struct limit_bucket b = {.stamp_ms = 0};
+	uint64_t rate = 1000000;
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 25000, 20), 0);
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 25000, 25), 25000);
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 25000, 49), 0);
+	assert_int_equal(limits_bucket_take(&b, rate, 25000, 1, 49), 24000);
+}
+
+static void bucket_give_returns_unused_bytes_capped(void **state)
+{
+	(void)state;
+	struct limit_bucket b = {.stamp_ms = 5};
+	uint64_t rate = 1000000;
+	limits_bucket_give(&b, rate, 500);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 5), 500);
+	limits_bucket_give(&b, rate, 1u << 30);
+	assert_int_equal(limits_bucket_take(&b, rate, 1u << 30, 1, 5), limits_burst(rate));
+}
+
+static void bucket_wait_says_when_a_chunk_is_there(void **state)
+{
+	(void)state;
+	struct limit_bucket b = {.stamp_ms = 0};
+	assert_int_equal(limits_bucket_wait_ms(&b, 1000000, 25000), 25);
+	b.tokens = 24000 * 1000;
+	assert_int_equal(limits_bucket_wait_ms(&b, 1000000, 25000), 1);
+	b.tokens = 0;
+	assert_int_equal(limits_bucket_wait_ms(&b, 100, 1024), LIMITS_WAIT_MAX_MS);
+	assert_int_equal(limits_bucket_wait_ms(&b, 0, 1024), 1);
+}
+
+static void huge_rates_and_long_pauses_do_not_overflow(void **state)
+{
+	(void)state;
+	struct limit_bucket b = {.stamp_ms = 0};
+	uint64_t n = limits_bucket_take(&b, UINT64_MAX, UINT64_MAX, 1, INT64_MAX / 2);
+	assert_int_equal(n, limits_burst(LIMITS_RATE_MAX));
+	assert_true(b.tokens >= 0);
+}
+
+/* ---- configuration ------------------------------------------------------ */
+
+static void rates_parse_with_units(void **state)
+{
+	(void)state;
+	uint64_t r[2];
+	assert_int_equal(limits_parse_rates("1M", r), 0);
+	assert_int_equal(r[LIMIT_IN], 1 << 20);
+	assert_int_equal(r[LIMIT_OUT], 1 << 20);
+	assert_int_equal(limits_parse_rates("512k/2000", r), 0);
+	assert_int_equal(r[LIMIT_IN], 512 << 10);
+	assert_int_equal(r[LIMIT_OUT], 2000);
+	assert_int_equal(limits_parse_rates("0/1G", r), 0);
+	assert_int_equal(r[LIMIT_IN], 0);
+	assert_int_equal(r[LIMIT_OUT], 1ull << 30);
+	const char *bad[] = {"", "/", "1M/", "/1M", "-1", "1X", "1M/2M/3M", "99999999999999999999",
+	                     "1025G", " 1", "1 M", "0x10"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(limits_parse_rates(bad[i], r), -EINVAL);
+}
+
+static void limit_lines_parse(void **state)
+{
+	(void)state;
+	struct limit_conf c;
+	char err[256];
+	assert_int_equal(limits_parse_line("alice max-sessions 5 rate 1M/256K", &c, err, sizeof err),
+	                 0);
+	assert_string_equal(c.name, "alice");
+	assert_int_equal(c.spec.max_sessions, 5);
+	assert_int_equal(c.spec.rate[LIMIT_IN], 1 << 20);
+	assert_int_equal(c.spec.rate[LIMIT_OUT], 256 << 10);
+	assert_int_equal(limits_parse_line("*\trate 100", &c, err, sizeof err), 0);
+	assert_string_equal(c.name, "*");
+	assert_int_equal(c.spec.max_sessions, 0);
+	assert_int_equal(c.spec.rate[LIMIT_OUT], 100);
+	assert_int_equal(limits_parse_line("bob max-sessions 1", &c, err, sizeof err), 0);
+	const char *bad[] = {"", "alice", "alice max-sessions", "alice max-sessions 0",
+	                     "alice max-sessions -1", "alice max-sessions 1x",
+	                     "alice max-sessions 1 max-sessions 2", "alice rate 1M rate 2M",
+	                     "alice speed 1M", "alice rate fast", "alice max-sessions 99999999999",
+	                     "\x01 rate 1"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		err[0] = '\0';
+		assert_int_equal(limits_parse_line(bad[i], &c, err, sizeof err), -EINVAL);
+		assert_true(err[0] != '\0');
+	}
+	char big[2000];
+	memset(big, 'a', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	assert_int_equal(limits_parse_line(big, &c, err, sizeof err), -EINVAL);
+}
+
+static void list_finds_the_users_line_then_the_default(void **state)
+{
+	(void)state;
+	struct limit_list l = {0};
+	struct limit_conf c;
+	char err[256];
+	assert_int_equal(limits_parse_line("* max-sessions 2", &c, err, sizeof err), 0);
+	assert_int_equal(limit_list_add(&l, &c), 0);
+	assert_int_equal(limits_parse_line("alice max-sessions 9", &c, err, sizeof err), 0);
+	assert_int_equal(limit_list_add(&l, &c), 0);
+	assert_int_equal(limit_list_add(&l, &c), -EEXIST);
+	assert_int_equal(limit_list_find(&l, "alice")->max_sessions, 9);
+	assert_int_equal(limit_list_find(&l, "bob")->max_sessions, 2);
+	limit_list_free(&l);
+	assert_null(limit_list_find(&l, "bob"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(take_stops_at_the_maximum_and_give_frees_a_place),
+	    cmocka_unit_test(no_maximum_always_takes),
+	    cmocka_unit_test(a_new_generation_keeps_the_old_holders),
+	    cmocka_unit_test(fold_subtracts_a_dead_workers_places_clamped),
+	    cmocka_unit_test(retire_gives_back_the_places_of_the_worker),
+	    cmocka_unit_test(processes_racing_never_exceed_the_maximum),
+	    cmocka_unit_test(processes_racing_take_exactly_the_maximum),
+	    cmocka_unit_test(processes_racing_for_the_last_places_take_exactly_them),
+	    cmocka_unit_test(burst_and_chunk_sizes),
+	    cmocka_unit_test(bucket_refills_by_elapsed_time_up_to_the_burst),
+	    cmocka_unit_test(bucket_keeps_fractions_of_a_byte),
+	    cmocka_unit_test(bucket_over_ten_seconds_gives_the_rate),
+	    cmocka_unit_test(bucket_gives_whole_chunks_or_nothing),
+	    cmocka_unit_test(bucket_give_returns_unused_bytes_capped),
+	    cmocka_unit_test(bucket_wait_says_when_a_chunk_is_there),
+	    cmocka_unit_test(huge_rates_and_long_pauses_do_not_overflow),
+	    cmocka_unit_test(rates_parse_with_units),
+	    cmocka_unit_test(limit_lines_parse),
+	    cmocka_unit_test(list_finds_the_users_line_then_the_default),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
