@@ -912,7 +912,7 @@ int main(int argc, char **argv)
 	g.ramp_limit = 120;
 	g.dg_size = 64;
 	g.window = 32;
-	bool window_set = false;
+	bool window_set = false, udp_opt = false;
 	int opt;
 	opterr = 0; /* our own one-line messages */
 	while ((opt = getopt(argc, argv, "m:x:t:c:d:n:u:p:s:k:r:Wl:R:w:h")) != -1) {
@@ -950,11 +950,17 @@ int main(int argc, char **argv)
 		case 'd': g.duration = num_arg("-d", optarg, 0.001, 1e7); break;
 		case 'n': g.max_conns = (uint64_t)num_arg("-n", optarg, 0, 1e15); break;
 		case 'p': g.path = optarg; break;
-		case 'l': g.dg_size = (size_t)num_arg("-l", optarg, UDP_MIN, UDP_MAX); break;
-		case 'R': g.dg_rate = num_arg("-R", optarg, 1, 1e8); break;
+		case 'l':
+			g.dg_size = (size_t)num_arg("-l", optarg, UDP_MIN, UDP_MAX);
+			udp_opt = true;
+			break;
+		case 'R':
+			g.dg_rate = num_arg("-R", optarg, 1, 1e8);
+			udp_opt = true;
+			break;
 		case 'w':
 			g.window = (int)num_arg("-w", optarg, 1, UDP_SEEN_BITS / 16);
-			window_set = true;
+			window_set = udp_opt = true;
 			break;
 		case 'u': {
 			char *colon = strchr(optarg, ':');
@@ -993,7 +999,7 @@ int main(int argc, char **argv)
 		g.max_dgrams = g.max_conns;
 		g.max_conns = 0;
 		g.step = true; /* each SOCKS answer before the next message */
-	} else if (g.dg_rate || window_set || g.dg_size != 64) {
+	} else if (udp_opt) {
 		bad_usage("-l, -R and -w are for -m udp");
 	}
 	struct sigaction sa = {.sa_handler = on_signal};
