@@ -715,7 +715,7 @@ static double udp_run(void)
 		}
 		if (sending && g.dg_rate) {
 			/* paced: send what is due by now, round robin in bursts of at
-			 * most 16 per association; a backlog beyond 5 ms is skipped
+			 * most 32 per association; a backlog beyond 5 ms is skipped
 			 * (loadgen fell behind), not sent as one burst */
 			uint64_t due = (uint64_t)((double)(now - t0) * g.dg_rate / 1e9) + 1;
 			if (g.max_dgrams && due > g.max_dgrams)
@@ -725,8 +725,8 @@ static double udp_run(void)
 				offered = due - cap;
 			while (offered < due) {
 				uint64_t n = due - offered;
-				if (n > 16)
-					n = 16;
+				if (n > 32)
+					n = 32;
 				total += (uint64_t)udp_send(ready[rr++ % nready], (int)n);
 				offered += n;
 			}
