@@ -2,12 +2,15 @@
 """Tables and plot data from bench/run.sh's results.
 
     report.py RESULTS OUTDIR [--doc docs/performance.md --png docs/bench.png]
+    report.py udp UDP_RESULTS OUTDIR [--doc docs/performance.md]
 
 RESULTS has one line per loadgen run, key=value pairs (wl, sys, run, the
 proxy's cpu_ns, then loadgen's own output).  Writes OUTDIR/tables.md and
 OUTDIR/plot-*.dat, and with --doc replaces the section between
 <!-- bench:begin --> and <!-- bench:end --> of that file (appends one if it
-has none), leaving the rest untouched.
+has none), leaving the rest untouched.  The udp form does the same for
+bench/udp.sh: OUTDIR/udp-tables.md and the section between
+<!-- bench-udp:begin --> and <!-- bench-udp:end -->.
 """
 
 import os
@@ -115,8 +118,124 @@ def table(header, rows):
     return "\n".join(out)
 
 
+UDP_BEGIN, UDP_END = "<!-- bench-udp:begin -->", "<!-- bench-udp:end -->"
+UDP_NAMES = {"direct": "direct (no proxy)", "dante": "Dante", "socks5d": "socks5d -w 2"}
+
+
+def replace_section(doc, begin, end, section):
+    text = open(doc).read()
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + section + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    with open(doc, "w") as f:
+        f.write(text)
+
+
+def udp_main(args):
+    """Tables of bench/udp.sh: per datagram size, closed-loop rate, the
+    paced runs at the direct rate and at half of it, proxy CPU."""
+    doc = None
+    if "--doc" in args:
+        i = args.index("--doc")
+        doc = args[i + 1]
+        del args[i:i + 2]
+    results_path, outdir = args
+    rows = [r for r in load(results_path) if r.get("wl") == "udp"]
+    meta = []
+    mp = os.path.join(outdir, "udp-meta.txt")
+    if os.path.exists(mp):
+        meta = [l.rstrip("\n") for l in open(mp) if l.strip()]
+    metad = dict(l.split(": ", 1) for l in meta if ": " in l)
+    na = {}
+    nap = os.path.join(outdir, "udp-na.txt")
+    if os.path.exists(nap):
+        for l in open(nap):
+            if ": " in l:
+                k, v = l.rstrip("\n").split(": ", 1)
+                na[k] = v
+    nruns = max([int(r["run"]) for r in rows] or [0])
+    med_word = "median of %d" % nruns + (" (the mean of the two)" if nruns == 2 else "")
+
+    def med(sys_, size, kind, fn):
+        out = []
+        for r in rows:
+            if r["sys"] == sys_ and r["size"] == size and r["kind"] == kind and "na" not in r:
+                try:
+                    out.append(fn(r))
+                except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                    pass
+        return median(out)
+
+    def recv(r):
+        if int(r["established"]) == 0:
+            raise ValueError
+        return float(r["recv_rate"])
+
+    def cpu_us(r):
+        return float(r["cpu_ns"]) / 1000.0 / (2 * float(r["received"]))
+
+    sizes = sorted({r["size"] for r in rows}, key=int)
+    sections, goals = [], []
+    for size in sizes:
+        d = med("direct", size, "window", recv)
+        table_rows = []
+        for s in ("direct", "dante", "socks5d"):
+            if not any(r["sys"] == s and r["size"] == size for r in rows):
+                continue
+            note = " (n/a: %s)" % na[s] if s in na else ""
+            w = med(s, size, "window", recv)
+            half = [fmt(med(s, size, "half", recv), 0), fmt(med(s, size, "half", lambda r: float(r["loss_pct"])), 3)]
+            table_rows.append([UDP_NAMES[s] + note, fmt(w, 0), fmt(ratio(w, d)),
+                               fmt(med(s, size, "paced", lambda r: float(r["sent_rate"])), 0),
+                               fmt(med(s, size, "paced", recv), 0),
+                               fmt(med(s, size, "paced", lambda r: float(r["loss_pct"])), 3),
+                               *(["-", "-"] if s == "direct" else half),
+                               "-" if s == "direct" else fmt(med(s, size, "window", cpu_us), 2)])
+        sections.append("### UDP, %s-byte datagrams\n\n" % "{:,}".format(int(size))
+                        + table(["system", "closed loop dgram/s", "x direct", "at the direct rate: sent dgram/s",
+                                 "received dgram/s", "loss %", "at half the direct rate: received dgram/s",
+                                 "loss %", "proxy CPU µs/dgram"], table_rows))
+        if size == "1400":
+            w = med("socks5d", size, "window", recv)
+            dw = med("dante", size, "window", recv)
+            loss = med("socks5d", size, "half", lambda r: float(r["loss_pct"]))
+            def verdict(ok):
+                return "n/a" if ok is None else "met" if ok else "missed"
+            goals.append("| at least 0.5x direct datagrams per second | %s | %s |"
+                         % (fmt(ratio(w, d)) + "x" if w else "n/a", verdict(None if w is None else ratio(w, d) >= 0.5)))
+            goals.append("| under 0.1%% loss at half the direct rate | %s | %s |"
+                         % (fmt(loss, 3) + "%" if loss is not None else "n/a",
+                            verdict(None if loss is None else loss < 0.1)))
+            goals.append("| ahead of Dante (closed loop) | %s against %s dgram/s | %s |"
+                         % (fmt(w, 0), fmt(dw, 0), verdict(None if w is None or dw is None else w > dw)))
+    facts = "\n".join("    " + l for l in meta)
+    intro = ("Systems: **direct** is loadgen straight to the echo target; **Dante** (danted %s): "
+             "`internal` and `external` 127.0.0.1, `socksmethod: none`, `socks pass` rules for "
+             "`udpassociate` and `udpreply`; **socks5d** the release build, `-w 2 --anonymous always`.  "
+             "%s associations, %s per run; %s.  The exact commands are in `build/bench/udp-commands.txt`."
+             % (metad.get("dante", "").split(" (")[0].replace("Dante ", ""),
+                re.search(r"UDP_ASSOCS=(\d+)", metad.get("command", "")).group(1)
+                if re.search(r"UDP_ASSOCS=(\d+)", metad.get("command", "")) else "?",
+                (re.search(r"DURATION=(\S+)", metad.get("command", "")).group(1) + " s")
+                if re.search(r"DURATION=(\S+)", metad.get("command", "")) else "?",
+                med_word))
+    md = "\n\n".join([intro, facts] + sections)
+    if goals:
+        md += "\n\nGoals at 1,400 bytes:\n\n| goal | measured | |\n|---|---|---|\n" + "\n".join(goals)
+    if na:
+        md += "\n\nn/a: " + "; ".join("%s: %s" % (k, v) for k, v in sorted(na.items()))
+    with open(os.path.join(outdir, "udp-tables.md"), "w") as f:
+        f.write(md + "\n")
+    if doc:
+        replace_section(doc, UDP_BEGIN, UDP_END, "\n\n".join([UDP_BEGIN, md, UDP_END]))
+
+
 def main():
     args = sys.argv[1:]
+    if args and args[0] == "udp":
+        udp_main(args[1:])
+        return
     doc = png = None
     if "--doc" in args:
         i = args.index("--doc")

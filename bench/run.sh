@@ -631,3 +631,4 @@ if [ "$UPDATE_DOCS" = 1 ]; then
 		log "gnuplot failed: $(head -n 3 "$OUT/gnuplot.err")"
 fi
 cat "$OUT/tables.md"
+[ "${UDP:-1}" = 0 ] || BENCH_CMD=$BENCH_CMD SOCKS5D=$SOCKS5D LOADGEN=$LOADGEN DURATION=$DURATION RUNS=$RUNS UPDATE_DOCS=$UPDATE_DOCS bench/udp.sh
