@@ -297,6 +297,10 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_AUTH_EVICTED] = "auth_checks_evicted",
 	    [PIPO_MET_AUTH_BACKOFF_FULL] = "auth_backoff_replaced",
 	    [PIPO_MET_UNAUTH_REFUSED] = "unauth_refused",
+	    [PIPO_MET_BIND_STARTED] = "binds_started",
+	    [PIPO_MET_BIND_ACCEPTED] = "binds_accepted",
+	    [PIPO_MET_BIND_TIMEOUTS] = "bind_timeouts",
+	    [PIPO_MET_BIND_WRONG_PEER] = "bind_wrong_peer",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

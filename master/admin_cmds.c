@@ -84,6 +84,10 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_AUTH_EVICTED, M_AUTH_EVICTED},
 	    {PIPO_MET_AUTH_BACKOFF_FULL, M_AUTH_BACKOFF_FULL},
 	    {PIPO_MET_UNAUTH_REFUSED, M_UNAUTH_REFUSED},
+	    {PIPO_MET_BIND_STARTED, M_BIND_STARTED},
+	    {PIPO_MET_BIND_ACCEPTED, M_BIND_ACCEPTED},
+	    {PIPO_MET_BIND_TIMEOUTS, M_BIND_TIMEOUTS},
+	    {PIPO_MET_BIND_WRONG_PEER, M_BIND_WRONG_PEER},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	pipo_put_u16(b, (uint16_t)(n + 9 + 8 + 2));
