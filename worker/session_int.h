@@ -3,7 +3,8 @@
  * handshake state, and the functions each part offers the others.  Private
  * to worker/session.c (life cycle, finalize, failure replies), handshake.c
  * (greeting, login, request), connect.c (resolution results and connection
- * attempts) and relay.c (moving bytes).  Nothing outside those includes it.
+ * attempts), bind.c (the BIND command up to its relay) and relay.c (moving
+ * bytes).  Nothing outside those includes it.
  *
  * The state is the handler: s->on_client (and s->on_target) is the
  * function that runs on the next event of that socket, swapped at each
