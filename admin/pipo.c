@@ -300,6 +300,10 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_LIMIT_REFUSED] = "limit_refused",
 	    [PIPO_MET_RATE_PAUSES] = "rate_pauses",
 	    [PIPO_MET_SESSIONS_LIMITED] = "sessions_limited",
+	    [PIPO_MET_BIND_STARTED] = "binds_started",
+	    [PIPO_MET_BIND_ACCEPTED] = "binds_accepted",
+	    [PIPO_MET_BIND_TIMEOUTS] = "bind_timeouts",
+	    [PIPO_MET_BIND_WRONG_PEER] = "bind_wrong_peer",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

@@ -142,6 +142,10 @@ enum pipo_metric {
 	PIPO_MET_LIMIT_REFUSED = 56,   /* requests answered 0x02: a max-sessions reached */
 	PIPO_MET_RATE_PAUSES = 57,     /* relay directions paused by a rate limit */
 	PIPO_MET_SESSIONS_LIMITED = 58, /* gauge: sessions holding a place in a limit */
+	PIPO_MET_BIND_STARTED = 46,
+	PIPO_MET_BIND_ACCEPTED = 47,
+	PIPO_MET_BIND_TIMEOUTS = 48,
+	PIPO_MET_BIND_WRONG_PEER = 49,
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 

@@ -86,6 +86,10 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_UNAUTH_REFUSED, M_UNAUTH_REFUSED},
 	    {PIPO_MET_LIMIT_REFUSED, M_LIMIT_REFUSED},
 	    {PIPO_MET_RATE_PAUSES, M_RATE_PAUSES},
+	    {PIPO_MET_BIND_STARTED, M_BIND_STARTED},
+	    {PIPO_MET_BIND_ACCEPTED, M_BIND_ACCEPTED},
+	    {PIPO_MET_BIND_TIMEOUTS, M_BIND_TIMEOUTS},
+	    {PIPO_MET_BIND_WRONG_PEER, M_BIND_WRONG_PEER},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	/* The counters, 9 replies, 9 gauges and 2 latency percentiles. */

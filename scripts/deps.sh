@@ -1,12 +1,18 @@
 #!/bin/sh
 # Install the Debian packages that building and testing socks5d need, when
-# any is missing.  Idempotent; prints nothing when everything is present.
+# any is missing, and the Node packages of the tests into build/node (never
+# system-wide).  Idempotent; prints nothing when everything is present.
 set -eu
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
 
 PKGS="make gcc clang libclang-rt-14-dev pkg-config libc-ares-dev libcurl4-openssl-dev libssl-dev
 libcrypt-dev libsctp-dev lksctp-tools libcmocka-dev libedit-dev
 dovecot-pop3d dovecot-imapd dovecot-submissiond vsftpd libpam-pwdfile apache2-utils openssl
-nginx-light dnsmasq-base dnsdist unbound knot-resolver knot-resolver-module-http curl python3 python3-pytest python3-socks iproute2 util-linux"
+nginx-light dnsmasq-base dnsdist unbound knot-resolver knot-resolver-module-http curl python3 python3-pytest python3-socks iproute2 util-linux
+dante-client tnftp nodejs"
 
 missing=""
 for p in $PKGS; do
@@ -14,12 +20,21 @@ for p in $PKGS; do
 		missing="$missing $p"
 	fi
 done
-[ -z "$missing" ] && exit 0
+# Debian's nodejs comes without npm (other builds of nodejs bring their own).
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
 
-echo "socks5d: installing missing Debian packages:$missing" >&2
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >/dev/null
-# shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+if [ -n "$missing" ]; then
+	echo "socks5d: installing missing Debian packages:$missing" >&2
+	$SUDO apt-get update -qq >/dev/null
+	# shellcheck disable=SC2086
+	$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+# The Node SOCKS client the BIND tests drive (tests/integration/bind_client.js),
+# pinned, in a directory of the build tree.
+NODE_DIR="$(cd "$(dirname "$0")/.." && pwd)/build/node"
+if [ ! -f "$NODE_DIR/node_modules/socks/package.json" ]; then
+	echo "socks5d: installing the Node package socks into $NODE_DIR" >&2
+	mkdir -p "$NODE_DIR"
+	npm install --prefix "$NODE_DIR" --no-audit --no-fund --no-save --silent socks@2.8.11 >/dev/null
+fi

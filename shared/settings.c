@@ -58,6 +58,12 @@ const struct setting_desc settings_table[] = {
     {"connect-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(connect_timeout_s), 1, 3600, NULL,
      "10", NULL, 0, "S", "seconds per outbound connect attempt", SETTING_RUNTIME, false, {0},
      PIPO_Q_CONNECT_TIMEOUT, PIPO_M_CONNECT_TIMEOUT},
+    {"bind-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(bind_timeout_s), 1, 86400, NULL, "120",
+     NULL, 0, "S", "seconds a BIND waits for its incoming connection", SETTING_RUNTIME, false,
+     {0}, NOPIPO},
+    {"bind-ports", SETTING_PORTS, 0, F(bind_ports), 0, 0, NULL, "ephemeral", NULL, 0,
+     "LOW-HIGH", "ports of BIND's listening sockets, or ephemeral (the kernel's choice)",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
     {"idle-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(idle_timeout_s), 1, 604800, NULL, "600",
      NULL, 0, "S", "close relaying sessions idle for S seconds", SETTING_RUNTIME, false, {0},
      PIPO_Q_IDLE_TIMEOUT, PIPO_M_IDLE_TIMEOUT},
@@ -237,6 +243,27 @@ static int is_run_as(const char *v)
 	return is_account(v, (size_t)(colon - v)) && is_account(colon + 1, strlen(colon + 1));
 }
 
+/* LOW-HIGH, 1 <= LOW <= HIGH <= 65535, or "ephemeral" (0, 0). */
+static int parse_ports(const char *v, uint16_t out[2])
+{
+	char low[8];
+	uint32_t lo, hi;
+	const char *dash = strchr(v, '-');
+	if (!strcmp(v, "ephemeral")) {
+		out[0] = out[1] = 0;
+		return 0;
+	}
+	if (!dash || (size_t)(dash - v) >= sizeof low)
+		return -EINVAL;
+	memcpy(low, v, (size_t)(dash - v));
+	low[dash - v] = '\0';
+	if (parse_u32(low, 1, 65535, &lo) < 0 || parse_u32(dash + 1, 1, 65535, &hi) < 0 || lo > hi)
+		return -EINVAL;
+	out[0] = (uint16_t)lo;
+	out[1] = (uint16_t)hi;
+	return 0;
+}
+
 static void choice_list(const struct setting_desc *d, char *list, size_t len)
 {
 	list[0] = '\0';
@@ -340,6 +367,16 @@ static int store(struct settings *s, const struct setting_desc *d, const char *v
 			return -EINVAL;
 		}
 		goto copy;
+	case SETTING_PORTS: {
+		uint16_t ports[2];
+		if (parse_ports(value, ports) < 0) {
+			snprintf(err, errlen, "'%s' is not LOW-HIGH (ports, LOW <= HIGH) or ephemeral",
+			         value);
+			return -EINVAL;
+		}
+		memcpy(field, ports, sizeof ports);
+		break;
+	}
 	case SETTING_URL:
 		if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0) {
 			snprintf(err, errlen, "'%s' is not an http:// or https:// URL", value);
@@ -488,6 +525,15 @@ void settings_format(const struct settings *s, const struct setting_desc *d, cha
 			snprintf(out + used, len - used, "%s%s", i ? "," : "", s->listen[i]);
 		}
 		break;
+	case SETTING_PORTS: {
+		uint16_t ports[2];
+		memcpy(ports, field, sizeof ports);
+		if (ports[0] == 0)
+			snprintf(out, len, "ephemeral");
+		else
+			snprintf(out, len, "%u-%u", ports[0], ports[1]);
+		break;
+	}
 	default:
 		snprintf(out, len, "%.*s", (int)d->size, field);
 		break;

@@ -45,6 +45,8 @@ struct settings {
 	uint32_t dns_timeout_s;   /* lookup timeout */
 	uint32_t doh_connections; /* DoH keep-alive connections per worker */
 	uint32_t max_unauth; /* sessions per source and worker before authentication, 0 = no cap */
+	uint32_t bind_timeout_s; /* BIND: how long the listening socket waits for its peer */
+	uint16_t bind_ports[2];  /* BIND: listening ports LOW, HIGH; 0, 0 = the kernel's choice */
 	uint8_t idle_cleanup;
 	uint8_t dissectors;
 	uint8_t splice; /* zero-copy relay through pipes when nothing inspects the bytes */
@@ -82,6 +84,7 @@ enum setting_type {
 	SETTING_LISTEN,  /* an address, appended to listen[] */
 	SETTING_SERVERS, /* ADDR[:PORT] or [ADDR6]:PORT, comma-separated */
 	SETTING_RUN_AS,  /* USER[:GROUP] */
+	SETTING_PORTS,   /* LOW-HIGH into uint16_t[2], or "ephemeral" (0, 0) */
 };
 
 enum setting_unit {

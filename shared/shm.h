@@ -76,6 +76,11 @@ enum shm_counter {
 	 * because its rate allowance was spent. */
 	M_LIMIT_REFUSED,
 	M_RATE_PAUSES,
+	/* BIND (worker/bind.c) */
+	M_BIND_STARTED,     /* listening sockets opened and announced in a first reply */
+	M_BIND_ACCEPTED,    /* incoming connections accepted and announced in a second reply */
+	M_BIND_TIMEOUTS,    /* binds whose peer did not come within bind-timeout */
+	M_BIND_WRONG_PEER,  /* incoming connections closed: not from the expected address */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */

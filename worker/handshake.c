@@ -296,6 +296,7 @@ static void start_request(struct session *s)
 	loop_timer_stop(&s->timer);
 	session_request_begin(s);
 	s->dport = r->port;
+	s->cmd = r->cmd;
 	if (r->atyp == SOCKS5_ATYP_DOMAIN)
 		log_escape(s->dest, sizeof s->dest, (const uint8_t *)r->host, strlen(r->host));
 	else
@@ -303,6 +304,10 @@ static void start_request(struct session *s)
 		          sizeof s->dest);
 	if (!session_limits_admit(s))
 		return;
+	if (r->cmd == SOCKS5_CMD_BIND) {
+		bind_begin(s);
+		return;
+	}
 	if (r->cmd != SOCKS5_CMD_CONNECT) {
 		session_fail(s, SOCKS5_REP_CMD_NOT_SUPPORTED);
 		return;

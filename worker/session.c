@@ -360,6 +360,7 @@ void session_finalize(struct session *s)
 	resolver_cancel(s->query);
 	loop_timer_stop(&s->timer);
 	connect_close_attempts(s);
+	bind_close(s);
 	loop_watch_close(&s->cw, s->cfd);
 	s->cfd = -1;
 	session_close_target(s);

@@ -3,7 +3,8 @@
  * handshake state, and the functions each part offers the others.  Private
  * to worker/session.c (life cycle, finalize, failure replies), handshake.c
  * (greeting, login, request), connect.c (resolution results and connection
- * attempts) and relay.c (moving bytes).  Nothing outside those includes it.
+ * attempts), bind.c (the BIND command up to its relay) and relay.c (moving
+ * bytes).  Nothing outside those includes it.
  *
  * The state is the handler: s->on_client (and s->on_target) is the
  * function that runs on the next event of that socket, swapped at each
@@ -75,6 +76,11 @@ struct handshake {
 	size_t natt; /* attempts started */
 	unsigned in_flight;
 	struct loop_timer next_timer; /* start the next attempt (worker's attempt list) */
+	/* BIND (bind.c): the listening socket while it waits for the peer;
+	 * addrs[0..naddrs) are the addresses it may come from (none: any). */
+	struct loop_watch lw;
+	int lfd;
+	bool listening; /* lfd is open */
 };
 
 struct session {
@@ -117,6 +123,7 @@ struct session {
 	struct sockaddr_storage peer;
 	char dest[256];
 	uint16_t dport;
+	uint8_t cmd; /* the request's command (enum socks5_cmd); 0 before a request */
 	bool requested;
 	uint8_t rep;
 	uint8_t best_fail;
@@ -189,6 +196,15 @@ void connect_begin(struct session *s);
 void connect_resolve(struct session *s);
 /* Close every attempt still running (safe with no handshake state). */
 void connect_close_attempts(struct session *s);
+
+/* ---- bind.c ---- */
+
+/* A BIND request (RFC 1928 section 6): listen on the control connection's
+ * local address, first reply, wait for the peer up to bind-timeout, second
+ * reply, then relay_begin.  Failures answer with session_fail. */
+void bind_begin(struct session *s);
+/* Close the listening socket if one is open (safe at any time). */
+void bind_close(struct session *s);
 
 /* ---- relay.c ---- */
 

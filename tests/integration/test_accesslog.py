@@ -96,7 +96,7 @@ def test_unsupported_command_logged_with_rep_7(proxy):
     s = connect("127.0.0.1", proxy.port)
     src_port = s.getsockname()[1]
     with s:
-        s.sendall(greeting((0,)) + request("127.0.0.1", 9, cmd=2))
+        s.sendall(greeting((0,)) + request("127.0.0.1", 9, cmd=9))
         assert recv_exact(s, 2) == b"\x05\x00"
         assert read_reply(s).rep == 7
     f = proxy.wait_log(lambda f: len(f) > 4 and f[4] == str(src_port))[0]

@@ -44,7 +44,11 @@ def test_no_descriptor_leak_after_mixed_sessions(socks5d, nginx, echo_server):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
         s = connect("127.0.0.1", p.port)                                    # unsupported command
+        s.sendall(greeting((0,)) + request("127.0.0.1", 1, cmd=9))
+        s.close()
+        s = connect("127.0.0.1", p.port)                                    # BIND abandoned
         s.sendall(greeting((0,)) + request("127.0.0.1", 1, cmd=2))
+        recv_exact(s, 2 + 10)                                               # its listener open
         s.close()
     silent = connect("127.0.0.1", p.port)                                    # handshake timeout
     eof_within(silent, 3)

@@ -67,6 +67,7 @@ static void defaults_are_the_documented_values(void **state)
 	assert_in_range(s.workers, 1, SETTINGS_MAX_WORKERS);
 	assert_int_equal(s.handshake_timeout_s, 15);
 	assert_int_equal(s.connect_timeout_s, 10);
+	assert_int_equal(s.bind_timeout_s, 120);
 	assert_int_equal(s.idle_timeout_s, 600);
 	assert_int_equal(s.grace_s, 10);
 	assert_int_equal(s.buffer_size, 65536);
@@ -442,6 +443,40 @@ static void dns_server_rejects_a_list_longer_than_its_field(void **state)
 	struct settings before = s;
 	assert_int_equal(settings_set(&s, "dns-server", list, err, sizeof err), -EINVAL);
 	assert_memory_equal(&before, &s, sizeof s);
+}
+
+/* ---- bind-ports ---------------------------------------------------------- */
+
+static void bind_ports_take_a_range_or_ephemeral(void **state)
+{
+	(void)state;
+	char out[32];
+	const struct setting_desc *d = settings_find("bind-ports");
+	assert_int_equal(s.bind_ports[0], 0); /* the default: the kernel's choice */
+	assert_int_equal(s.bind_ports[1], 0);
+	set_ok("bind-ports", "20000-20100");
+	assert_int_equal(s.bind_ports[0], 20000);
+	assert_int_equal(s.bind_ports[1], 20100);
+	settings_format(&s, d, out, sizeof out);
+	assert_string_equal(out, "20000-20100");
+	set_ok("bind-ports", "1-1");
+	set_ok("bind-ports", "65535-65535");
+	set_ok("bind-ports", "ephemeral");
+	assert_int_equal(s.bind_ports[0], 0);
+	settings_format(&s, d, out, sizeof out);
+	assert_string_equal(out, "ephemeral");
+}
+
+static void bind_ports_reject_junk(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {"",         "0-10",       "10-0",        "20-10",
+	                                  "1-65536",  "1000",       "1000-",       "-1000",
+	                                  "a-b",      "1-2-3",      " 1-2",        "1 -2",
+	                                  "+1-2",     "1--2",       "99999999-1",  "Ephemeral",
+	                                  "123456789012-1", "1-99999999999999999999"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		set_bad("bind-ports", bad[i]);
 }
 
 /* ---- listen ------------------------------------------------------------- */
@@ -854,6 +889,8 @@ int main(void)
 		T(dns_server_takes_a_list_of_addresses_with_optional_ports),
 		T(dns_server_rejects_names_bad_ports_and_empty_items),
 		T(dns_server_rejects_a_list_longer_than_its_field),
+		T(bind_ports_take_a_range_or_ephemeral),
+		T(bind_ports_reject_junk),
 		T(listen_appends_up_to_16_then_fails),
 		T(listen_rejects_junk_without_appending),
 		T(unknown_key_is_enoent_and_named),
