@@ -553,9 +553,11 @@ static bool valid_name(const char *s, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		if (c == '.') {
-			if (label == 0)
+			if (label == 0 || s[i - 1] == '-')
 				return false;
 			label = 0;
+		} else if (c == '-' && label == 0) {
+			return false;
 		} else if (isalnum(c) || c == '-' || c == '_') {
 			if (++label > 63)
 				return false;
@@ -563,7 +565,7 @@ static bool valid_name(const char *s, size_t n)
 			return false;
 		}
 	}
-	return label > 0;
+	return label > 0 && s[n - 1] != '-';
 }
 
 static const struct group *find_group(const struct parse *p, const char *name)
