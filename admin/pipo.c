@@ -297,6 +297,10 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_AUTH_EVICTED] = "auth_checks_evicted",
 	    [PIPO_MET_AUTH_BACKOFF_FULL] = "auth_backoff_replaced",
 	    [PIPO_MET_UNAUTH_REFUSED] = "unauth_refused",
+	    [PIPO_MET_CLIENTS_BLOCKED] = "clients_blocked",
+	    [PIPO_MET_RULE_BLOCKED] = "requests_blocked_by_rule",
+	    [PIPO_MET_DEFAULT_BLOCKED] = "requests_blocked_by_default",
+	    [PIPO_MET_ADDRS_SKIPPED] = "addresses_skipped",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

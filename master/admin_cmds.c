@@ -84,6 +84,10 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_AUTH_EVICTED, M_AUTH_EVICTED},
 	    {PIPO_MET_AUTH_BACKOFF_FULL, M_AUTH_BACKOFF_FULL},
 	    {PIPO_MET_UNAUTH_REFUSED, M_UNAUTH_REFUSED},
+	    {PIPO_MET_CLIENTS_BLOCKED, M_CLIENTS_BLOCKED},
+	    {PIPO_MET_RULE_BLOCKED, M_RULE_BLOCKED},
+	    {PIPO_MET_DEFAULT_BLOCKED, M_DEFAULT_BLOCKED},
+	    {PIPO_MET_ADDRS_SKIPPED, M_ADDRS_SKIPPED},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	pipo_put_u16(b, (uint16_t)(n + 9 + 8 + 2));
