@@ -136,11 +136,13 @@ test: deps clang-check unit fuzz integration check-vm
 
 install: build/socks5d build/pipoClient
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 0755 build/socks5d $(DESTDIR)$(PREFIX)/sbin/socks5d
 	install -m 0755 build/pipoClient $(DESTDIR)$(PREFIX)/bin/pipoClient
 	install -m 0644 man/socks5d.8 $(DESTDIR)$(PREFIX)/share/man/man8/socks5d.8
 	install -m 0644 man/pipoClient.1 $(DESTDIR)$(PREFIX)/share/man/man1/pipoClient.1
+	install -m 0644 man/socks5d.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/socks5d.conf.5
 
 clean:
 	rm -rf build
