@@ -35,7 +35,7 @@ FUZZ_BIN   := $(FUZZ_SRC:%.c=build/fuzz/%)
 PYTHON  := /usr/bin/python3
 RUN_ARGS ?= -l 127.0.0.1
 
-.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps bench
+.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps bench bench-rules
 
 all: build/socks5d build/pipoClient
 
@@ -57,6 +57,15 @@ build/loadgen: bench/loadgen.c
 # minutes); writes its table and plot into docs/performance.md.
 bench: build/socks5d build/loadgen
 	bench/run.sh
+
+# One request decision with 1,000 rules: p50/p99 in ns (docs/performance.md).
+build/bench_rules: bench/rules.c build/release/shared/rules.o build/release/shared/shm.o \
+    build/release/shared/settings.o build/release/admin/pipo.o build/release/shared/rfc1929.o \
+    build/release/shared/names.o
+	$(CC) $(CSTD) $(WARN) -O2 -o $@ $^ -pthread
+
+bench-rules: build/bench_rules
+	build/bench_rules
 
 build/pipoClient: $(REL_CLIENT)
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(CLIENT_LIBS)
@@ -131,16 +140,19 @@ check-vm:
 clang-check:
 	@for f in $(CORE_SRC) $(MASTER_SRC) $(CLIENT_SRC) bench/loadgen.c; do \
 	  clang $(CSTD) $(WARN) -fsyntax-only $$f || exit 1; done
+	@clang $(CSTD) $(WARN) -fsyntax-only bench/rules.c
 
 test: deps clang-check unit fuzz integration check-vm
 
 install: build/socks5d build/pipoClient
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/bin \
-	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1
+	  $(DESTDIR)$(PREFIX)/share/man/man8 $(DESTDIR)$(PREFIX)/share/man/man1 \
+	  $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 0755 build/socks5d $(DESTDIR)$(PREFIX)/sbin/socks5d
 	install -m 0755 build/pipoClient $(DESTDIR)$(PREFIX)/bin/pipoClient
 	install -m 0644 man/socks5d.8 $(DESTDIR)$(PREFIX)/share/man/man8/socks5d.8
 	install -m 0644 man/pipoClient.1 $(DESTDIR)$(PREFIX)/share/man/man1/pipoClient.1
+	install -m 0644 man/socks5d.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/socks5d.conf.5
 
 clean:
 	rm -rf build

@@ -304,6 +304,10 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_BIND_ACCEPTED] = "binds_accepted",
 	    [PIPO_MET_BIND_TIMEOUTS] = "bind_timeouts",
 	    [PIPO_MET_BIND_WRONG_PEER] = "bind_wrong_peer",
+	    [PIPO_MET_CLIENTS_BLOCKED] = "clients_blocked",
+	    [PIPO_MET_RULE_BLOCKED] = "requests_blocked_by_rule",
+	    [PIPO_MET_DEFAULT_BLOCKED] = "requests_blocked_by_default",
+	    [PIPO_MET_ADDRS_SKIPPED] = "addresses_skipped",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

@@ -146,6 +146,10 @@ enum pipo_metric {
 	PIPO_MET_BIND_ACCEPTED = 47,
 	PIPO_MET_BIND_TIMEOUTS = 48,
 	PIPO_MET_BIND_WRONG_PEER = 49,
+	PIPO_MET_CLIENTS_BLOCKED = 50,  /* connections closed at accept by a client rule */
+	PIPO_MET_RULE_BLOCKED = 51,     /* requests answered 0x02 by a rule of the file */
+	PIPO_MET_DEFAULT_BLOCKED = 52,  /* requests answered 0x02 by the default policy */
+	PIPO_MET_ADDRS_SKIPPED = 53,    /* addresses not tried: blocked */
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 

@@ -90,6 +90,10 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_BIND_ACCEPTED, M_BIND_ACCEPTED},
 	    {PIPO_MET_BIND_TIMEOUTS, M_BIND_TIMEOUTS},
 	    {PIPO_MET_BIND_WRONG_PEER, M_BIND_WRONG_PEER},
+	    {PIPO_MET_CLIENTS_BLOCKED, M_CLIENTS_BLOCKED},
+	    {PIPO_MET_RULE_BLOCKED, M_RULE_BLOCKED},
+	    {PIPO_MET_DEFAULT_BLOCKED, M_DEFAULT_BLOCKED},
+	    {PIPO_MET_ADDRS_SKIPPED, M_ADDRS_SKIPPED},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	/* The counters, 9 replies, 9 gauges and 2 latency percentiles. */

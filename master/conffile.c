@@ -1,5 +1,6 @@
 /* The configuration file: "key = value" lines, '#' comments.  Besides
- * the settings: users (user =, admin =) and limits (limit =). */
+ * the settings: users (user =, admin =), limits (limit =) and the access
+ * rules' lines (shared/rules.c reads those). */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -15,6 +16,7 @@
 #include "../shared/limits.h"
 #include "../shared/log.h"
 #include "../shared/names.h"
+#include "../shared/rules.h"
 
 #include "options.h"
 
@@ -98,7 +100,7 @@ static int load(const char *path, struct settings *s, struct user_list *users,
 			continue;
 		}
 		char *p = trim(line);
-		if (*p == '\0' || *p == '#')
+		if (*p == '\0' || *p == '#' || rules_is_line(p))
 			continue;
 		char *eq = strchr(p, '=');
 		if (!eq) {
@@ -150,6 +152,57 @@ int conffile_load_limits(const char *path, struct limit_list *limits)
 	if (rc < 0)
 		limit_list_free(limits);
 	return rc;
+int conffile_load_rules(const char *path, char **text, size_t *len)
+{
+	*text = NULL;
+	*len = 0;
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	size_t cap = 4096, n = 0;
+	char *out = malloc(cap);
+	char line[CONF_LINE_MAX];
+	int rc = 0;
+	bool partial = false;
+	while (out && fgets(line, sizeof line, f)) {
+		size_t l = strlen(line);
+		bool whole = l > 0 && line[l - 1] == '\n';
+		/* The rest of a line too long for the buffer: conffile_load says so. */
+		char *p = partial ? (char *)"" : trim(line);
+		partial = !whole;
+		size_t keep = rules_is_line(p) ? strlen(p) : 0;
+		if (n + keep + 2 > cap) {
+			while (n + keep + 2 > cap)
+				cap *= 2;
+			char *bigger = cap <= RULES_TEXT_MAX * 2 ? realloc(out, cap) : NULL;
+			if (!bigger) {
+				rc = cap <= RULES_TEXT_MAX * 2 ? -ENOMEM : -E2BIG;
+				break;
+			}
+			out = bigger;
+		}
+		memcpy(out + n, p, keep);
+		n += keep;
+		if (whole)
+			out[n++] = '\n';
+	}
+	if (!out)
+		rc = -ENOMEM;
+	if (ferror(f))
+		rc = -EIO;
+	fclose(f);
+	if (rc == 0 && n > RULES_TEXT_MAX)
+		rc = -E2BIG;
+	if (rc < 0) {
+		free(out);
+		return rc;
+	}
+	/* Trailing blank lines carry nothing. */
+	while (n && out[n - 1] == '\n' && (n == 1 || out[n - 2] == '\n'))
+		n--;
+	*text = out;
+	*len = n;
+	return 0;
 }
 
 static bool is_user_line(const char *line)

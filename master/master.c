@@ -22,6 +22,7 @@
 #include "../shared/clock.h"
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
+#include "../shared/rules.h"
 #include "../worker/worker.h"
 #include "admin.h"
 #include "privs.h"
@@ -75,6 +76,7 @@ struct master {
 	struct user_list file_users; /* the users the configuration file holds */
 	struct limit_list limits;    /* the file's limit lines */
 	uint8_t *ctrl_buf;           /* one worker answer */
+	struct rules *rules;         /* the published rules, compiled (listing, rule test) */
 	bool draining;
 };
 
@@ -472,6 +474,46 @@ static void set_worker_count(struct master *m, uint32_t n)
 	m->seg->nworkers = n;
 }
 
+/* ---- access rules -------------------------------------------------------- */
+
+/* The rule lines of the file (none without one), compiled against the
+ * listening addresses and port in force.  Errors are logged as
+ * FILE:LINE: why. */
+static int load_rules(struct master *m, char **text, size_t *len, struct rules **out)
+{
+	*text = NULL;
+	*len = 0;
+	const char *path = m->opts->config_path;
+	if (path) {
+		int rc = conffile_load_rules(path, text, len);
+		if (rc < 0) {
+			log_error("%s: %s", path,
+			          rc == -E2BIG ? "the rule lines take more than 512 KiB" : strerror(-rc));
+			return -EINVAL;
+		}
+	}
+	char err[512];
+	unsigned n = 0;
+	int rc = rules_compile(*text ? *text : "", *len, &m->cfg, out, err, sizeof err, &n);
+	if (rc < 0) {
+		if (rc == -EINVAL && n > 1)
+			log_error("%s:%s (and %u more errors in rules)", path ? path : "rules", err, n - 1);
+		else if (rc == -EINVAL)
+			log_error("%s:%s", path ? path : "rules", err);
+		else
+			log_error("cannot compile the rules: %s", strerror(-rc));
+		free(*text);
+		*text = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+const struct rules *master_rules(struct master *m)
+{
+	return m->rules;
+}
+
 /* ---- signals ------------------------------------------------------------ */
 
 int master_reload(struct master *m)
@@ -486,6 +528,15 @@ int master_reload(struct master *m)
 		log_error("configuration %s not reloaded: it no longer leads to the file found at "
 		          "start (%s), or that file has another owner or more than one link",
 		          m->opts->config_path, m->conf_id.real);
+		return -EINVAL;
+	}
+	/* The rules first: an invalid rule keeps everything as it runs. */
+	char *rtext;
+	size_t rlen;
+	struct rules *rules;
+	if (load_rules(m, &rtext, &rlen, &rules) < 0) {
+		log_error("configuration %s not reloaded: keeping the running configuration",
+		          m->opts->config_path);
 		return -EINVAL;
 	}
 	struct settings s;
@@ -507,8 +558,15 @@ int master_reload(struct master *m)
 	if (rc < 0) {
 		log_error("configuration %s not reloaded: keeping the running configuration",
 		          m->opts->config_path);
+		free(rtext);
+		rules_free(rules);
 		return -EINVAL;
 	}
+	/* Workers compile the new text when CONFIG arrives (below). */
+	(void)rules_shm_publish(m->seg, rtext, rlen);
+	free(rtext);
+	rules_free(m->rules);
+	m->rules = rules;
 	user_list_free(&m->file_users);
 	m->file_users = file_users;
 	if (s.port != m->cfg.port || s.nlisten != m->cfg.nlisten ||
@@ -546,8 +604,8 @@ int master_reload(struct master *m)
 	shm_settings_publish(m->seg, &s);
 	notify_workers(m, CTRL_CONFIG);
 	set_worker_count(m, s.workers);
-	log_info("configuration %s reloaded (%u users, %zu limit lines)", m->opts->config_path,
-	         shm_user_count(m->seg), m->limits.n);
+	log_info("configuration %s reloaded (%u users, %zu limit lines, %zu rules)",
+	         m->opts->config_path, shm_user_count(m->seg), m->limits.n, rules_count(m->rules));
 	return 0;
 }
 
@@ -811,6 +869,16 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	}
 	m->seg->started_ms = (uint64_t)clock_ms();
 	shm_settings_publish(m->seg, s);
+	if ((rc = rules_shm_init(m->seg)) < 0)
+		return rc;
+	char *rtext;
+	size_t rlen;
+	if (load_rules(m, &rtext, &rlen, &m->rules) < 0)
+		return -EINVAL;
+	(void)rules_shm_publish(m->seg, rtext ? rtext : "", rlen);
+	free(rtext);
+	if (rules_count(m->rules))
+		log_info("%zu access rules", rules_count(m->rules));
 	if (users->n > SHM_MAX_USERS) {
 		log_error("%zu users, more than the %d the users table holds", users->n, SHM_MAX_USERS);
 		return -EINVAL;
@@ -843,6 +911,8 @@ static void teardown(struct master *m, bool in_child)
 		admin_close(m->admin);
 	m->admin = NULL;
 	free(m->ctrl_buf);
+	rules_free(m->rules);
+	m->rules = NULL;
 	user_list_free(&m->file_users);
 	limit_list_free(&m->limits);
 	close_listeners(m);

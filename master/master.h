@@ -29,6 +29,9 @@ void master_apply(struct master *m, const struct settings *s);
 /* Reload the configuration file as SIGHUP does: 0, -ENOENT without a file,
  * -EINVAL when it is invalid (nothing changed). */
 int master_reload(struct master *m);
+/* The access rules in force, compiled (never NULL once running). */
+struct rules;
+const struct rules *master_rules(struct master *m);
 /* Change users at runtime; persisted to the configuration file when there
  * is one (*persisted).  Returns 0 or a negative errno: -EEXIST (add: the
  * name exists), -ENOENT (no such user), -EPERM (a user given on the

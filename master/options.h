@@ -60,6 +60,11 @@ int conffile_load(const char *path, struct settings *s, struct user_list *users)
  * on entry; freed on error).  Returns as conffile_load. */
 struct limit_list;
 int conffile_load_limits(const char *path, struct limit_list *limits);
+/* The access rules of a config file: its text with every line that is
+ * not a rule, group or external line left empty (line numbers hold).
+ * *text is malloc'd.  0, -E2BIG (more than RULES_TEXT_MAX), or another
+ * negative errno. */
+int conffile_load_rules(const char *path, char **text, size_t *len);
 
 /* The configuration file as found at start: where the path led and who
  * owned the file. */

@@ -34,6 +34,8 @@
 #define SHM_MAX_USERS 1024
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
 #define SHM_HASH_MAX 160
+#define SHM_RULES_MAX 4096
+#define SHM_RULES_TEXT_MAX (512 * 1024)
 
 struct shm_user {
 	uint32_t used;
@@ -81,6 +83,11 @@ enum shm_counter {
 	M_BIND_ACCEPTED,    /* incoming connections accepted and announced in a second reply */
 	M_BIND_TIMEOUTS,    /* binds whose peer did not come within bind-timeout */
 	M_BIND_WRONG_PEER,  /* incoming connections closed: not from the expected address */
+	/* Access rules (shared/rules.c). */
+	M_CLIENTS_BLOCKED,  /* connections closed at accept by a client rule */
+	M_RULE_BLOCKED,     /* requests answered 0x02 by a rule of the file */
+	M_DEFAULT_BLOCKED,  /* requests answered 0x02 by the default policy */
+	M_ADDRS_SKIPPED,    /* resolved or requested addresses not tried: blocked */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */
@@ -126,6 +133,17 @@ struct shm_segment {
 	uint64_t next_user_id;
 	uint32_t nusers;
 	struct shm_user users[SHM_MAX_USERS];
+
+	/* Access rules: the rule lines of the configuration file (the other
+	 * lines blanked, so that line numbers hold), published by the master
+	 * with a generation; workers compile their own copy on CONFIG.  Hits
+	 * per rule are atomic adds by any worker, cleared with each generation
+	 * (shared/rules.c). */
+	pthread_mutex_t rules_lock;
+	uint64_t rules_gen;
+	uint32_t rules_len;
+	uint64_t rule_hits[SHM_RULES_MAX];
+	char rules_text[SHM_RULES_TEXT_MAX];
 
 	/* Historic counters of workers that have exited, folded in by the master. */
 	uint64_t retired[M_COUNTERS];

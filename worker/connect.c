@@ -21,6 +21,91 @@
 
 static void launch_next(struct session *s);
 
+/* ---- access rules --------------------------------------------------------- */
+
+static void question(const struct session *s, struct rules_request *q,
+                     const struct sockaddr_storage *dest)
+{
+	const struct socks5_request *r = &s->hs->req;
+	q->client = (const struct sockaddr *)&s->peer;
+	q->user = s->user_slot >= 0 ? s->user : NULL;
+	q->cmd = r->cmd;
+	q->port = r->port;
+	q->name = r->atyp == SOCKS5_ATYP_DOMAIN ? r->host : NULL;
+	q->dest = (const struct sockaddr *)dest;
+}
+
+static void say_rule(const struct session *s, const struct rules_match *m, const char *what)
+{
+	char user[SESSION_USER_TEXT_MAX], from[INET6_ADDRSTRLEN], how[96];
+	uint16_t port;
+	session_user_text(s, user);
+	session_addr_text(&s->peer, from, sizeof from, &port);
+	rules_match_text(m, how, sizeof how);
+	log_msg(m->log ? LOG_INFO : LOG_DEBUG, "session %llu: %s %s: user '%s' from %s to %s port %u",
+	        (unsigned long long)s->id, what, how + (m->action == RULES_BLOCK ? 6 : 5), user,
+	        from, s->dest, s->dport);
+}
+
+/* Answer 0x02: counted, and said (at info with `log`). */
+static void request_blocked(struct session *s, const struct rules_match *m)
+{
+	shm_count(s->wk->slot, m->number ? M_RULE_BLOCKED : M_DEFAULT_BLOCKED, 1);
+	say_rule(s, m, "blocked");
+	session_fail(s, SOCKS5_REP_NOT_ALLOWED);
+}
+
+bool connect_name_allowed(struct session *s)
+{
+	struct rules_request q;
+	struct rules_match m;
+	question(s, &q, NULL);
+	if (rules_decide(s->wk->rules, &q, &m) != RULES_BLOCK)
+		return true; /* a pass is counted with the address it lets through */
+	rules_shm_hit(s->wk->seg, s->wk->rules_gen, &m);
+	request_blocked(s, &m);
+	return false;
+}
+
+/* Every address is checked before its attempt: a name that resolves to
+ * a blocked address (DNS rebinding) gets nowhere. */
+static bool address_allowed(struct session *s, const struct sockaddr_storage *sa,
+                            struct rules_match *m)
+{
+	struct rules_request q;
+	question(s, &q, sa);
+	enum rules_action a = rules_decide(s->wk->rules, &q, m);
+	rules_shm_hit(s->wk->seg, s->wk->rules_gen, m);
+	if (a == RULES_PASS) {
+		if (m->log)
+			say_rule(s, m, "passed");
+		return true;
+	}
+	char text[INET6_ADDRSTRLEN];
+	uint16_t port;
+	session_addr_text(sa, text, sizeof text, &port);
+	log_debug("session %llu: address %s port %u not tried: blocked", (unsigned long long)s->id,
+	          text, port);
+	shm_count(s->wk->slot, M_ADDRS_SKIPPED, 1);
+	s->hs->blocked_any = true;
+	s->hs->blocked = *m;
+	s->best_fail = socks5_rep_worst(s->best_fail, SOCKS5_REP_NOT_ALLOWED);
+	return false;
+}
+
+/* `via` or `external`: the source address, bound before connect. */
+static int bind_source(struct session *s, int fd, int family, const struct rules_match *m)
+{
+	struct sockaddr_storage src;
+	socklen_t len;
+	if (!rules_source(s->wk->rules, m, family, &src, &len))
+		return 0;
+	int one = 1;
+	/* The port is chosen at connect, per destination: no port exhaustion. */
+	(void)setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+	return bind(fd, (struct sockaddr *)&src, len) < 0 ? -errno : 0;
+}
+
 static void resolved(void *arg, int status, const struct sockaddr_storage *addrs, size_t n)
 {
 	struct session *s = arg;
@@ -169,6 +254,7 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
 	}
 	a->fd = -1;
 	s->hs->in_flight--;
+	s->rule = a->match;
 	connect_close_attempts(s);
 	s->tfd = fd;
 	s->t_readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) != 0;
@@ -194,9 +280,18 @@ static void launch_next(struct session *s)
 		const struct sockaddr_storage *sa = &hs->addrs[idx];
 		socklen_t alen = sa->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
 		                                           : sizeof(struct sockaddr_in);
+		struct rules_match m;
+		if (!address_allowed(s, sa, &m))
+			continue;
 		int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 		if (fd < 0) {
 			address_failed(s, sa, errno);
+			continue;
+		}
+		int rc = bind_source(s, fd, sa->ss_family, &m);
+		if (rc < 0) {
+			address_failed(s, sa, -rc);
+			close(fd);
 			continue;
 		}
 		if (connect(fd, (const struct sockaddr *)sa, alen) < 0 && errno != EINPROGRESS) {
@@ -208,6 +303,7 @@ static void launch_next(struct session *s)
 		a->s = s;
 		a->fd = fd;
 		a->addr = idx;
+		a->match = m;
 		loop_timer_init(&a->timer, on_attempt_timeout, a);
 		if (loop_watch_add(&wk->loop, &a->w, fd, EPOLLOUT | EPOLLET, on_attempt, a) < 0) {
 			close(fd);
@@ -220,7 +316,9 @@ static void launch_next(struct session *s)
 			loop_timer_start(&wk->loop, &wk->attempt_tl, &hs->next_timer);
 		return;
 	}
-	if (hs->in_flight == 0)
+	if (hs->in_flight == 0 && hs->blocked_any && s->best_fail == SOCKS5_REP_NOT_ALLOWED)
+		request_blocked(s, &hs->blocked);
+	else if (hs->in_flight == 0)
 		session_fail(s, s->best_fail);
 }
 

@@ -319,7 +319,7 @@ static void start_request(struct session *s)
 		connect_begin(s);
 	else if (strlen(r->host) != r->alen)
 		session_fail(s, SOCKS5_REP_HOST_UNREACH); /* a NUL inside the name */
-	else
+	else if (connect_name_allowed(s))
 		connect_resolve(s);
 }
 

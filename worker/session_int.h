@@ -21,6 +21,7 @@
 
 #include "../shared/list.h"
 #include "../shared/loop.h"
+#include "../shared/rules.h"
 #include "../shared/shm.h"
 #include "resolver.h"
 #include "session.h"
@@ -60,6 +61,7 @@ struct attempt {
 	struct loop_timer timer; /* this attempt's connect timeout */
 	int fd;
 	uint8_t addr;
+	struct rules_match match; /* the rule that let this address be tried */
 };
 
 /* Everything only the handshake needs; freed when the relay starts. */
@@ -81,6 +83,8 @@ struct handshake {
 	struct loop_watch lw;
 	int lfd;
 	bool listening; /* lfd is open */
+	bool blocked_any;             /* an address was skipped: blocked by the rules */
+	struct rules_match blocked;   /* the last rule that blocked one */
 };
 
 struct session {
@@ -127,6 +131,7 @@ struct session {
 	bool requested;
 	uint8_t rep;
 	uint8_t best_fail;
+	struct rules_match rule; /* the rule that let the target be reached (limits, via) */
 	uint64_t bytes_up, bytes_down;
 	int64_t start_ms;
 	int64_t start_wall;
@@ -196,6 +201,9 @@ void connect_begin(struct session *s);
 void connect_resolve(struct session *s);
 /* Close every attempt still running (safe with no handshake state). */
 void connect_close_attempts(struct session *s);
+/* The request rules on the requested name, before any lookup: false when
+ * they block it (then the session is answered 0x02). */
+bool connect_name_allowed(struct session *s);
 
 /* ---- bind.c ---- */
 

@@ -1,6 +1,8 @@
 #include "worker.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,7 @@
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "../shared/auth.h"
+#include "../shared/rules.h"
 #include "pipes.h"
 #include "resolver.h"
 #include "session.h"
@@ -125,6 +128,25 @@ static void on_accept_resume(struct loop *l, struct loop_timer *t)
 	accept_enable(wk, true);
 }
 
+static void client_blocked(struct worker *wk, const struct sockaddr_storage *peer,
+                           const struct rules_match *rm)
+{
+	shm_count(wk->slot, M_CLIENTS_BLOCKED, 1);
+	rules_shm_hit(wk->seg, wk->rules_gen, rm);
+	if (rm->log) {
+		char addr[INET6_ADDRSTRLEN] = "?";
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)peer;
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)peer;
+		if (peer->ss_family == AF_INET)
+			inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof addr);
+		else
+			inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof addr);
+		unsigned port = ntohs(peer->ss_family == AF_INET ? s4->sin_port : s6->sin6_port);
+		log_info("client %s port %u blocked by rule %u (line %u)", addr, port, rm->number,
+		         rm->line);
+	}
+}
+
 static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)events;
@@ -153,6 +175,13 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 			}
 			log_error("accept: %s", strerror(errno));
 			return;
+		}
+		/* Client rules: decided before a byte is read. */
+		struct rules_match rm;
+		if (wk->rules && rules_client(wk->rules, (struct sockaddr *)&peer, &rm) == RULES_BLOCK) {
+			client_blocked(wk, &peer, &rm);
+			close(fd);
+			continue;
 		}
 		if (session_start(wk, fd, &peer) < 0) {
 			log_warn("cannot start a session: out of memory");
@@ -195,6 +224,17 @@ static void apply_settings(struct worker *wk)
 	}
 	if (wk->resolver)
 		resolver_configure(wk->resolver, &wk->cfg); /* DoH endpoint, fallback, cache */
+	/* New rules apply to the requests decided from now on. */
+	struct rules *rs;
+	char err[512];
+	int rc = rules_shm_load(wk->seg, &wk->cfg, &wk->rules_gen, &rs, err, sizeof err);
+	if (rc > 0) {
+		rules_free(wk->rules);
+		wk->rules = rs;
+	} else if (rc < 0) {
+		log_error("worker %u: cannot compile the rules (line %s): keeping the old ones",
+		          wk->index, err);
+	}
 }
 
 static void drain_done(struct worker *wk)
@@ -388,6 +428,8 @@ static void teardown(struct worker *wk)
 	pipes_drain();
 	auth_free(wk->auth);
 	resolver_free(wk->resolver);
+	rules_free(wk->rules);
+	wk->rules = NULL;
 	for (int i = 0; i < 2; i++)
 		loop_watch_del(&wk->loop, &wk->log_w[i]);
 	loop_watch_del(&wk->loop, &wk->ctrl_w);

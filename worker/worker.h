@@ -15,6 +15,7 @@
 
 struct resolver;
 struct auth;
+struct rules;
 
 /* A relay buffer: start/end of the allocation, pos/last of the data. */
 struct rbuf {
@@ -39,6 +40,8 @@ struct worker {
 	uint64_t cfg_gen;
 	struct resolver *resolver;
 	struct auth *auth;
+	struct rules *rules; /* compiled from the segment's text of generation rules_gen */
+	uint64_t rules_gen;
 
 	int ctrl_fd;
 	struct loop_watch ctrl_w;
