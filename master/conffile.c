@@ -152,6 +152,8 @@ int conffile_load_limits(const char *path, struct limit_list *limits)
 	if (rc < 0)
 		limit_list_free(limits);
 	return rc;
+}
+
 int conffile_load_rules(const char *path, char **text, size_t *len)
 {
 	*text = NULL;
