@@ -61,7 +61,7 @@ bench: build/socks5d build/loadgen
 # One request decision with 1,000 rules: p50/p99 in ns (docs/performance.md).
 build/bench_rules: bench/rules.c build/release/shared/rules.o build/release/shared/shm.o \
     build/release/shared/settings.o build/release/admin/pipo.o build/release/shared/rfc1929.o \
-    build/release/shared/names.o
+    build/release/shared/names.o build/release/shared/limits.o
 	$(CC) $(CSTD) $(WARN) -O2 -o $@ $^ -pthread
 
 bench-rules: build/bench_rules

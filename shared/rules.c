@@ -16,6 +16,7 @@
  * matches.
  */
 #include "rules.h"
+#include "limits.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -521,29 +522,6 @@ static bool parse_u32(const char *s, uint32_t max, uint32_t *out)
 }
 
 /* N with K, M or G (powers of 1024). */
-static bool parse_rate(const char *s, size_t n, uint64_t *out)
-{
-	char buf[32];
-	if (n == 0 || n >= sizeof buf || s[0] < '0' || s[0] > '9')
-		return false;
-	memcpy(buf, s, n);
-	buf[n] = '\0';
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(buf, &end, 10);
-	uint64_t mul = 1;
-	if (*end == 'k' || *end == 'K')
-		mul = 1024, end++;
-	else if (*end == 'm' || *end == 'M')
-		mul = 1024 * 1024, end++;
-	else if (*end == 'g' || *end == 'G')
-		mul = 1024ull * 1024 * 1024, end++;
-	if (errno || *end || v == 0 || v > (1ull << 40) / mul)
-		return false;
-	*out = v * mul;
-	return true;
-}
-
 /* A host name as a rule names it: letters, digits, '-', '_', labels of 1..63. */
 static bool valid_name(const char *s, size_t n)
 {
@@ -801,14 +779,13 @@ static int parse_rule(struct parse *p, const char *line)
 				return fail(p, "max-sessions '%s' is not an integer in 1..1000000", v);
 			break;
 		case 8: {
-			const char *slash = strchr(v, '/');
-			size_t n1 = slash ? (size_t)(slash - v) : strlen(v);
-			if (!parse_rate(v, n1, &r->m.rate_in) ||
-			    !parse_rate(slash ? slash + 1 : v, slash ? strlen(slash + 1) : n1,
-			                &r->m.rate_out))
+			uint64_t rate[2];
+			if (limits_parse_rates(v, rate) < 0 || (!rate[LIMIT_IN] && !rate[LIMIT_OUT]))
 				return fail(p,
 				            "rate '%s' is not IN[/OUT] in bytes per second (e.g. 1M, 512K/1M)",
 				            v);
+			r->m.rate_in = rate[LIMIT_IN];
+			r->m.rate_out = rate[LIMIT_OUT];
 			break;
 		}
 		case 9:
@@ -821,6 +798,9 @@ static int parse_rule(struct parse *p, const char *line)
 	}
 	r->m.action = r->action;
 	r->m.number = (uint32_t)p->rs->n;
+	if ((r->m.max_sessions || r->m.rate_in || r->m.rate_out) && r->m.number > LIMITS_MAX_RULES)
+		return fail(p, "only the first %d rules can carry max-sessions or rate",
+		            LIMITS_MAX_RULES);
 	r->m.line = r->line;
 	return 0;
 }

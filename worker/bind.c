@@ -41,18 +41,12 @@
  * cannot hold the loop. */
 #define BIND_ACCEPT_BATCH 64
 
-/* The access-rules decision on a BIND's peer: called with each expected
- * address of the request (the request's all-zeros address when any peer
- * may connect) before listening, and with the actual peer when it
- * connects.  A refusal answers the request with X'02', or closes that
- * connection and waits on.  Without access rules every peer is allowed. */
-static bool bind_peer_allowed(const struct session *s, const struct sockaddr_storage *peer)
-{
-	(void)s;
-	(void)peer;
-	return true;
-}
-
+/* The access rules on a BIND's peer, as on a CONNECT's destination
+ * (command bind, DST.PORT of the request): checked on each expected
+ * address before listening (a block answers X'02'; all zeros is checked
+ * when the peer comes) and on the actual peer when it connects (a block
+ * closes that connection, and the wait goes on).  The rule that lets the
+ * peer in is the session's, with its limits. */
 /* An address as (family, bytes), an IPv4-mapped IPv6 address as IPv4, so
  * that an expected 192.0.2.1 matches a peer seen as ::ffff:192.0.2.1. */
 static int addr_bytes(const struct sockaddr_storage *ss, uint8_t out[16])
@@ -199,6 +193,8 @@ static void peer_arrived(struct session *s, int fd, const struct sockaddr_storag
 	}
 	s->tfd = fd;
 	s->t_readable = s->t_writable = true;
+	if (!connect_rule_limits(s))
+		return;
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	/* From here the session's destination is the peer that connected. */
@@ -238,7 +234,8 @@ static void on_listener(struct loop *l, struct loop_watch *w, uint32_t events)
 			session_fail(s, SOCKS5_REP_GENERAL_FAILURE);
 			return;
 		}
-		if (!peer_expected(s->hs, &peer) || !bind_peer_allowed(s, &peer)) {
+		struct rules_match m;
+		if (!peer_expected(s->hs, &peer) || !connect_address_allowed(s, &peer, &m)) {
 			char text[INET6_ADDRSTRLEN];
 			uint16_t port;
 			session_addr_text(&peer, text, sizeof text, &port);
@@ -248,6 +245,7 @@ static void on_listener(struct loop *l, struct loop_watch *w, uint32_t events)
 			close(fd);
 			continue;
 		}
+		s->rule = m;
 		peer_arrived(s, fd, &peer);
 		return;
 	}
@@ -258,11 +256,13 @@ static void start_listening(struct session *s)
 {
 	struct handshake *hs = s->hs;
 	struct worker *wk = s->wk;
-	for (size_t i = 0; i < hs->naddrs; i++)
-		if (!bind_peer_allowed(s, &hs->addrs[i])) {
-			session_fail(s, SOCKS5_REP_NOT_ALLOWED);
+	for (size_t i = 0; i < hs->naddrs; i++) {
+		struct rules_match m;
+		if (!connect_address_allowed(s, &hs->addrs[i], &m)) {
+			connect_blocked(s, &m);
 			return;
 		}
+	}
 	struct sockaddr_storage local;
 	socklen_t len = sizeof local;
 	if (getsockname(s->cfd, (struct sockaddr *)&local, &len) < 0) {
@@ -348,6 +348,8 @@ void bind_begin(struct session *s)
 		return;
 	} else {
 		hs->naddrs = 0;
+		if (!connect_name_allowed(s))
+			return;
 		s->phase = PH_RESOLVING;
 		s->on_client = handshake_read_early;
 		if (resolver_lookup(s->wk->resolver, r->host, r->port, resolved, s, &s->query) < 0) {
@@ -360,10 +362,6 @@ void bind_begin(struct session *s)
 	if (!memcmp(ss->ss_family == AF_INET ? (const void *)&s4->sin_addr
 	                                     : (const void *)&s6->sin6_addr,
 	            zeros, ss->ss_family == AF_INET ? 4 : 16)) {
-		if (!bind_peer_allowed(s, ss)) {
-			session_fail(s, SOCKS5_REP_NOT_ALLOWED);
-			return;
-		}
 		hs->naddrs = 0;
 	}
 	start_listening(s);

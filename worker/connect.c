@@ -47,8 +47,7 @@ static void say_rule(const struct session *s, const struct rules_match *m, const
 	        from, s->dest, s->dport);
 }
 
-/* Answer 0x02: counted, and said (at info with `log`). */
-static void request_blocked(struct session *s, const struct rules_match *m)
+void connect_blocked(struct session *s, const struct rules_match *m)
 {
 	shm_count(s->wk->slot, m->number ? M_RULE_BLOCKED : M_DEFAULT_BLOCKED, 1);
 	say_rule(s, m, "blocked");
@@ -63,8 +62,29 @@ bool connect_name_allowed(struct session *s)
 	if (rules_decide(s->wk->rules, &q, &m) != RULES_BLOCK)
 		return true; /* a pass is counted with the address it lets through */
 	rules_shm_hit(s->wk->seg, s->wk->rules_gen, &m);
-	request_blocked(s, &m);
+	connect_blocked(s, &m);
 	return false;
+}
+
+bool connect_address_allowed(struct session *s, const struct sockaddr_storage *sa,
+                             struct rules_match *m)
+{
+	struct rules_request q;
+	question(s, &q, sa);
+	enum rules_action a = rules_decide(s->wk->rules, &q, m);
+	rules_shm_hit(s->wk->seg, s->wk->rules_gen, m);
+	if (a == RULES_PASS && m->log)
+		say_rule(s, m, "passed");
+	return a == RULES_PASS;
+}
+
+bool connect_rule_limits(struct session *s)
+{
+	const struct rules_match *m = &s->rule;
+	if (!m->number)
+		return true;
+	return session_limits_admit_rule(s, m->number - 1, m->max_sessions, m->rate_in,
+	                                 m->rate_out);
 }
 
 /* Every address is checked before its attempt: a name that resolves to
@@ -72,15 +92,8 @@ bool connect_name_allowed(struct session *s)
 static bool address_allowed(struct session *s, const struct sockaddr_storage *sa,
                             struct rules_match *m)
 {
-	struct rules_request q;
-	question(s, &q, sa);
-	enum rules_action a = rules_decide(s->wk->rules, &q, m);
-	rules_shm_hit(s->wk->seg, s->wk->rules_gen, m);
-	if (a == RULES_PASS) {
-		if (m->log)
-			say_rule(s, m, "passed");
+	if (connect_address_allowed(s, sa, m))
 		return true;
-	}
 	char text[INET6_ADDRSTRLEN];
 	uint16_t port;
 	session_addr_text(sa, text, sizeof text, &port);
@@ -138,6 +151,10 @@ void connect_resolve(struct session *s)
 /* The target is connected: answer with its local address and relay. */
 static void connected(struct session *s)
 {
+	/* The rule that let the winning address through may limit its
+	 * sessions: over the limit the connection is closed unused. */
+	if (!connect_rule_limits(s))
+		return;
 	struct sockaddr_storage local;
 	socklen_t len = sizeof local;
 	if (getsockname(s->tfd, (struct sockaddr *)&local, &len) < 0) {
@@ -317,7 +334,7 @@ static void launch_next(struct session *s)
 		return;
 	}
 	if (hs->in_flight == 0 && hs->blocked_any && s->best_fail == SOCKS5_REP_NOT_ALLOWED)
-		request_blocked(s, &hs->blocked);
+		connect_blocked(s, &hs->blocked);
 	else if (hs->in_flight == 0)
 		session_fail(s, s->best_fail);
 }

@@ -204,6 +204,15 @@ void connect_close_attempts(struct session *s);
 /* The request rules on the requested name, before any lookup: false when
  * they block it (then the session is answered 0x02). */
 bool connect_name_allowed(struct session *s);
+/* The request rules (command, DST.PORT, user, client of the request) on one
+ * address: the hit counted, a pass with `log` said; true on a pass. */
+bool connect_address_allowed(struct session *s, const struct sockaddr_storage *sa,
+                             struct rules_match *m);
+/* Answer 0x02 for the rule m: counted, and said (at info with `log`). */
+void connect_blocked(struct session *s, const struct rules_match *m);
+/* Take a place in the limits of s->rule (the rule that let the destination
+ * through); false when over them (the request is then answered 0x02). */
+bool connect_rule_limits(struct session *s);
 
 /* ---- bind.c ---- */
 

@@ -1,0 +1,128 @@
+"""Limits carried by access rules (max-sessions, rate on a pass rule), and the
+rules applied to BIND: the expected peer, and the peer that connects."""
+
+import socket
+import struct
+import threading
+import time
+
+from s5lib import ThreadedTarget, echo_roundtrip, hash_password, recv_exact, socks_open
+from test_user_limits import drain_for, source_handler
+
+RATE = 1 << 20
+
+
+def start(socks5d, tmp_path, text, **kw):
+    conf = tmp_path / "rules.conf"
+    conf.write_text(text)
+    return socks5d("-f", conf, "--dns-server", "127.0.0.1:53", **kw)
+
+
+def test_rule_max_sessions_counts_the_rules_sessions(socks5d, tmp_path, echo_server):
+    h = hash_password("pw")
+    p = start(socks5d, tmp_path,
+              "user = alice:%s\nuser = bob:%s\n" % (h, h) +
+              "pass to 127.0.0.1 port %d max-sessions 2\n" % echo_server.port +
+              "pass\n", workers=2)
+    # The rule's places are shared by everyone it matches: alice and bob.
+    a, r = socks_open(p.port, "127.0.0.1", echo_server.port, user="alice", password="pw")
+    assert r.rep == 0, r
+    b, r = socks_open(p.port, "127.0.0.1", echo_server.port, user="bob", password="pw")
+    assert r.rep == 0, r
+    c, r = socks_open(p.port, "127.0.0.1", echo_server.port, user="alice", password="pw")
+    assert r.rep == 2, r
+    c.close()
+    p.wait_log(lambda f: len(f) > 7 and f[1] == "alice" and f[7] == "2")
+    # Another destination is under rule 2, which has no limit.
+    other = ThreadedTarget(lambda c, a: c.recv(1))
+    try:
+        d, r = socks_open(p.port, "127.0.0.1", other.port, user="alice", password="pw")
+        assert r.rep == 0, r
+        d.close()
+    finally:
+        other.close()
+    echo_roundtrip(a, b"held\n")
+    a.close()
+    end = time.monotonic() + 5
+    while True:
+        e, r = socks_open(p.port, "127.0.0.1", echo_server.port, user="alice", password="pw")
+        if r.rep == 0:
+            break
+        e.close()
+        assert r.rep == 2 and time.monotonic() < end, r
+        time.sleep(0.05)
+    echo_roundtrip(e, b"again\n")
+    e.close()
+    b.close()
+
+
+def test_rule_rate_limits_its_sessions(socks5d, tmp_path):
+    target = ThreadedTarget(source_handler)
+    try:
+        p = start(socks5d, tmp_path, "anonymous = always\npass to 127.0.0.1 port %d rate 1M\n"
+                  % target.port)
+        sessions = []
+        for _ in range(2):
+            s, r = socks_open(p.port, "127.0.0.1", target.port)
+            assert r.rep == 0, r
+            sessions.append(s)
+        counts = [0, 0]
+        go = threading.Event()
+        threads = [threading.Thread(target=drain_for, args=(s, 5.0, counts, i, go))
+                   for i, s in enumerate(sessions)]
+        for t in threads:
+            t.start()
+        t0 = time.monotonic()
+        go.set()
+        for t in threads:
+            t.join(30)
+        rate = sum(counts) / (time.monotonic() - t0)
+        assert 0.85 * RATE <= rate <= 1.15 * RATE, (rate, counts)
+        for s in sessions:
+            s.close()
+    finally:
+        target.close()
+
+
+def bind_request(port, addr="0.0.0.0", proxy="127.0.0.1"):
+    s = socket.create_connection((proxy, port), timeout=5)
+    s.sendall(b"\x05\x01\x00")
+    assert recv_exact(s, 2) == b"\x05\x00"
+    s.sendall(b"\x05\x02\x00\x01" + socket.inet_aton(addr) + struct.pack("!H", 0))
+    head = recv_exact(s, 10)
+    return s, head
+
+
+def test_bind_rules_refuse_a_blocked_expected_peer(socks5d, tmp_path):
+    p = start(socks5d, tmp_path, "anonymous = always\nblock to 127.0.0.9 command bind log\npass\n")
+    s, head = bind_request(p.port, "127.0.0.9")
+    assert head[1] == 2, head.hex()
+    s.close()
+    p.wait_stderr(r"blocked by rule 1 \(line 2\)")
+    # connect to the same address is another command: rule 2
+    s, head = bind_request(p.port, "127.0.0.8")
+    assert head[1] == 0, head.hex()
+    s.close()
+
+
+def test_bind_rules_close_a_blocked_peer_and_wait_on(socks5d, tmp_path):
+    p = start(socks5d, tmp_path,
+              "anonymous = always\nblock to 127.0.0.3 command bind\npass\n")
+    s, head = bind_request(p.port)
+    assert head[1] == 0, head.hex()
+    baddr, bport = socket.inet_ntoa(head[4:8]), struct.unpack("!H", head[8:10])[0]
+    bad = socket.socket()
+    bad.bind(("127.0.0.3", 0))
+    bad.settimeout(5)
+    bad.connect((baddr, bport))
+    assert bad.recv(1) == b""  # closed by the proxy: the rules block it
+    bad.close()
+    good = socket.socket()
+    good.bind(("127.0.0.4", 0))
+    good.connect((baddr, bport))
+    second = recv_exact(s, 10)
+    assert second[1] == 0 and socket.inet_ntoa(second[4:8]) == "127.0.0.4", second.hex()
+    good.sendall(b"hello\n")
+    assert recv_exact(s, 6) == b"hello\n"
+    good.close()
+    s.close()
