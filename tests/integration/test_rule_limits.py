@@ -126,3 +126,35 @@ def test_bind_rules_close_a_blocked_peer_and_wait_on(socks5d, tmp_path):
     assert recv_exact(s, 6) == b"hello\n"
     good.close()
     s.close()
+
+
+# ---------------------------------------------------------------- egress address
+
+def _tell_peer(c, a):
+    c.sendall(("%s\n" % a[0]).encode())
+
+
+def _source_seen(p, port, **kw):
+    s, r = socks_open(p.port, "127.0.0.1", port, **kw)
+    assert r.rep == 0, r
+    line = b""
+    while not line.endswith(b"\n"):
+        d = s.recv(64)
+        assert d, line
+        line += d
+    s.close()
+    return line.decode().strip()
+
+
+def test_external_and_via_choose_the_source_address(socks5d, tmp_path):
+    target = ThreadedTarget(_tell_peer, host="0.0.0.0")
+    other = ThreadedTarget(_tell_peer, host="0.0.0.0")
+    try:
+        p = start(socks5d, tmp_path,
+                  "anonymous = always\nexternal = 127.0.0.5\n"
+                  "pass to 127.0.0.1 port %d via 127.0.0.6\npass\n" % other.port)
+        assert _source_seen(p, target.port) == "127.0.0.5"
+        assert _source_seen(p, other.port) == "127.0.0.6"
+    finally:
+        target.close()
+        other.close()
