@@ -632,3 +632,4 @@ if [ "$UPDATE_DOCS" = 1 ]; then
 fi
 cat "$OUT/tables.md"
 [ "${UDP:-1}" = 0 ] || BENCH_CMD=$BENCH_CMD SOCKS5D=$SOCKS5D LOADGEN=$LOADGEN DURATION=$DURATION RUNS=$RUNS UPDATE_DOCS=$UPDATE_DOCS bench/udp.sh
+[ "${RULES:-1}" = 0 ] || bench/rules.sh
