@@ -67,6 +67,18 @@ enum shm_counter {
 	M_AUTH_EVICTED,     /* queued password checks dropped for another source's */
 	M_AUTH_BACKOFF_FULL, /* back-off records replaced while they still held failures */
 	M_UNAUTH_REFUSED,   /* connections closed: too many unauthenticated from the source */
+	/* UDP ASSOCIATE (worker/udp.c): datagrams relayed each way, and
+	 * datagrams dropped, by reason. */
+	M_UDP_DGRAMS_UP,      /* client -> remote, sent */
+	M_UDP_DGRAMS_DOWN,    /* remote -> client, sent */
+	M_UDP_DROP_SOURCE,    /* from another address or port than the association's client */
+	M_UDP_DROP_FRAG,      /* FRAG not 0 (fragments are not reassembled) */
+	M_UDP_DROP_MALFORMED, /* header short or unusable, truncated, or for port 0 */
+	M_UDP_DROP_FILTER,    /* from a remote the client has not sent to (udp-filter) */
+	M_UDP_DROP_LOOKUP,    /* waited for a name lookup that failed */
+	M_UDP_DROP_QUEUE,     /* no room left among the datagrams waiting for lookups */
+	M_UDP_DROP_SEND,      /* the send failed (buffer full, too big, no socket) */
+	M_UDP_DROP_DENIED,    /* a destination the access decision refused */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */

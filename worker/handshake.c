@@ -16,6 +16,7 @@
 #include "../shared/auth.h"
 #include "../shared/log.h"
 #include "session_int.h"
+#include "udp.h"
 #include "worker.h"
 
 static void on_greeting(struct session *s);
@@ -296,11 +297,16 @@ static void start_request(struct session *s)
 	loop_timer_stop(&s->timer);
 	session_request_begin(s);
 	s->dport = r->port;
+	s->cmd = r->cmd;
 	if (r->atyp == SOCKS5_ATYP_DOMAIN)
 		log_escape(s->dest, sizeof s->dest, (const uint8_t *)r->host, strlen(r->host));
 	else
 		inet_ntop(r->atyp == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, s->dest,
 		          sizeof s->dest);
+	if (r->cmd == SOCKS5_CMD_UDP_ASSOCIATE) {
+		udp_begin(s);
+		return;
+	}
 	if (r->cmd != SOCKS5_CMD_CONNECT) {
 		session_fail(s, SOCKS5_REP_CMD_NOT_SUPPORTED);
 		return;

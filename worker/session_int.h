@@ -31,6 +31,7 @@ struct rpipe;
 struct sniff;
 struct auth_job;
 struct resolver_query;
+struct udp_assoc;
 
 /* Greeting (<= 257) + auth (<= 513) + request (<= 262) fit, with room for
  * early data sent before the reply. */
@@ -46,6 +47,7 @@ enum phase {
 	PH_RESOLVING,
 	PH_CONNECTING,
 	PH_RELAY,
+	PH_UDP, /* a UDP association relaying datagrams (worker/udp.c) */
 	PH_LINGER,
 };
 
@@ -117,10 +119,13 @@ struct session {
 	struct sockaddr_storage peer;
 	char dest[256];
 	uint16_t dport;
+	uint8_t cmd; /* the request's command (enum socks5_cmd); 0 before a request */
 	bool requested;
 	uint8_t rep;
 	uint8_t best_fail;
 	uint64_t bytes_up, bytes_down;
+	uint64_t dgrams_up, dgrams_down; /* UDP ASSOCIATE: datagrams relayed each way */
+	struct udp_assoc *udp;           /* UDP ASSOCIATE: the association (worker/udp.c) */
 	int64_t start_ms;
 	int64_t start_wall;
 };
