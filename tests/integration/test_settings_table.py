@@ -94,6 +94,7 @@ def samples(tmp_path):
         "doh-path": ("/q", "/q"), "doh-query": ("?d=", "?d="), "doh-method": ("post", "post"),
         "doh-ca-file": ("/nonexistent/ca.pem", "/nonexistent/ca.pem"),
         "doh-connections": ("2", 2), "max-unauth-per-source": ("32", 32),
+        "udp-idle-timeout": ("5m", 300), "udp-filter": ("address-port", "address-port"),
     }
 
 
