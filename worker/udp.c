@@ -35,8 +35,10 @@
 #include "socks5udp.h"
 #include "worker.h"
 
-/* Datagrams per recvmmsg/sendmmsg. */
+/* Datagrams per recvmmsg/sendmmsg (a build may choose another to compare). */
+#ifndef UDP_BATCH
 #define UDP_BATCH 16
+#endif
 /* A receive buffer: the largest datagram, with room in front for the
  * header of a reply written in place. */
 #define UDP_HEADROOM 32
