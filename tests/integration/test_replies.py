@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from s5lib import (Socks5d, connect, eof_within, greeting, read_reply,
+from s5lib import (Socks5d, connect, eof_within, greeting, handshake, read_reply,
                    recv_exact, request, closed_port)
 
 
@@ -94,13 +94,19 @@ def test_connect_timeout_gets_06(socks5d, full_backlog_listener):
     assert 0.8 <= elapsed <= 4.0, elapsed
 
 
-@pytest.mark.parametrize("cmd,name", [(2, "BIND"), (3, "UDP ASSOCIATE"), (0x09, "unknown")])
+@pytest.mark.parametrize("cmd,name", [(2, "BIND"), (0x09, "unknown")])
 def test_unsupported_command_gets_07(proxy, cmd, name):
     failed_request(proxy.port, request("127.0.0.1", 80, cmd=cmd), 7)
 
 
-def test_udp_associate_with_zero_address_gets_07(proxy):
-    failed_request(proxy.port, request("0.0.0.0", 0, cmd=3), 7)
+def test_udp_associate_with_zero_address_succeeds_with_a_real_address(proxy):
+    # (tests/integration/test_udp.py covers the association itself)
+    s = connect("127.0.0.1", proxy.port)
+    with s:
+        handshake(s)
+        s.sendall(request("0.0.0.0", 0, cmd=3))
+        r = read_reply(s)
+        assert (r.rep, r.atyp, r.addr) == (0, 1, "127.0.0.1") and r.port != 0
 
 
 @pytest.mark.parametrize("atyp", [0x00, 0x02, 0x05, 0xff])
