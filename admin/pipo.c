@@ -140,6 +140,14 @@ void pipo_put_session(struct pipo_buf *b, const struct pipo_session *s)
 	pipo_put_u64(b, s->age_ms);
 }
 
+void pipo_put_session_ex(struct pipo_buf *b, const struct pipo_session *s)
+{
+	pipo_put_session(b, s);
+	pipo_put_u8(b, s->cmd);
+	pipo_put_u64(b, s->dgrams_up);
+	pipo_put_u64(b, s->dgrams_down);
+}
+
 void pipo_session_from_ctrl(struct pipo_session *out, const struct ctrl_session *in)
 {
 	static const uint8_t states[] = {
@@ -159,6 +167,9 @@ void pipo_session_from_ctrl(struct pipo_session *out, const struct ctrl_session 
 	out->up = in->up;
 	out->down = in->down;
 	out->age_ms = in->age_ms;
+	out->cmd = in->cmd;
+	out->dgrams_up = in->dgrams_up;
+	out->dgrams_down = in->dgrams_down;
 }
 
 static const uint8_t *take(struct pipo_cur *c, size_t n)
@@ -240,6 +251,14 @@ void pipo_get_session(struct pipo_cur *c, struct pipo_session *s)
 	s->age_ms = pipo_get_u64(c);
 }
 
+void pipo_get_session_ex(struct pipo_cur *c, struct pipo_session *s)
+{
+	pipo_get_session(c, s);
+	s->cmd = pipo_get_u8(c);
+	s->dgrams_up = pipo_get_u64(c);
+	s->dgrams_down = pipo_get_u64(c);
+}
+
 const char *pipo_status_name(uint8_t status)
 {
 	switch (status) {
@@ -308,6 +327,16 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_RULE_BLOCKED] = "requests_blocked_by_rule",
 	    [PIPO_MET_DEFAULT_BLOCKED] = "requests_blocked_by_default",
 	    [PIPO_MET_ADDRS_SKIPPED] = "addresses_skipped",
+	    [PIPO_MET_UDP_DGRAMS_UP] = "udp_datagrams_up",
+	    [PIPO_MET_UDP_DGRAMS_DOWN] = "udp_datagrams_down",
+	    [PIPO_MET_UDP_DROP_SOURCE] = "udp_dropped_source",
+	    [PIPO_MET_UDP_DROP_FRAG] = "udp_dropped_frag",
+	    [PIPO_MET_UDP_DROP_MALFORMED] = "udp_dropped_malformed",
+	    [PIPO_MET_UDP_DROP_FILTER] = "udp_dropped_filter",
+	    [PIPO_MET_UDP_DROP_LOOKUP] = "udp_dropped_lookup",
+	    [PIPO_MET_UDP_DROP_QUEUE] = "udp_dropped_queue",
+	    [PIPO_MET_UDP_DROP_SEND] = "udp_dropped_send",
+	    [PIPO_MET_UDP_DROP_DENIED] = "udp_dropped_denied",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

@@ -59,6 +59,7 @@ enum pipo_query {
 	PIPO_Q_SPLICE = 0x15,           /* -> u8 */
 	PIPO_Q_PIPE_SIZE = 0x16,        /* -> u32 bytes */
 	PIPO_Q_SETTING = 0x17,          /* u8 len, key -> u16 len, value as text */
+	PIPO_Q_SESSIONS_EX = 0x20,      /* as Q_SESSIONS, records with cmd and datagram counts */
 };
 
 enum pipo_modify {
@@ -150,6 +151,16 @@ enum pipo_metric {
 	PIPO_MET_RULE_BLOCKED = 51,     /* requests answered 0x02 by a rule of the file */
 	PIPO_MET_DEFAULT_BLOCKED = 52,  /* requests answered 0x02 by the default policy */
 	PIPO_MET_ADDRS_SKIPPED = 53,    /* addresses not tried: blocked */
+	PIPO_MET_UDP_DGRAMS_UP = 36,
+	PIPO_MET_UDP_DGRAMS_DOWN = 37,
+	PIPO_MET_UDP_DROP_SOURCE = 38,
+	PIPO_MET_UDP_DROP_FRAG = 39,
+	PIPO_MET_UDP_DROP_MALFORMED = 40,
+	PIPO_MET_UDP_DROP_FILTER = 41,
+	PIPO_MET_UDP_DROP_LOOKUP = 42,
+	PIPO_MET_UDP_DROP_QUEUE = 43,
+	PIPO_MET_UDP_DROP_SEND = 44,
+	PIPO_MET_UDP_DROP_DENIED = 45,
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 
@@ -162,9 +173,20 @@ enum pipo_session_state {
 	PIPO_SS_CLOSING = 4,
 };
 
+/* SOCKS commands in PIPO_Q_SESSIONS_EX records (RFC 1928 CMD; 0 before
+ * the request). */
+enum pipo_session_cmd {
+	PIPO_CMD_NONE = 0,
+	PIPO_CMD_CONNECT = 1,
+	PIPO_CMD_BIND = 2,
+	PIPO_CMD_UDP = 3,
+};
+
 /* One session of PIPO_Q_SESSIONS:
  *   u64 id, u8 state, u8 family (4|6), addr (4|16), u16 sport,
- *   u8 len, user, u8 len, dest, u16 dport, u64 up, u64 down, u64 age_ms */
+ *   u8 len, user, u8 len, dest, u16 dport, u64 up, u64 down, u64 age_ms
+ * and in PIPO_Q_SESSIONS_EX the same followed by
+ *   u8 cmd, u64 datagrams up, u64 datagrams down */
 struct pipo_session {
 	uint64_t id;
 	uint8_t state;
@@ -175,6 +197,8 @@ struct pipo_session {
 	char user[PIPO_MAX_NAME + 1];
 	char dest[PIPO_MAX_NAME + 1];
 	uint64_t up, down, age_ms;
+	uint8_t cmd; /* enum pipo_session_cmd (Q_SESSIONS_EX only) */
+	uint64_t dgrams_up, dgrams_down;
 };
 
 /* ---- authentication ----------------------------------------------------- */
@@ -236,6 +260,8 @@ void pipo_put_bytes(struct pipo_buf *b, const void *p, size_t n);
 /* u8 length + bytes; a string over 255 bytes sets overflow. */
 void pipo_put_str8(struct pipo_buf *b, const char *s);
 void pipo_put_session(struct pipo_buf *b, const struct pipo_session *s);
+/* The PIPO_Q_SESSIONS_EX record: the above, then cmd and datagrams. */
+void pipo_put_session_ex(struct pipo_buf *b, const struct pipo_session *s);
 /* A worker's neutral session record (shared/ctrl.h) as a pipo record. */
 struct ctrl_session;
 void pipo_session_from_ctrl(struct pipo_session *out, const struct ctrl_session *in);
@@ -256,6 +282,7 @@ void pipo_get_str8(struct pipo_cur *c, char *out, size_t cap);
 /* u16 length + bytes, cap bytes at most. */
 void pipo_get_str16(struct pipo_cur *c, char *out, size_t cap);
 void pipo_get_session(struct pipo_cur *c, struct pipo_session *s);
+void pipo_get_session_ex(struct pipo_cur *c, struct pipo_session *s);
 /* Everything consumed and nothing bad. */
 static inline bool pipo_cur_done(const struct pipo_cur *c)
 {

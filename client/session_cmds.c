@@ -36,6 +36,12 @@ static void session_client(const struct pipo_session *s, char *buf, size_t cap)
 		snprintf(buf, cap, "%s:%u", a, s->sport);
 }
 
+static const char *cmd_name(uint8_t cmd)
+{
+	static const char *const names[] = {"-", "connect", "bind", "udp"};
+	return cmd < sizeof names / sizeof names[0] ? names[cmd] : "unknown";
+}
+
 static const char *state_name(uint8_t st)
 {
 	return st < sizeof state_names / sizeof state_names[0] ? state_names[st] : "unknown";
@@ -56,15 +62,23 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 		pj_arr(&j, "sessions");
 	}
 	int rc = PC_EXIT_OK;
+	/* Records with the command and datagram counts; a server without them
+	 * answers UNKNOWN and is asked the original query. */
+	uint8_t query = PIPO_Q_SESSIONS_EX;
 	for (unsigned page = 0; more && page < max_pages; page++) {
 		uint8_t p[10];
 		struct pipo_buf b = {.p = p, .cap = sizeof p};
 		pipo_put_u64(&b, after);
 		pipo_put_u16(&b, PIPO_SESSIONS_PAGE_MAX);
 		struct pc_resp r;
-		rc = pc_round_trip(x, PIPO_QUERY, PIPO_Q_SESSIONS, p, b.len, &r);
+		rc = pc_round_trip(x, PIPO_QUERY, query, p, b.len, &r);
 		if (rc)
 			break;
+		if (r.f.status == PIPO_E_UNKNOWN && query == PIPO_Q_SESSIONS_EX) {
+			query = PIPO_Q_SESSIONS;
+			page--;
+			continue;
+		}
 		if (r.f.status) {
 			rc = pc_status_fail("sessions", r.f.status, NULL);
 			break;
@@ -77,11 +91,14 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 			break;
 		}
 		if (page == 0 && !x->json && n > 0)
-			printf("%-8s %-10s %-24s %-16s %-30s %10s %10s %10s\n", "ID", "STATE", "CLIENT",
-			       "USER", "DESTINATION", "UP", "DOWN", "AGE");
+			printf("%-8s %-10s %-7s %-24s %-16s %-30s %10s %10s %10s %s\n", "ID", "STATE",
+			       "CMD", "CLIENT", "USER", "DESTINATION", "UP", "DOWN", "AGE", "DATAGRAMS");
 		for (uint16_t i = 0; i < n; i++) {
 			struct pipo_session s;
-			pipo_get_session(&c, &s);
+			if (query == PIPO_Q_SESSIONS_EX)
+				pipo_get_session_ex(&c, &s);
+			else
+				pipo_get_session(&c, &s);
 			/* Ascending ids guarantee that paging ends. */
 			if (c.bad || s.id <= after) {
 				rc = pc_malformed(x, "sessions");
@@ -105,6 +122,11 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 				pj_u64(&j, "bytes_up", s.up);
 				pj_u64(&j, "bytes_down", s.down);
 				pj_u64(&j, "age_ms", s.age_ms);
+				if (query == PIPO_Q_SESSIONS_EX) {
+					pj_str(&j, "command", cmd_name(s.cmd));
+					pj_u64(&j, "datagrams_up", s.dgrams_up);
+					pj_u64(&j, "datagrams_down", s.dgrams_down);
+				}
 				pj_end_obj(&j);
 			} else {
 				char dest[PIPO_MAX_NAME + 16];
@@ -114,10 +136,16 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 					snprintf(dest, sizeof dest, "%s:%u", s.dest, s.dport);
 				else
 					snprintf(dest, sizeof dest, "-");
-				printf("%-8" PRIu64 " %-10s %-24s %-16s %-30s %10s %10s %10s\n", s.id,
-				       state_name(s.state), cl, s.user[0] ? s.user : "-", dest,
-				       pc_bytes(ub, sizeof ub, s.up), pc_bytes(db, sizeof db, s.down),
-				       pc_duration(ab, sizeof ab, s.age_ms / 1000));
+				/* Datagrams up/down, for UDP associations. */
+				char dg[48] = "-";
+				if (s.cmd == PIPO_CMD_UDP)
+					snprintf(dg, sizeof dg, "%" PRIu64 "/%" PRIu64, s.dgrams_up,
+					         s.dgrams_down);
+				printf("%-8" PRIu64 " %-10s %-7s %-24s %-16s %-30s %10s %10s %10s %s\n", s.id,
+				       state_name(s.state), query == PIPO_Q_SESSIONS_EX ? cmd_name(s.cmd) : "?",
+				       cl, s.user[0] ? s.user : "-", dest, pc_bytes(ub, sizeof ub, s.up),
+				       pc_bytes(db, sizeof db, s.down),
+				       pc_duration(ab, sizeof ab, s.age_ms / 1000), dg);
 			}
 		}
 		if (rc)

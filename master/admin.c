@@ -219,7 +219,7 @@ static void on_delay(struct loop *l, struct loop_timer *t)
 			free(s->pend_sessions);
 			s->pend_sessions = NULL;
 			s->pend = PEND_NONE;
-			admin_respond(s, PIPO_QUERY, PIPO_Q_SESSIONS, PIPO_E_BUSY, NULL);
+			admin_respond(s, PIPO_QUERY, s->pend_cmd, PIPO_E_BUSY, NULL);
 			admin_flush(s);
 			if (s->fd >= 0)
 				admin_process(s);
@@ -257,8 +257,10 @@ static bool handle(struct admin_sess *s)
 		st = PIPO_E_VERSION;
 	} else if (rd->too_big) {
 		st = PIPO_E_TOO_BIG;
-	} else if ((f->type == PIPO_QUERY && f->cmd == PIPO_Q_SESSIONS) ||
+	} else if ((f->type == PIPO_QUERY &&
+	            (f->cmd == PIPO_Q_SESSIONS || f->cmd == PIPO_Q_SESSIONS_EX)) ||
 	           (f->type == PIPO_MODIFY && f->cmd == PIPO_M_CLOSE_SESSION)) {
+		s->pend_cmd = f->cmd;
 		st = f->type == PIPO_QUERY ? admin_start_list(s, &c) : admin_start_close(s, &c);
 		if (st == PIPO_OK) {
 			if (s->pend_waiting == 0) {

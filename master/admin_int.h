@@ -71,6 +71,7 @@ struct admin_sess {
 	uint32_t pend_waiting;
 	uint64_t pend_after;
 	uint32_t pend_max;
+	uint8_t pend_cmd; /* PIPO_Q_SESSIONS or PIPO_Q_SESSIONS_EX: the record layout */
 	bool pend_more;
 	bool pend_found;
 	size_t pend_n;

@@ -75,13 +75,16 @@ void admin_finish_pending(struct admin_sess *s)
 		size_t cap = 3 + n * 600;
 		struct pipo_buf body = {.p = malloc(cap), .cap = cap};
 		if (!body.p) {
-			admin_respond(s, PIPO_QUERY, PIPO_Q_SESSIONS, PIPO_E_SERVER, NULL);
+			admin_respond(s, PIPO_QUERY, s->pend_cmd, PIPO_E_SERVER, NULL);
 		} else {
 			pipo_put_u16(&body, (uint16_t)n);
 			pipo_put_u8(&body, more);
 			for (size_t i = 0; i < n; i++)
-				pipo_put_session(&body, &s->pend_sessions[i]);
-			admin_respond(s, PIPO_QUERY, PIPO_Q_SESSIONS,
+				if (s->pend_cmd == PIPO_Q_SESSIONS_EX)
+					pipo_put_session_ex(&body, &s->pend_sessions[i]);
+				else
+					pipo_put_session(&body, &s->pend_sessions[i]);
+			admin_respond(s, PIPO_QUERY, s->pend_cmd,
 			              body.overflow ? PIPO_E_SERVER : PIPO_OK, &body);
 			free(body.p);
 		}

@@ -49,9 +49,11 @@ struct ctrl_session {
 	uint8_t addr[16];
 	uint16_t sport; /* the client's address and port */
 	uint16_t dport;
+	uint8_t cmd; /* the request's command (1 connect, 2 bind, 3 udp), 0 before a request */
 	char user[CTRL_NAME_MAX + 1]; /* "" before a login */
 	char dest[CTRL_NAME_MAX + 1]; /* as requested (escaped), "" before a request */
 	uint64_t up, down, age_ms;
+	uint64_t dgrams_up, dgrams_down; /* UDP ASSOCIATE: datagrams each way */
 };
 
 /* Session ids carry their worker: (index + 1) << CTRL_ID_SHIFT | sequence. */

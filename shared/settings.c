@@ -15,6 +15,7 @@ static const char *const anon_choices[] = {"auto", "always", "never", NULL};
 static const char *const level_choices[] = {"error", "warn", "info", "debug", NULL};
 static const char *const method_choices[] = {"get", "post", NULL};
 static const char *const accept_choices[] = {"exclusive", "reuseport", NULL};
+static const char *const udp_filter_choices[] = {"any", "address", "address-port", NULL};
 
 #define F(m) offsetof(struct settings, m), sizeof(((struct settings *)0)->m)
 #define NOPIPO SETTING_NO_PIPO, SETTING_NO_PIPO
@@ -70,6 +71,14 @@ const struct setting_desc settings_table[] = {
     {"idle-cleanup", SETTING_BOOL, 0, F(idle_cleanup), 0, 1, NULL, "yes", NULL, 0, "yes|no",
      "close idle relaying sessions", SETTING_RUNTIME, false, {"no-idle-cleanup", 'D', "no"},
      PIPO_Q_IDLE_CLEANUP, PIPO_M_IDLE_CLEANUP},
+    {"udp-idle-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(udp_idle_timeout_s), 1, 86400, NULL,
+     "120", NULL, 0, "S", "end UDP associations without a datagram for S seconds",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
+    {"udp-filter", SETTING_CHOICE, 0, F(udp_filter), 0, 0, udp_filter_choices, "address", NULL, 0,
+     "MODE",
+     "which remotes may answer through a UDP association: any, address (one the client sent "
+     "to) or address-port",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
     {"grace", SETTING_U32, SETTING_UNIT_SECONDS, F(grace_s), 0, 3600, NULL, "10", NULL, 0, "S",
      "drain period on SIGTERM/SIGINT", SETTING_RUNTIME, false, {0}, NOPIPO},
     {"buffer-size", SETTING_U32, SETTING_UNIT_BYTES, F(buffer_size), 4096, 1048576, NULL,

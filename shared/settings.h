@@ -29,6 +29,13 @@ enum accept_mode {
 	ACCEPT_REUSEPORT = 1, /* one SO_REUSEPORT socket per worker, opened by the master */
 };
 
+/* Which remotes may answer through a UDP association. */
+enum udp_filter {
+	UDP_FILTER_ANY = 0,          /* any remote */
+	UDP_FILTER_ADDRESS = 1,      /* an address the client has sent to (any port) */
+	UDP_FILTER_ADDRESS_PORT = 2, /* an address and port the client has sent to */
+};
+
 #define SETTINGS_MAX_LISTEN 16
 #define SETTINGS_ADDR_MAX 64
 #define SETTINGS_MAX_WORKERS 64
@@ -47,6 +54,7 @@ struct settings {
 	uint32_t max_unauth; /* sessions per source and worker before authentication, 0 = no cap */
 	uint32_t bind_timeout_s; /* BIND: how long the listening socket waits for its peer */
 	uint16_t bind_ports[2];  /* BIND: listening ports LOW, HIGH; 0, 0 = the kernel's choice */
+	uint32_t udp_idle_timeout_s; /* a UDP association without datagrams for this long ends */
 	uint8_t idle_cleanup;
 	uint8_t dissectors;
 	uint8_t splice; /* zero-copy relay through pipes when nothing inspects the bytes */
@@ -56,6 +64,7 @@ struct settings {
 	uint8_t doh_post;
 	uint8_t dns_fallback;
 	uint8_t doh; /* a DoH endpoint was configured: DoH first, else classic DNS alone */
+	uint8_t udp_filter; /* enum udp_filter */
 	uint16_t port;
 	uint16_t admin_port;
 	uint16_t doh_port;

@@ -88,6 +88,18 @@ enum shm_counter {
 	M_RULE_BLOCKED,     /* requests answered 0x02 by a rule of the file */
 	M_DEFAULT_BLOCKED,  /* requests answered 0x02 by the default policy */
 	M_ADDRS_SKIPPED,    /* resolved or requested addresses not tried: blocked */
+	/* UDP ASSOCIATE (worker/udp.c): datagrams relayed each way, and
+	 * datagrams dropped, by reason. */
+	M_UDP_DGRAMS_UP,      /* client -> remote, sent */
+	M_UDP_DGRAMS_DOWN,    /* remote -> client, sent */
+	M_UDP_DROP_SOURCE,    /* from another address or port than the association's client */
+	M_UDP_DROP_FRAG,      /* FRAG not 0 (fragments are not reassembled) */
+	M_UDP_DROP_MALFORMED, /* header short or unusable, truncated, or for port 0 */
+	M_UDP_DROP_FILTER,    /* from a remote the client has not sent to (udp-filter) */
+	M_UDP_DROP_LOOKUP,    /* waited for a name lookup that failed */
+	M_UDP_DROP_QUEUE,     /* no room left among the datagrams waiting for lookups */
+	M_UDP_DROP_SEND,      /* the send failed (buffer full, too big, no socket) */
+	M_UDP_DROP_DENIED,    /* a destination the access decision refused */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */

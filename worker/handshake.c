@@ -16,6 +16,7 @@
 #include "../shared/auth.h"
 #include "../shared/log.h"
 #include "session_int.h"
+#include "udp.h"
 #include "worker.h"
 
 static void on_greeting(struct session *s);
@@ -306,6 +307,10 @@ static void start_request(struct session *s)
 		return;
 	if (r->cmd == SOCKS5_CMD_BIND) {
 		bind_begin(s);
+		return;
+	}
+	if (r->cmd == SOCKS5_CMD_UDP_ASSOCIATE) {
+		udp_begin(s);
 		return;
 	}
 	if (r->cmd != SOCKS5_CMD_CONNECT) {

@@ -24,6 +24,7 @@
 #include "pipes.h"
 #include "session_int.h"
 #include "sniff.h"
+#include "udp.h"
 #include "worker.h"
 
 /* At most this much discarded per event while lingering. */
@@ -316,6 +317,21 @@ static void session_free(void *p)
 	free(p);
 }
 
+/* The command column of the access log. */
+static const char *cmd_text(uint8_t cmd)
+{
+	switch (cmd) {
+	case SOCKS5_CMD_CONNECT:
+		return "connect";
+	case SOCKS5_CMD_BIND:
+		return "bind";
+	case SOCKS5_CMD_UDP_ASSOCIATE:
+		return "udp";
+	default:
+		return "-";
+	}
+}
+
 static void access_log(struct session *s)
 {
 	char date[21], src[INET6_ADDRSTRLEN], user[SESSION_USER_TEXT_MAX], line[LOG_LINE_MAX];
@@ -323,10 +339,12 @@ static void access_log(struct session *s)
 	log_iso8601(date, s->start_wall);
 	session_addr_text(&s->peer, src, sizeof src, &sport);
 	session_user_text(s, user);
-	int n = snprintf(line, sizeof line, "%s\t%s\tA\t%s\t%u\t%s\t%u\t%u\t%llu\t%llu\t%lld", date,
-	                 user, src, sport, s->dest[0] ? s->dest : "-", s->dport, s->rep,
+	int n = snprintf(line, sizeof line,
+	                 "%s\t%s\tA\t%s\t%u\t%s\t%u\t%u\t%llu\t%llu\t%lld\t%s\t%llu\t%llu", date, user,
+	                 src, sport, s->dest[0] ? s->dest : "-", s->dport, s->rep,
 	                 (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down,
-	                 (long long)(s->wk->loop.now - s->start_ms));
+	                 (long long)(s->wk->loop.now - s->start_ms), cmd_text(s->cmd),
+	                 (unsigned long long)s->dgrams_up, (unsigned long long)s->dgrams_down);
 	if (n > 0)
 		log_record(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -348,7 +366,7 @@ void session_finalize(struct session *s)
 	}
 	if (s->requested)
 		access_log(s);
-	if (s->phase == PH_RELAY)
+	if (s->phase == PH_RELAY || s->phase == PH_UDP)
 		shm_gauge_add(wk->slot, G_CONN_RELAYING, -1);
 	if (s->user_slot >= 0)
 		__atomic_fetch_sub(&wk->slot->user_conns[s->user_slot], 1, __ATOMIC_RELAXED);
@@ -364,6 +382,7 @@ void session_finalize(struct session *s)
 	loop_watch_close(&s->cw, s->cfd);
 	s->cfd = -1;
 	session_close_target(s);
+	udp_end(s); /* the association ends with its control connection */
 	if (s->up)
 		worker_buf_put(wk, s->up);
 	if (s->down)
@@ -468,6 +487,7 @@ static enum ctrl_session_state listed_state(const struct session *s)
 	case PH_CONNECTING:
 		return CTRL_SS_CONNECTING;
 	case PH_RELAY:
+	case PH_UDP:
 		return CTRL_SS_RELAY;
 	case PH_LINGER:
 		return CTRL_SS_CLOSING;
@@ -516,6 +536,9 @@ size_t session_list(struct worker *wk, uint64_t after, size_t max, struct ctrl_s
 		snprintf(o->user, sizeof o->user, "%s", s->user);
 		snprintf(o->dest, sizeof o->dest, "%s", s->dest);
 		o->dport = s->dport;
+		o->cmd = s->cmd;
+		o->dgrams_up = s->dgrams_up;
+		o->dgrams_down = s->dgrams_down;
 		o->up = s->bytes_up;
 		o->down = s->bytes_down;
 		o->age_ms = (uint64_t)(wk->loop.now - s->start_ms);

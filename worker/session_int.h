@@ -33,6 +33,7 @@ struct rpipe;
 struct sniff;
 struct auth_job;
 struct resolver_query;
+struct udp_assoc;
 
 /* Greeting (<= 257) + auth (<= 513) + request (<= 262) fit, with room for
  * early data sent before the reply. */
@@ -48,6 +49,7 @@ enum phase {
 	PH_RESOLVING,
 	PH_CONNECTING,
 	PH_RELAY,
+	PH_UDP, /* a UDP association relaying datagrams (worker/udp.c) */
 	PH_LINGER,
 };
 
@@ -133,6 +135,8 @@ struct session {
 	uint8_t best_fail;
 	struct rules_match rule; /* the rule that let the target be reached (limits, via) */
 	uint64_t bytes_up, bytes_down;
+	uint64_t dgrams_up, dgrams_down; /* UDP ASSOCIATE: datagrams relayed each way */
+	struct udp_assoc *udp;           /* UDP ASSOCIATE: the association (worker/udp.c) */
 	int64_t start_ms;
 	int64_t start_wall;
 

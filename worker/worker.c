@@ -19,6 +19,7 @@
 #include "pipes.h"
 #include "resolver.h"
 #include "session.h"
+#include "udp.h"
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_MS 100
@@ -73,7 +74,8 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events);
 
 bool worker_fd_room(const struct worker *wk, size_t n)
 {
-	return 2 * (wk->nsessions + pipes_open()) + wk->fd_reserve + n <= wk->fd_limit;
+	return 2 * (wk->nsessions + pipes_open()) + udp_fds_open() + wk->fd_reserve + n <=
+	       wk->fd_limit;
 }
 
 static void accept_enable(struct worker *wk, bool on)

@@ -14,11 +14,12 @@ HTTP_REQ = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
 def check_fields(f):
-    assert len(f) == 11, "expected 11 tab-separated fields: %r" % (f,)
+    assert len(f) == 14, "expected 14 tab-separated fields: %r" % (f,)
     assert LOG_DATE_RE.match(f[0]), f[0]
     assert f[2] == "A", f
-    for i in (4, 6, 7, 8, 9, 10):
+    for i in (4, 6, 7, 8, 9, 10, 12, 13):
         assert re.fullmatch(r"\d+", f[i]), (i, f)
+    assert f[11] in ("connect", "bind", "udp", "-"), f
     # the date is "now" (UTC)
     t = time.strptime(f[0], "%Y-%m-%dT%H:%M:%SZ")
     ts = time.mktime(t) - time.timezone
@@ -41,6 +42,7 @@ def test_success_line_fields_and_byte_counts(proxy, nginx):
     assert int(f[8]) == len(HTTP_REQ)
     assert int(f[9]) == len(resp)
     assert int(f[10]) >= 0
+    assert f[11:] == ["connect", "0", "0"]  # the command; no datagrams on a CONNECT
 
 
 def test_username_and_domain_destination_logged(socks5d, nginx):

@@ -223,6 +223,8 @@ def test_sessions_and_session_close(admin_server, echo_server):
         x = doc["sessions"][0]
         assert x["user"] == BOB and x["client_port"] == s.getsockname()[1]
         assert x["port"] == echo_server.port and x["state"] == "relay"
+        assert x["command"] == "connect" and x["datagrams_up"] == 0
+        assert " connect " in r.out
         r = run_client("session", "close", str(x["id"]), server=srv)
         assert r.returncode == 0, r.err
         got, _, _ = eof_within(s, 2)

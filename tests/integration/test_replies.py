@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from s5lib import (Socks5d, connect, eof_within, greeting, read_reply,
+from s5lib import (Socks5d, connect, eof_within, greeting, handshake, read_reply,
                    recv_exact, request, closed_port)
 
 
@@ -94,13 +94,19 @@ def test_connect_timeout_gets_06(socks5d, full_backlog_listener):
     assert 0.8 <= elapsed <= 4.0, elapsed
 
 
-@pytest.mark.parametrize("cmd,name", [(3, "UDP ASSOCIATE"), (0x09, "unknown")])
+@pytest.mark.parametrize("cmd,name", [(0x09, "unknown"), (0xff, "0xff")])
 def test_unsupported_command_gets_07(proxy, cmd, name):
     failed_request(proxy.port, request("127.0.0.1", 80, cmd=cmd), 7)
 
 
-def test_udp_associate_with_zero_address_gets_07(proxy):
-    failed_request(proxy.port, request("0.0.0.0", 0, cmd=3), 7)
+def test_udp_associate_with_zero_address_succeeds_with_a_real_address(proxy):
+    # (tests/integration/test_udp.py covers the association itself)
+    s = connect("127.0.0.1", proxy.port)
+    with s:
+        handshake(s)
+        s.sendall(request("0.0.0.0", 0, cmd=3))
+        r = read_reply(s)
+        assert (r.rep, r.atyp, r.addr) == (0, 1, "127.0.0.1") and r.port != 0
 
 
 @pytest.mark.parametrize("atyp", [0x00, 0x02, 0x05, 0xff])
@@ -276,14 +282,14 @@ def test_overlong_domain_name_fails_cleanly(ns_env):
 def test_unresolvable_name_logged_with_rep_4(ns_env):
     name = "logged-nxdomain.invalid"
     assert_ns_failure(ns_probe(ns_env, name, 4321), 4)
-    f = ns_env.srv.wait_log(lambda f: len(f) == 11 and f[5] == name)[0]
+    f = ns_env.srv.wait_log(lambda f: len(f) == 14 and f[5] == name)[0]
     assert f[6] == "4321" and f[7] == "4"
     assert f[8] == "0" and f[9] == "0"
 
 
 def test_network_unreachable_logged_with_rep_3(ns_env):
     assert_ns_failure(ns_probe(ns_env, "127.0.0.5", 4322, atyp=1), 3)
-    f = ns_env.srv.wait_log(lambda f: len(f) == 11 and f[6] == "4322")[0]
+    f = ns_env.srv.wait_log(lambda f: len(f) == 14 and f[6] == "4322")[0]
     assert f[5] == "127.0.0.5" and f[7] == "3"
 
 

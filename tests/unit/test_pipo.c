@@ -629,6 +629,39 @@ static void test_session_from_ctrl_record(void **state)
 	assert_int_equal(strlen(o.dest), PIPO_MAX_NAME);
 }
 
+/* The extended record is the original one followed by cmd and the
+ * datagram counts; the original decoder reads its prefix unchanged. */
+static void test_session_ex_record(void **state)
+{
+	(void)state;
+	struct pipo_session s = sample_session(6), t, u;
+	s.cmd = PIPO_CMD_UDP;
+	s.dgrams_up = 10000;
+	s.dgrams_down = 0x0102030405060708ull;
+	uint8_t p[700], q[700];
+	struct pipo_buf b = {.p = p, .cap = sizeof p}, ob = {.p = q, .cap = sizeof q};
+	pipo_put_session_ex(&b, &s);
+	pipo_put_session(&ob, &s);
+	assert_int_equal(b.len, ob.len + 17);
+	assert_memory_equal(p, q, ob.len);
+	assert_memory_equal(p + ob.len, "\x03\0\0\0\0\0\0\x27\x10\x01\x02\x03\x04\x05\x06\x07\x08",
+	                    17);
+	struct pipo_cur c = {.p = p, .len = b.len};
+	pipo_get_session_ex(&c, &t);
+	assert_true(pipo_cur_done(&c));
+	assert_int_equal(t.cmd, PIPO_CMD_UDP);
+	assert_int_equal(t.dgrams_up, 10000);
+	assert_int_equal(t.dgrams_down, s.dgrams_down);
+	struct pipo_cur c2 = {.p = p, .len = ob.len};
+	pipo_get_session(&c2, &u);
+	assert_true(pipo_cur_done(&c2));
+	assert_int_equal(u.id, s.id);
+	/* Cut short in the new fields: bad. */
+	struct pipo_cur c3 = {.p = p, .len = b.len - 1};
+	pipo_get_session_ex(&c3, &t);
+	assert_true(c3.bad);
+}
+
 static void test_session_bad_records(void **state)
 {
 	(void)state;
@@ -679,7 +712,10 @@ static void test_status_and_metric_names(void **state)
 	assert_string_equal(pipo_metric_name(PIPO_MET_DNS_LATENCY_P99), "dns_latency_p99_us");
 	assert_string_equal(pipo_metric_name(PIPO_MET_BYTES_SPLICED), "bytes_spliced");
 	assert_string_equal(pipo_metric_name(PIPO_MET_UNAUTH_REFUSED), "unauth_refused");
-	assert_null(pipo_metric_name(PIPO_MET_UNAUTH_REFUSED + 1));
+	assert_string_equal(pipo_metric_name(PIPO_MET_UDP_DGRAMS_UP), "udp_datagrams_up");
+	assert_string_equal(pipo_metric_name(PIPO_MET_UDP_DROP_DENIED), "udp_dropped_denied");
+	for (unsigned id = PIPO_MET_UDP_DGRAMS_UP; id <= PIPO_MET_UDP_DROP_DENIED; id++)
+		assert_non_null(pipo_metric_name((uint16_t)id));
 	assert_null(pipo_metric_name(99));
 	assert_null(pipo_metric_name(PIPO_MET_REPLY_0 + 9));
 	assert_null(pipo_metric_name(0xffff));
@@ -713,6 +749,7 @@ int main(void)
 	    cmocka_unit_test(test_str16_url_limits),
 	    cmocka_unit_test(test_session_roundtrip),
 	    cmocka_unit_test(test_session_from_ctrl_record),
+	    cmocka_unit_test(test_session_ex_record),
 	    cmocka_unit_test(test_session_bad_records),
 	    cmocka_unit_test(test_status_and_metric_names),
 	};
