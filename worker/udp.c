@@ -75,6 +75,7 @@ struct udp_peer {
 
 struct udp_decision {
 	struct udp_key k;
+	uint64_t name; /* hash of the name the address came from; 0: a literal */
 	bool allowed;
 };
 
@@ -232,27 +233,66 @@ static bool peer_known(const struct udp_assoc *a, const struct udp_key *k)
 	return false;
 }
 
-/* Whether this association may send to dest: the one place for the
- * per-destination access decision.  Its answers are remembered per
- * association (dest_allowed), so it runs once per destination while the
- * entry lasts, not once per datagram. */
-static bool udp_dest_allowed(struct udp_assoc *a, const struct sockaddr_storage *dest)
+/* The access rules on one destination of the association (command udp,
+ * the client, the user): an address (with the name it came from, if any),
+ * or with dest NULL a name before its lookup, or with neither the request
+ * itself.  The hit is counted; a block is said (at info with `log`). */
+static enum rules_action udp_rules(struct session *s, const char *name,
+                                   const struct sockaddr_storage *dest, uint16_t port,
+                                   struct rules_match *m)
 {
-	(void)a;
-	(void)dest;
-	return true;
+	struct rules_request q = {
+	    .client = (const struct sockaddr *)&s->peer,
+	    .user = s->user_slot >= 0 ? s->user : NULL,
+	    .cmd = RULES_CMD_UDP,
+	    .port = port,
+	    .name = name,
+	    .dest = (const struct sockaddr *)dest,
+	};
+	enum rules_action act = rules_decide(s->wk->rules, &q, m);
+	if (act == RULES_UNDECIDED)
+		return act;
+	rules_shm_hit(s->wk->seg, s->wk->rules_gen, m);
+	if (act == RULES_BLOCK) {
+		char how[96], to[INET6_ADDRSTRLEN + 1], esc[1024];
+		uint16_t p = port;
+		rules_match_text(m, how, sizeof how);
+		if (dest)
+			session_addr_text(dest, to, sizeof to, &p);
+		log_escape(esc, sizeof esc, (const uint8_t *)(name ? name : ""), name ? strlen(name) : 0);
+		log_msg(m->log ? LOG_INFO : LOG_DEBUG, "session %llu: datagram to %s port %u %s",
+		        (unsigned long long)s->id, dest ? to : esc, p, how);
+	}
+	return act;
 }
 
-static bool dest_allowed(struct udp_assoc *a, const struct sockaddr_storage *dest)
+static uint64_t name_hash(const char *name)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+	for (; name && *name; name++)
+		h = (h ^ (unsigned char)*name) * 1099511628211ull;
+	return name ? h | 1 : 0;
+}
+
+/* Whether this association may send to dest (reached through name, or a
+ * literal when name is NULL).  The answers are remembered per association,
+ * so the rules run once per destination while the entry lasts, not once
+ * per datagram. */
+static bool dest_allowed(struct udp_assoc *a, const struct sockaddr_storage *dest,
+                         const char *name)
 {
 	struct udp_key k;
 	key_of(dest, &k);
+	uint64_t nh = name_hash(name);
 	for (size_t i = 0; i < UDP_DECISIONS; i++)
-		if (a->decisions[i].k.family && same_key(&a->decisions[i].k, &k))
+		if (a->decisions[i].k.family && same_key(&a->decisions[i].k, &k) &&
+		    a->decisions[i].name == nh)
 			return a->decisions[i].allowed;
 	struct udp_decision *d = &a->decisions[a->next_decision++ % UDP_DECISIONS];
 	d->k = k;
-	d->allowed = udp_dest_allowed(a, dest);
+	d->name = nh;
+	struct rules_match m;
+	d->allowed = udp_rules(a->s, name, dest, k.port, &m) == RULES_PASS;
 	return d->allowed;
 }
 
@@ -301,10 +341,10 @@ static void add_user_bytes(struct session *s, int dir, uint64_t n)
 
 /* Prepare datagram data[0..len) for dest in the family's send batch. */
 static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr_storage *dest,
-                      uint8_t *data, size_t len)
+                      const char *name, uint8_t *data, size_t len)
 {
 	struct worker *wk = a->s->wk;
-	if (!dest_allowed(a, dest)) {
+	if (!dest_allowed(a, dest, name)) {
 		shm_count(wk->slot, M_UDP_DROP_DENIED, 1);
 		return;
 	}
@@ -427,6 +467,13 @@ static void enqueue_lookup(struct udp_assoc *a, const char *host, uint16_t port,
 		return;
 	}
 	if (slot < 0) {
+		/* The rules on the name, before it is looked up (the addresses it
+		 * resolves to are decided again, with it). */
+		struct rules_match m;
+		if (udp_rules(a->s, host, NULL, port, &m) == RULES_BLOCK) {
+			shm_count(wk->slot, M_UDP_DROP_DENIED, 1);
+			return;
+		}
 		struct udp_lookup *lk = &a->lookups[free_slot];
 		lk->a = a;
 		snprintf(lk->host, sizeof lk->host, "%s", host);
@@ -491,7 +538,7 @@ static void lookup_done(void *arg, int status, const struct sockaddr_storage *ad
 			resolve_cached(a, lk->host, w->port, &dest);
 			uint8_t *d = bufs->data[used++];
 			memcpy(d, a->qbuf + w->off, w->len);
-			queue_out(a, nout, &dest, d, w->len);
+			queue_out(a, nout, &dest, lk->host, d, w->len);
 		}
 		drop_waiting(a, i);
 	}
@@ -595,8 +642,10 @@ static void on_relay(struct loop *l, struct loop_watch *w, uint32_t events)
 		uint8_t *data = bufs->data[i] + hl;
 		size_t len = m->msg_len - (unsigned)hl;
 		struct sockaddr_storage dest;
-		if (literal_dest(&h, &dest) || resolve_cached(a, h.host, h.port, &dest))
-			queue_out(a, nout, &dest, data, len);
+		if (literal_dest(&h, &dest))
+			queue_out(a, nout, &dest, NULL, data, len);
+		else if (resolve_cached(a, h.host, h.port, &dest))
+			queue_out(a, nout, &dest, h.host, data, len);
 		else
 			enqueue_lookup(a, h.host, h.port, data, len);
 	}
@@ -749,6 +798,13 @@ void udp_begin(struct session *s)
 	if (!bufs && !(bufs = malloc(sizeof *bufs))) {
 		log_warn("session %llu: no memory for UDP buffers", (unsigned long long)s->id);
 		session_fail(s, SOCKS5_REP_GENERAL_FAILURE);
+		return;
+	}
+	/* A rule that blocks UDP for this client or user, whatever the
+	 * destination, refuses the association itself. */
+	struct rules_match m;
+	if (udp_rules(s, NULL, NULL, 0, &m) == RULES_BLOCK) {
+		connect_blocked(s, &m);
 		return;
 	}
 	struct udp_assoc *a = calloc(1, sizeof *a);

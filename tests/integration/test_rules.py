@@ -256,7 +256,7 @@ def test_default_blocks_loopback_link_local_and_own_address(net, server):
     # an ordinary destination passes
     assert_rep(s.probe(SRV_IP, net.p1), 0)
     # one access-log record with reply 2
-    f = s.srv.wait_log(lambda f: len(f) == 11 and f[5] == LINK_LOCAL)[0]
+    f = s.srv.wait_log(lambda f: len(f) == 14 and f[5] == LINK_LOCAL)[0]
     assert f[7] == "2" and f[3] == CLI_IP, f
 
 
@@ -270,7 +270,7 @@ def test_first_address_blocked_second_used(net, server):
     s = server(ANON)
     # multi.test: 127.0.0.1 (blocked by default) and 10.77.0.1
     assert_rep(s.probe("multi.test", net.p1), 0)
-    s.srv.wait_log(lambda f: len(f) == 11 and f[5] == "multi.test" and f[7] == "0")
+    s.srv.wait_log(lambda f: len(f) == 14 and f[5] == "multi.test" and f[7] == "0")
 
 
 def test_loopback_client_keeps_everything(net, server):
@@ -362,3 +362,42 @@ def test_invalid_rule_at_start_is_a_configuration_error(net, tmp_path):
                        capture_output=True, timeout=20)
     assert r.returncode == 78, r
     assert b"bad.conf:1: '10.0.0.0/40' is not" in r.stderr, r.stderr
+
+
+UDP_PROBE = r'''
+import json, socket, struct, sys
+a = json.loads(sys.argv[1])
+res = {}
+c = socket.create_connection((a["proxy"], a["port"]), timeout=5)
+c.sendall(b"\x05\x01\x00"); c.recv(2)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((a["me"], 0)); u.settimeout(1.5)
+c.sendall(b"\x05\x03\x00\x01" + socket.inet_aton(a["me"]) + struct.pack("!H", u.getsockname()[1]))
+rep = c.recv(10)
+res["rep"] = rep[1]
+if rep[1] == 0:
+    relay = (socket.inet_ntoa(rep[4:8]), struct.unpack("!H", rep[8:10])[0])
+    q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x04test\x00\x00\x01\x00\x01"
+    u.sendto(b"\x00\x00\x00\x01" + socket.inet_aton(a["target"]) + struct.pack("!H", 53) + q, relay)
+    try:
+        d = u.recv(4096)
+        res["answer"] = d[10:12].hex()
+    except socket.timeout:
+        res["answer"] = None
+print(json.dumps(res))
+'''
+
+
+def udp_probe(s, target):
+    r = run(*s.net.prefix(s.net.cli), "/usr/bin/python3", "-c", UDP_PROBE,
+            json.dumps(dict(proxy=SRV_IP, port=s.port, me=CLI_IP, target=target)))
+    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def test_udp_datagrams_to_loopback_blocked_by_default(net, server):
+    s = server(ANON)
+    res = udp_probe(s, "127.0.0.1")
+    assert res == {"rep": 0, "answer": None}, res
+    s.reload(ANON + "pass to 127.0.0.1 port 53 command udp\n")
+    res = udp_probe(s, "127.0.0.1")
+    assert res == {"rep": 0, "answer": "1234"}, res

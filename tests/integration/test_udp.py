@@ -18,8 +18,9 @@ import pytest
 import socks  # Debian python3-socks (PySocks)
 
 import doh_servers as ds
-from admin_lib import admin_server, run_client  # noqa: F401
-from s5lib import connect, deadline_loop, encode_addr, handshake, read_reply, request
+from admin_lib import ADMIN_PASS, ADMIN_USER, admin_server, run_client  # noqa: F401
+from s5lib import (connect, deadline_loop, encode_addr, handshake, hash_password, read_reply,
+                   request)
 
 M_UP, M_DOWN, M_SOURCE, M_FRAG, M_MALFORMED, M_FILTER, M_LOOKUP = 36, 37, 38, 39, 40, 41, 42
 
@@ -391,3 +392,52 @@ def test_pipoclient_sessions_shows_udp_and_counters(admin_server, echo4):
         out = run_client("sessions", server=srv).out
         line = [l for l in out.splitlines() if ":%d " % c.getsockname()[1] in l][0]
         assert " udp " in line and line.rstrip().endswith("3/3")
+
+
+# ---------------------------------------------------------------- access rules
+
+M_DENIED = 45
+
+
+def test_rules_decide_each_datagram_destination(admin_server, unbound, echo4, tmp_path):
+    other = UdpEcho("127.0.0.1")
+    try:
+        conf = tmp_path / "rules.conf"
+        conf.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)) +
+                        "block to 127.0.0.1 port %d command udp\n" % other.addr[1] +
+                        "block to dual.test command udp\n"
+                        "pass\n")
+        srv = admin_server("--anonymous", "always", "--dns-server", unbound.classic,
+                           config=conf, workers=1)
+        s = pysocks_udp(srv.port)
+        with s:
+            s.sendto(b"ok", echo4.addr)
+            assert s.recvfrom(100)[0] == b"ok"
+            for _ in range(3):  # the decision is remembered: counted per datagram
+                s.sendto(b"no", other.addr)
+            wait_metric(srv, M_DENIED, lambda v: v == 3)
+            s.sendto(b"by name", ("v4.test", echo4.addr[1]))
+            assert s.recvfrom(100)[0] == b"by name"
+            # a name rule decides before the lookup
+            s.sendto(b"named", ("dual.test", echo4.addr[1]))
+            wait_metric(srv, M_DENIED, lambda v: v == 4)
+        assert other.seen == []
+        assert b"named" not in [d for d, _ in echo4.seen]
+    finally:
+        other.close()
+
+
+def test_a_rule_blocking_udp_refuses_the_association(admin_server, echo4, tmp_path):
+    conf = tmp_path / "rules.conf"
+    conf.write_text("block command udp log\npass\n")
+    srv = admin_server("--anonymous", "always", config=conf, workers=1)
+    c, rep, u = associate(srv.port)
+    assert rep.rep == 2, rep
+    c.close()
+    u.close()
+    # CONNECT is another command: rule 2
+    c = connect("127.0.0.1", srv.port)
+    handshake(c)
+    c.sendall(request("127.0.0.1", echo4.addr[1]))
+    assert read_reply(c).rep != 2
+    c.close()
