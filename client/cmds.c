@@ -275,8 +275,13 @@ const size_t pc_ncommands = sizeof pc_commands / sizeof pc_commands[0];
 
 void pc_print_commands(FILE *f)
 {
-	for (size_t i = 0; i < pc_ncommands; i++)
-		fprintf(f, "  %-36s %s\n", pc_commands[i].synopsis, pc_commands[i].help);
+	for (size_t i = 0; i < pc_ncommands; i++) {
+		const struct pc_command *c = &pc_commands[i];
+		if (strlen(c->synopsis) > 36) /* the help on a line of its own */
+			fprintf(f, "  %s\n  %-36s %s\n", c->synopsis, "", c->help);
+		else
+			fprintf(f, "  %-36s %s\n", c->synopsis, c->help);
+	}
 	pc_print_settings(f);
 }
 
