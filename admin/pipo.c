@@ -349,3 +349,90 @@ const char *pipo_metric_name(uint16_t id)
 		return names[id];
 	return NULL;
 }
+
+/* ---- access rules: listing and rule test ----------------------------------- */
+
+void pipo_put_str16(struct pipo_buf *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (n > UINT16_MAX) {
+		b->overflow = true;
+		return;
+	}
+	pipo_put_u16(b, (uint16_t)n);
+	pipo_put_bytes(b, s, n);
+}
+
+void pipo_put_rule(struct pipo_buf *b, const struct pipo_rule *r)
+{
+	if (strlen(r->text) > PIPO_RULE_TEXT_MAX) {
+		b->overflow = true;
+		return;
+	}
+	pipo_put_u32(b, r->number);
+	pipo_put_u32(b, r->line);
+	pipo_put_u8(b, r->stage);
+	pipo_put_u8(b, r->action);
+	pipo_put_u64(b, r->hits);
+	pipo_put_str16(b, r->text);
+}
+
+void pipo_get_rule(struct pipo_cur *c, struct pipo_rule *r, char *text, size_t cap)
+{
+	r->number = pipo_get_u32(c);
+	r->line = pipo_get_u32(c);
+	r->stage = pipo_get_u8(c);
+	r->action = pipo_get_u8(c);
+	r->hits = pipo_get_u64(c);
+	pipo_get_str16(c, text, cap < PIPO_RULE_TEXT_MAX + 1 ? cap : PIPO_RULE_TEXT_MAX + 1);
+	r->text = text;
+	if (r->stage > PIPO_RULE_CLIENT || r->action > PIPO_RULE_BLOCK)
+		c->bad = true;
+}
+
+void pipo_put_rule_test(struct pipo_buf *b, const struct pipo_rule_test *t)
+{
+	pipo_put_str8(b, t->user);
+	pipo_put_str8(b, t->source);
+	pipo_put_str8(b, t->dest);
+	pipo_put_u16(b, t->port);
+	pipo_put_u8(b, t->cmd);
+}
+
+void pipo_get_rule_test(struct pipo_cur *c, struct pipo_rule_test *t)
+{
+	pipo_get_str8(c, t->user, sizeof t->user);
+	pipo_get_str8(c, t->source, sizeof t->source);
+	pipo_get_str8(c, t->dest, sizeof t->dest);
+	t->port = pipo_get_u16(c);
+	t->cmd = pipo_get_u8(c);
+}
+
+void pipo_put_rule_verdict(struct pipo_buf *b, const struct pipo_rule_verdict *v)
+{
+	const char *text = v->text ? v->text : "";
+	if (strlen(text) > PIPO_RULE_TEXT_MAX) {
+		b->overflow = true;
+		return;
+	}
+	pipo_put_u8(b, v->decision);
+	pipo_put_u8(b, v->stage);
+	pipo_put_u32(b, v->number);
+	pipo_put_u32(b, v->line);
+	pipo_put_u8(b, v->on_name);
+	pipo_put_str16(b, text);
+}
+
+void pipo_get_rule_verdict(struct pipo_cur *c, struct pipo_rule_verdict *v, char *text,
+                           size_t cap)
+{
+	v->decision = pipo_get_u8(c);
+	v->stage = pipo_get_u8(c);
+	v->number = pipo_get_u32(c);
+	v->line = pipo_get_u32(c);
+	v->on_name = pipo_get_u8(c);
+	pipo_get_str16(c, text, cap < PIPO_RULE_TEXT_MAX + 1 ? cap : PIPO_RULE_TEXT_MAX + 1);
+	v->text = text;
+	if (v->decision > PIPO_RULE_UNDECIDED || v->stage > PIPO_RULE_CLIENT || v->on_name > 1)
+		c->bad = true;
+}

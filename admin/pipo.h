@@ -292,4 +292,61 @@ static inline bool pipo_cur_done(const struct pipo_cur *c)
 const char *pipo_status_name(uint8_t status);
 const char *pipo_metric_name(uint16_t id);
 
+/* ---- access rules: listing and rule test ----------------------------------- */
+
+/* Queries of the access rules (socks5d.conf(5)); apart from the table
+ * above so that each stays one block. */
+enum pipo_query_rules {
+	PIPO_Q_RULES = 0x30,     /* -> u64 gen, u8 no_rules, str16 default, u32 n, n x rule */
+	PIPO_Q_RULE_TEST = 0x31, /* rule test request -> rule verdict */
+};
+
+#define PIPO_RULE_TEXT_MAX 4096 /* a rule line, as the configuration file bounds it */
+
+enum pipo_rule_stage { PIPO_RULE_REQUEST = 0, PIPO_RULE_CLIENT = 1 };
+/* Actions and decisions (the values of shared/rules.h's enum rules_action). */
+enum pipo_rule_action { PIPO_RULE_PASS = 0, PIPO_RULE_BLOCK = 1, PIPO_RULE_UNDECIDED = 2 };
+enum pipo_rule_cmd { PIPO_RULE_CONNECT = 1, PIPO_RULE_BIND = 2, PIPO_RULE_UDP = 3 };
+
+/* One rule of PIPO_Q_RULES:
+ *   u32 number, u32 line, u8 stage, u8 action, u64 hits, str16 text
+ * text points at the caller's text (put) or at get's buffer. */
+struct pipo_rule {
+	uint32_t number, line;
+	uint8_t stage, action;
+	uint64_t hits;
+	const char *text;
+};
+
+/* The request of PIPO_Q_RULE_TEST:
+ *   str8 user (empty: anonymous), str8 source, str8 destination, u16 port, u8 command */
+struct pipo_rule_test {
+	char user[PIPO_MAX_NAME + 1];
+	char source[PIPO_MAX_NAME + 1];
+	char dest[PIPO_MAX_NAME + 1];
+	uint16_t port;
+	uint8_t cmd;
+};
+
+/* The answer of PIPO_Q_RULE_TEST:
+ *   u8 decision, u8 stage, u32 number (0: the default policy), u32 line,
+ *   u8 on_name, str16 text of the rule (empty for number 0) */
+struct pipo_rule_verdict {
+	uint8_t decision, stage, on_name;
+	uint32_t number, line;
+	const char *text;
+};
+
+/* A text over PIPO_RULE_TEXT_MAX sets overflow. */
+void pipo_put_rule(struct pipo_buf *b, const struct pipo_rule *r);
+/* text: a buffer of cap >= PIPO_RULE_TEXT_MAX + 1 bytes. */
+void pipo_get_rule(struct pipo_cur *c, struct pipo_rule *r, char *text, size_t cap);
+void pipo_put_rule_test(struct pipo_buf *b, const struct pipo_rule_test *t);
+void pipo_get_rule_test(struct pipo_cur *c, struct pipo_rule_test *t);
+void pipo_put_rule_verdict(struct pipo_buf *b, const struct pipo_rule_verdict *v);
+void pipo_get_rule_verdict(struct pipo_cur *c, struct pipo_rule_verdict *v, char *text,
+                           size_t cap);
+/* u16 length + bytes; a string over 65535 bytes sets overflow. */
+void pipo_put_str16(struct pipo_buf *b, const char *s);
+
 #endif

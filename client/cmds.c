@@ -5,7 +5,7 @@
  * prompt), then connects on first use, sends its requests (pipelined when
  * several are independent), decodes the answers with admin/pipo.c and
  * prints a table or one JSON document.  The commands themselves:
- * stats_cmds.c, user_cmds.c, session_cmds.c, settings_cmds.c.
+ * stats_cmds.c, user_cmds.c, session_cmds.c, settings_cmds.c, rule_cmds.c.
  */
 #include "pc.h"
 
@@ -267,14 +267,30 @@ const struct pc_command pc_commands[] = {
     {"get", NULL, 0, 1, 0, cmd_get, "get [SETTING]", "show one setting, or all"},
     {"set", NULL, 2, 2, 0, cmd_set, "set SETTING VALUE", "change a setting at run time"},
     {"reload", NULL, 0, 0, 0, cmd_reload, "reload", "re-read the configuration file (SIGHUP)"},
+    {"rules", NULL, 0, 0, 0, cmd_rules, "rules", "the access rules in force, with their hits"},
+    {"rule", "test", 3, 4, PCF_USER, cmd_rule_test, "rule test [--user U] SRC DST PORT [CMD]",
+     "which rule decides a request (CMD: connect, bind, udp); nothing is sent"},
 };
 const size_t pc_ncommands = sizeof pc_commands / sizeof pc_commands[0];
 
 void pc_print_commands(FILE *f)
 {
-	for (size_t i = 0; i < pc_ncommands; i++)
-		fprintf(f, "  %-36s %s\n", pc_commands[i].synopsis, pc_commands[i].help);
+	for (size_t i = 0; i < pc_ncommands; i++) {
+		const struct pc_command *c = &pc_commands[i];
+		if (strlen(c->synopsis) > 36) /* the help on a line of its own */
+			fprintf(f, "  %s\n  %-36s %s\n", c->synopsis, "", c->help);
+		else
+			fprintf(f, "  %-36s %s\n", c->synopsis, c->help);
+	}
 	pc_print_settings(f);
+}
+
+bool pc_name_takes_flag(const char *name, int bit)
+{
+	for (size_t i = 0; i < pc_ncommands; i++)
+		if (!strcmp(pc_commands[i].name, name) && (pc_commands[i].flags & bit))
+			return true;
+	return false;
 }
 
 static const char *flag_name(int bit)
@@ -284,6 +300,7 @@ static const char *flag_name(int bit)
 	case PCF_ALL: return "--all";
 	case PCF_ITER: return "--iterations";
 	case PCF_INTERVAL: return "--interval";
+	case PCF_USER: return "--user";
 	default: return "--json";
 	}
 }
@@ -335,8 +352,8 @@ int pc_dispatch(struct pc_ctx *x, int argc, char **argv)
 	const struct pc_command *cmd = pc_lookup(x, argc, argv, &words);
 	if (!cmd)
 		return PC_EXIT_USAGE;
-	char *args[3] = {NULL, NULL, NULL};
-	for (int i = words; i < argc && i - words < 2; i++)
+	char *args[PC_ARGS_MAX + 1] = {NULL};
+	for (int i = words; i < argc && i - words < PC_ARGS_MAX; i++)
 		args[i - words] = argv[i];
 	int rc = cmd->run(x, args);
 	fflush(stdout);

@@ -1,7 +1,9 @@
 /*
  * pipoClient command line: global options (transport, credentials, output)
- * and the flags of the commands may appear anywhere (GNU order); the words
- * left name a one-shot command.  No command: the interactive shell.
+ * before the command word; after it, the command's words with its flags
+ * anywhere among them (GNU order), and the global options again, except
+ * where the command has an option of the same name (rule test --user).
+ * No command: the interactive shell.
  */
 #include "pc.h"
 
@@ -56,6 +58,66 @@ static bool parse_uint(const char *s, unsigned long lo, unsigned long hi, unsign
 	return true;
 }
 
+/* One option as getopt_long returned it: -1 to go on, else an exit status
+ * (a usage error, or 0 after --help / --version). */
+static int take_option(struct pc_ctx *x, struct pc_target *t, int opt, char **argv)
+{
+	unsigned long v;
+	int flag = pc_cmd_flag(x, opt, optarg);
+	if (flag < 0)
+		return bad_usage();
+	if (flag > 0)
+		return -1;
+	switch (opt) {
+	case 'L':
+		t->addr = optarg;
+		break;
+	case 'P':
+		if (!parse_uint(optarg, 1, 65535, &v)) {
+			pc_err("option --port: '%s' is not a port number in 1..65535", optarg);
+			return bad_usage();
+		}
+		t->port = (unsigned)v;
+		break;
+	case 'S':
+		if (!optarg[0]) {
+			pc_err("option --socket: empty path");
+			return bad_usage();
+		}
+		t->socket = optarg;
+		break;
+	case 'u':
+		x->user = optarg;
+		break;
+	case 't':
+		if (!parse_uint(optarg, 1, 3600, &v)) {
+			pc_err("option --timeout: '%s' is not a number of seconds in 1..3600", optarg);
+			return bad_usage();
+		}
+		t->timeout_ms = (int)v * 1000;
+		break;
+	case 'j':
+		x->json = true;
+		break;
+	case 'h':
+		usage(stdout);
+		return PC_EXIT_OK;
+	case 'V':
+		printf("pipoClient %s (pipo protocol %d)\n", SOCKS5D_VERSION, PIPO_VERSION);
+		return PC_EXIT_OK;
+	case ':':
+		pc_err("option %s needs a value", argv[optind - 1]);
+		return bad_usage();
+	default:
+		if (optopt && optopt != '?')
+			pc_err("unknown option '-%c'", optopt);
+		else
+			pc_err("unknown option '%s'", argv[optind - 1]);
+		return bad_usage();
+	}
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -87,71 +149,37 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	opterr = 0;
-	int opt;
-	unsigned long v;
-	while ((opt = getopt_long(argc, argv, ":L:P:S:u:t:jhV", longopts, NULL)) != -1) {
-		int flag = pc_cmd_flag(&x, opt, optarg);
-		if (flag < 0)
-			return bad_usage();
-		if (flag > 0)
-			continue;
-		switch (opt) {
-		case 'L':
-			t.addr = optarg;
-			break;
-		case 'P':
-			if (!parse_uint(optarg, 1, 65535, &v)) {
-				pc_err("option --port: '%s' is not a port number in 1..65535", optarg);
-				return bad_usage();
-			}
-			t.port = (unsigned)v;
-			break;
-		case 'S':
-			if (!optarg[0]) {
-				pc_err("option --socket: empty path");
-				return bad_usage();
-			}
-			t.socket = optarg;
-			break;
-		case 'u':
-			x.user = optarg;
-			break;
-		case 't':
-			if (!parse_uint(optarg, 1, 3600, &v)) {
-				pc_err("option --timeout: '%s' is not a number of seconds in 1..3600",
-				       optarg);
-				return bad_usage();
-			}
-			t.timeout_ms = (int)v * 1000;
-			break;
-		case 'j':
-			x.json = true;
-			break;
-		case 'h':
-			usage(stdout);
-			return PC_EXIT_OK;
-		case 'V':
-			printf("pipoClient %s (pipo protocol %d)\n", SOCKS5D_VERSION, PIPO_VERSION);
-			return PC_EXIT_OK;
-		case ':':
-			pc_err("option %s needs a value", argv[optind - 1]);
-			return bad_usage();
-		default:
-			if (optopt && optopt != '?')
-				pc_err("unknown option '-%c'", optopt);
-			else
-				pc_err("unknown option '%s'", argv[optind - 1]);
-			return bad_usage();
-		}
+	int opt, rc;
+	/* The options before the command word ("+": stop at the first word). */
+	while ((opt = getopt_long(argc, argv, "+:L:P:S:u:t:jhV", longopts, NULL)) != -1)
+		if ((rc = take_option(&x, &t, opt, argv)) >= 0)
+			return rc;
+	int nargs = 0;
+	char **args = NULL;
+	if (optind < argc) {
+		/* The command's words, options anywhere among them (GNU order).
+		 * The command's own options come first: after "rule", --user
+		 * is the rule test's user, not the login. */
+		char *name = argv[optind];
+		bool own_user = pc_name_takes_flag(name, PCF_USER);
+		char **sub = argv + optind;
+		int subc = argc - optind;
+		sub[0] = argv[0];
+		optind = 0; /* glibc: full re-initialisation for a new vector */
+		while ((opt = getopt_long(subc, sub, ":L:P:S:u:t:jhV", longopts, NULL)) != -1)
+			if ((rc = take_option(&x, &t, opt == 'u' && own_user ? PC_CMD_USER_OPTION : opt,
+			                      sub)) >= 0)
+				return rc;
+		sub[optind - 1] = name;
+		args = sub + optind - 1;
+		nargs = subc - optind + 1;
 	}
 	if (!x.user || !x.user[0] || strlen(x.user) > PIPO_MAX_NAME) {
 		pc_err(x.user && x.user[0] ? "administrator name too long (at most 255 bytes)"
-		                           : "no administrator name: give -u NAME (or set PIPO_USER)");
+		                           : "no administrator name: give -u NAME before the command (or set "
+		                             "PIPO_USER)");
 		return bad_usage();
 	}
-	int nargs = argc - optind;
-	char **args = argv + optind;
-	int rc;
 	if (nargs == 0) {
 		if (x.f_seen) {
 			pc_err("command options need a command");

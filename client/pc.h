@@ -5,8 +5,8 @@
  *
  * Modules: conn.c (transport, authentication, pipelined request batches),
  * out.c (units, tables, JSON writer), cmds.c (helpers, login, the command
- * table and dispatch), stats_cmds.c, user_cmds.c, session_cmds.c and
- * settings_cmds.c (the commands), shell.c (the interactive shell on
+ * table and dispatch), stats_cmds.c, user_cmds.c, session_cmds.c,
+ * settings_cmds.c and rule_cmds.c (the commands), shell.c (the interactive shell on
  * libedit), main.c (command line).  All wire encoding and decoding goes
  * through admin/pipo.c; setting names and values through the server's own
  * table and parser (shared/settings.c), user names through shared/names.c.
@@ -129,10 +129,21 @@ struct pc_ctx {
 	bool f_admin, f_all;
 	long f_iterations; /* -1: unbounded */
 	double f_interval;
+	const char *f_user; /* rule test --user, NULL: anonymous */
 	int f_seen; /* bit set of the flags given (for "not valid here" errors) */
 };
 
-enum pc_flag_bit { PCF_ADMIN = 1, PCF_ALL = 2, PCF_ITER = 4, PCF_INTERVAL = 8, PCF_JSON = 16 };
+enum pc_flag_bit {
+	PCF_ADMIN = 1,
+	PCF_ALL = 2,
+	PCF_ITER = 4,
+	PCF_INTERVAL = 8,
+	PCF_JSON = 16,
+	PCF_USER = 32, /* a command's own --user (rule test), not the login */
+};
+
+/* Positional arguments a command takes at most. */
+#define PC_ARGS_MAX 4
 
 struct pc_command {
 	const char *name;
@@ -176,6 +187,8 @@ int cmd_session_close(struct pc_ctx *x, char **args);
 int cmd_reload(struct pc_ctx *x, char **args);
 int cmd_get(struct pc_ctx *x, char **args);
 int cmd_set(struct pc_ctx *x, char **args);
+int cmd_rules(struct pc_ctx *x, char **args);
+int cmd_rule_test(struct pc_ctx *x, char **args);
 
 /* Find the command named by the words (flags already removed) and check
  * its arguments and flags; prints a usage error and returns NULL when they
@@ -184,6 +197,9 @@ const struct pc_command *pc_lookup(struct pc_ctx *x, int argc, char **argv, int 
 /* Look up and run; connects on first use.  Returns an exit status. */
 int pc_dispatch(struct pc_ctx *x, int argc, char **argv);
 void pc_print_commands(FILE *f);
+/* Does a command named name (its first word) take the flag bit?  After
+ * such a command's name, its own option wins over a global one. */
+bool pc_name_takes_flag(const char *name, int bit);
 /* The setting names for the help text (settings_cmds.c). */
 void pc_print_settings(FILE *f);
 /* Read a password with echo off from /dev/tty (confirm: ask twice). */
@@ -197,14 +213,17 @@ int pc_split(char *line, char **argv, int max);
 /* Parse the flags of a command line (GNU style, anywhere among the words);
  * leaves the positional words in argv[0..*argc).  Returns an exit status. */
 int pc_parse_cmd_flags(struct pc_ctx *x, int *argc, char **argv);
-/* The getopt_long rows of the flags pc_cmd_flag() takes. */
+/* The getopt_long rows of the flags pc_cmd_flag() takes (--user is the
+ * login in main() before the command word, and after the name of a
+ * command that takes PCF_USER it is that command's). */
 #define PC_CMD_FLAG_OPTIONS                                                                        \
 	{"admin", no_argument, NULL, 'A'}, {"all", no_argument, NULL, 'a'},                        \
 	    {"iterations", required_argument, NULL, 'n'}, {"interval", required_argument, NULL, 'i'}
+#define PC_CMD_USER_OPTION 'U' /* what pc_cmd_flag() takes for a command's --user */
 /* One of the command flags that both the command line and the shell take
- * (-A, -a, -n N, -i SECONDS), as getopt_long returned it: 1 when opt is
- * one and was recorded, 0 when it is not one, -1 (after a one-line error)
- * when its value is out of range. */
+ * (-A, -a, -n N, -i SECONDS, PC_CMD_USER_OPTION NAME), as getopt_long
+ * returned it: 1 when opt is one and was recorded, 0 when it is not one,
+ * -1 (after a one-line error) when its value is out of range. */
 int pc_cmd_flag(struct pc_ctx *x, int opt, const char *arg);
 /* (Re)connect and authenticate with the context's target and credentials. */
 int pc_login(struct pc_ctx *x);

@@ -96,6 +96,14 @@ int pc_cmd_flag(struct pc_ctx *x, int opt, const char *arg)
 		}
 		x->f_seen |= PCF_INTERVAL;
 		return 1;
+	case PC_CMD_USER_OPTION:
+		if (x->f_seen & PCF_USER) {
+			pc_err("option --user given twice");
+			return -1;
+		}
+		x->f_user = arg;
+		x->f_seen |= PCF_USER;
+		return 1;
 	default:
 		return 0;
 	}
@@ -105,6 +113,7 @@ int pc_parse_cmd_flags(struct pc_ctx *x, int *argc, char **argv)
 {
 	static const struct option longopts[] = {
 	    {"json", no_argument, NULL, 'j'},
+	    {"user", required_argument, NULL, PC_CMD_USER_OPTION},
 	    PC_CMD_FLAG_OPTIONS,
 	    {NULL, 0, NULL, 0},
 	};
@@ -117,8 +126,9 @@ int pc_parse_cmd_flags(struct pc_ctx *x, int *argc, char **argv)
 	optind = 0; /* glibc: full re-initialisation for a new vector */
 	opterr = 0;
 	int opt;
-	while ((opt = getopt_long(ac, av, ":j", longopts, NULL)) != -1) {
-		int flag = pc_cmd_flag(x, opt, optarg);
+	while ((opt = getopt_long(ac, av, ":ju:", longopts, NULL)) != -1) {
+		/* In the shell there is no login option: -u is the command's. */
+		int flag = pc_cmd_flag(x, opt == 'u' ? PC_CMD_USER_OPTION : opt, optarg);
 		if (flag < 0)
 			return PC_EXIT_USAGE;
 		if (flag > 0)
@@ -172,6 +182,7 @@ static int shell_line(struct pc_ctx *x, char *line, bool json_default)
 	x->f_admin = x->f_all = false;
 	x->f_iterations = -1;
 	x->f_interval = 1.0;
+	x->f_user = NULL;
 	x->f_seen = 0;
 	if (!strcmp(argv[0], "quit") || !strcmp(argv[0], "exit"))
 		return -1;
@@ -193,6 +204,8 @@ static int shell_line(struct pc_ctx *x, char *line, bool json_default)
 
 static const char *const user_subs[] = {"add", "conns", "del", "passwd"};
 static const char *const session_subs[] = {"close"};
+static const char *const rule_subs[] = {"test"};
+static const char *const rule_cmds[] = {"connect", "bind", "udp"};
 static const char *const onoff[] = {"on", "off"};
 static const char *const shell_only[] = {"help", "quit", "exit"};
 
@@ -224,10 +237,23 @@ static void candidates(char **words, int nw, struct cands *c)
 			add_cands(c, user_subs, 4);
 		else if (!strcmp(words[0], "session"))
 			add_cands(c, session_subs, 1);
+		else if (!strcmp(words[0], "rule"))
+			add_cands(c, rule_subs, 1);
 		else if (!strcmp(words[0], "get") || !strcmp(words[0], "set"))
 			for (size_t i = 0; i < settings_count; i++)
 				if (words[0][0] == 'g' || settings_table[i].when == SETTING_RUNTIME)
 					add_cands(c, &settings_table[i].key, 1);
+	} else if (nw >= 2 && !strcmp(words[0], "rule") && !strcmp(words[1], "test")) {
+		/* rule test [--user U] SRC DST PORT: then the command */
+		int pos = 0;
+		for (int i = 2; i < nw; i++) {
+			if (!strcmp(words[i], "--user") || !strcmp(words[i], "-u"))
+				i++;
+			else if (words[i][0] != '-')
+				pos++;
+		}
+		if (pos == 3)
+			add_cands(c, rule_cmds, 3);
 	} else if (nw == 2 && !strcmp(words[0], "set")) {
 		const struct setting_desc *d = settings_find(words[1]);
 		if (d && d->type == SETTING_BOOL)

@@ -271,9 +271,11 @@ static bool handle(struct admin_sess *s)
 			return false;
 		}
 	} else if (f->type == PIPO_QUERY) {
-		if (f->cmd == PIPO_Q_USERS || f->cmd == PIPO_Q_USER_STATS) {
-			/* Up to 1024 users of 255-byte names: the one large answer. */
-			big.cap = 4 + SHM_MAX_USERS * (2 + PIPO_MAX_NAME + 1 + 20);
+		if (f->cmd == PIPO_Q_USERS || f->cmd == PIPO_Q_USER_STATS || f->cmd == PIPO_Q_RULES) {
+			/* Up to 1024 users of 255-byte names, or every rule: the large
+			 * answers. */
+			big.cap = f->cmd == PIPO_Q_RULES ? PIPO_MAX_RESPONSE
+			                                 : 4 + SHM_MAX_USERS * (2 + PIPO_MAX_NAME + 1 + 20);
 			big.p = malloc(big.cap);
 			if (!big.p) {
 				admin_respond(s, f->type, f->cmd, PIPO_E_SERVER, NULL);

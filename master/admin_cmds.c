@@ -1,6 +1,8 @@
 #include "admin_cmds.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include "../shared/clock.h"
 #include "../shared/log.h"
 #include "../shared/names.h"
+#include "../shared/rules.h"
 #include "../shared/shm.h"
 #include "master.h"
 
@@ -173,6 +176,123 @@ static void list_users(const struct admin_ctx *a, struct pipo_buf *b, bool stats
 	free(copy);
 }
 
+/* ---- access rules ------------------------------------------------------------ */
+
+/* Every rule of the set in force, in file order, with its hits in this
+ * generation (the segment clears them with each publication).  One answer
+ * holds them all: 4096 rules of 20 bytes and a text of 512 KiB at most,
+ * well under PIPO_MAX_RESPONSE. */
+static uint8_t list_rules(const struct admin_ctx *a, struct pipo_buf *b)
+{
+	_Static_assert((size_t)RULES_MAX * (20 + 2) + RULES_TEXT_MAX + 8 + 1 + 2 + 512 + 4 <=
+	                   PIPO_MAX_RESPONSE,
+	               "the rules listing fits one pipo answer");
+	struct shm_segment *seg = a->seg;
+	const struct rules *rs = master_rules(a->m);
+	size_t n = rules_count(rs);
+	char def[512];
+	rules_default_text(rs, def, sizeof def);
+	pipo_put_u64(b, __atomic_load_n(&seg->rules_gen, __ATOMIC_ACQUIRE));
+	pipo_put_u8(b, n == 0);
+	pipo_put_str16(b, def);
+	pipo_put_u32(b, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		struct pipo_rule r = {.number = (uint32_t)(i + 1)};
+		bool client = false;
+		r.text = rules_text(rs, i, &r.line, &client);
+		r.stage = client ? PIPO_RULE_CLIENT : PIPO_RULE_REQUEST;
+		r.action = rules_rule_action(rs, i) == RULES_BLOCK ? PIPO_RULE_BLOCK : PIPO_RULE_PASS;
+		r.hits = i < SHM_RULES_MAX ? __atomic_load_n(&seg->rule_hits[i], __ATOMIC_RELAXED) : 0;
+		pipo_put_rule(b, &r);
+	}
+	return b->overflow ? PIPO_E_SERVER : PIPO_OK;
+}
+
+/* An address literal, IPv6 in brackets or not, as a socket address. */
+static bool parse_addr(const char *s, struct sockaddr_storage *ss)
+{
+	char buf[INET6_ADDRSTRLEN + 2];
+	size_t n = strlen(s);
+	if (n >= 2 && s[0] == '[' && s[n - 1] == ']') {
+		s++;
+		n -= 2;
+	}
+	if (n == 0 || n >= sizeof buf)
+		return false;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	memset(ss, 0, sizeof *ss);
+	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+	if (inet_pton(AF_INET, buf, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		return true;
+	}
+	if (inet_pton(AF_INET6, buf, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		return true;
+	}
+	return false;
+}
+
+/* A name as a rule test takes it: one the rules could name, whose last
+ * label is not all digits (300.1.2.3 is a mistyped address, not a name). */
+static bool test_name_valid(const char *s)
+{
+	if (!rules_valid_name(s))
+		return false;
+	size_t n = strlen(s);
+	if (n > 1 && s[n - 1] == '.')
+		n--;
+	size_t i = n;
+	while (i > 0 && s[i - 1] != '.')
+		i--;
+	return strspn(s + i, "0123456789") < n - i;
+}
+
+/* Which rule would decide a request: the client rules at accept, then the
+ * request rules.  A name is decided on the name alone: nothing is
+ * resolved and nothing is sent. */
+static uint8_t rule_test(const struct admin_ctx *a, struct pipo_cur *c, struct pipo_buf *b)
+{
+	struct pipo_rule_test t;
+	pipo_get_rule_test(c, &t);
+	if (!pipo_cur_done(c))
+		return PIPO_E_MALFORMED;
+	struct sockaddr_storage src, dst;
+	bool dest_is_addr = parse_addr(t.dest, &dst);
+	if (!parse_addr(t.source, &src) || (!dest_is_addr && !test_name_valid(t.dest)) ||
+	    t.cmd < PIPO_RULE_CONNECT || t.cmd > PIPO_RULE_UDP)
+		return PIPO_E_INVALID;
+	const struct rules *rs = master_rules(a->m);
+	struct rules_match m;
+	struct pipo_rule_verdict v = {.on_name = !dest_is_addr};
+	/* The source port is not known: 0 (a client rule's port range may
+	 * not cover it). */
+	if (rules_client(rs, (const struct sockaddr *)&src, &m) == RULES_BLOCK) {
+		v.stage = PIPO_RULE_CLIENT;
+	} else {
+		struct rules_request q = {
+		    .client = (const struct sockaddr *)&src,
+		    .user = t.user[0] ? t.user : NULL,
+		    .cmd = t.cmd,
+		    .port = t.port,
+		    .name = dest_is_addr ? NULL : t.dest,
+		    .dest = dest_is_addr ? (const struct sockaddr *)&dst : NULL,
+		};
+		(void)rules_decide(rs, &q, &m);
+		v.stage = PIPO_RULE_REQUEST;
+	}
+	v.decision = m.action == RULES_BLOCK       ? PIPO_RULE_BLOCK
+	             : m.action == RULES_UNDECIDED ? PIPO_RULE_UNDECIDED
+	                                           : PIPO_RULE_PASS;
+	v.number = m.number;
+	v.line = m.line;
+	v.text = m.number ? rules_text(rs, m.number - 1, NULL, NULL) : "";
+	pipo_put_rule_verdict(b, &v);
+	return b->overflow ? PIPO_E_SERVER : PIPO_OK;
+}
+
 uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur *c,
                         struct pipo_buf *b)
 {
@@ -222,6 +342,10 @@ uint8_t admin_cmd_query(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur 
 	case PIPO_Q_METRICS:
 		metrics(a, b);
 		break;
+	case PIPO_Q_RULES:
+		return pipo_cur_done(c) ? list_rules(a, b) : PIPO_E_MALFORMED;
+	case PIPO_Q_RULE_TEST:
+		return rule_test(a, c, b);
 	case PIPO_Q_DOH: {
 		char url[PIPO_MAX_URL + 64];
 		settings_doh_url(cfg, url, sizeof url);

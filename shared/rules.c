@@ -1459,6 +1459,30 @@ bool rules_has_client_rules(const struct rules *rs)
 	return rs && rs->nclient > 0;
 }
 
+enum rules_action rules_rule_action(const struct rules *rs, size_t i)
+{
+	return rs && i < rs->n ? (enum rules_action)rs->v[i].action : RULES_PASS;
+}
+
+void rules_default_text(const struct rules *rs, char *out, size_t len)
+{
+	char port[32] = "";
+	if (rs && rs->self_port)
+		snprintf(port, sizeof port, " at port %u", rs->self_port);
+	snprintf(out, len,
+	         "pass; a client not on loopback may not reach 127.0.0.0/8, ::1, 0.0.0.0/8, ::, "
+	         "169.254.0.0/16, fe80::/10, nor the proxy's own addresses%s",
+	         port);
+}
+
+bool rules_valid_name(const char *name)
+{
+	size_t n = strlen(name);
+	if (n > 1 && name[n - 1] == '.')
+		n--;
+	return valid_name(name, n);
+}
+
 void rules_match_text(const struct rules_match *m, char *out, size_t len)
 {
 	static const char *const act[] = {"pass", "block", "undecided"};

@@ -105,6 +105,14 @@ bool rules_source(const struct rules *rs, const struct rules_match *m, int famil
 size_t rules_count(const struct rules *rs);
 const char *rules_text(const struct rules *rs, size_t i, uint32_t *line, bool *client);
 bool rules_has_client_rules(const struct rules *rs);
+/* Rule i's (0-based) action: RULES_PASS or RULES_BLOCK. */
+enum rules_action rules_rule_action(const struct rules *rs, size_t i);
+/* The default policy in words, naming the SOCKS port whose own addresses
+ * it protects (for the listing). */
+void rules_default_text(const struct rules *rs, char *out, size_t len);
+/* Is name a host name as the rules name one (letters, digits, '-', '_',
+ * labels of 1..63, a final dot allowed)?  Rule test's destinations. */
+bool rules_valid_name(const char *name);
 
 /* A decision as text: "pass by rule 3 (line 12)", "block by the default
  * policy", ... */

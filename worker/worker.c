@@ -185,6 +185,9 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 			close(fd);
 			continue;
 		}
+		/* A client rule that passes counts its hit too (none: the default). */
+		if (wk->rules && rm.number)
+			rules_shm_hit(wk->seg, wk->rules_gen, &rm);
 		if (session_start(wk, fd, &peer) < 0) {
 			log_warn("cannot start a session: out of memory");
 			close(fd);

@@ -82,6 +82,14 @@ static void fz_request(uint8_t type, uint8_t cmd, const uint8_t *p, size_t n)
 			(void)pipo_get_u64(&c);
 			(void)pipo_get_u16(&c);
 			break;
+		case PIPO_Q_RULE_TEST: {
+			struct pipo_rule_test t;
+			pipo_get_rule_test(&c, &t);
+			fz_check_str(t.user);
+			fz_check_str(t.source);
+			fz_check_str(t.dest);
+			break;
+		}
 		default:
 			break;
 		}
@@ -171,6 +179,36 @@ static void fz_response(uint8_t type, uint8_t cmd, const uint8_t *p, size_t n)
 		pipo_get_str16(&c, url, sizeof url);
 		CHECK(strlen(url) <= PIPO_MAX_URL);
 		break;
+	case PIPO_Q_RULES: {
+		static char text[PIPO_RULE_TEXT_MAX + 1];
+		(void)pipo_get_u64(&c);
+		(void)pipo_get_u8(&c);
+		pipo_get_str16(&c, text, sizeof text);
+		uint32_t count = pipo_get_u32(&c);
+		for (uint32_t i = 0; i < count && !c.bad; i++) {
+			size_t at = c.pos;
+			struct pipo_rule r;
+			pipo_get_rule(&c, &r, text, sizeof text);
+			CHECK(strlen(r.text) <= PIPO_RULE_TEXT_MAX);
+			if (c.bad)
+				break;
+			/* re-encoded, the same bytes */
+			static uint8_t out[PIPO_RULE_TEXT_MAX + 32];
+			struct pipo_buf b = {.p = out, .cap = sizeof out};
+			pipo_put_rule(&b, &r);
+			CHECK(!b.overflow && b.len == c.pos - at && memcmp(out, p + at, b.len) == 0);
+		}
+		break;
+	}
+	case PIPO_Q_RULE_TEST: {
+		static char text[PIPO_RULE_TEXT_MAX + 1];
+		struct pipo_rule_verdict v;
+		pipo_get_rule_verdict(&c, &v, text, sizeof text);
+		CHECK(strlen(v.text) <= PIPO_RULE_TEXT_MAX);
+		if (!c.bad)
+			CHECK(v.decision <= PIPO_RULE_UNDECIDED && v.on_name <= 1);
+		break;
+	}
 	case PIPO_Q_SERVER:
 		(void)pipo_get_u8(&c);
 		(void)pipo_get_u32(&c);

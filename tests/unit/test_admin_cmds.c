@@ -3,8 +3,8 @@
  * a stand-in master (the master_* functions below) and an anonymous shared
  * segment.  Covers payload parsing (short, trailing, NUL), the name rule
  * of user changes, the mapping of the master's errno to pipo statuses,
- * setting ranges, and whether an admin session's rights still hold after
- * the users table changed.
+ * setting ranges, whether an admin session's rights still hold after
+ * the users table changed, and the rules listing and rule test.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,6 +21,7 @@
 #include "../../admin/pipo.h"
 #include "../../master/admin_cmds.h"
 #include "../../master/master.h"
+#include "../../shared/rules.h"
 #include "../../shared/shm.h"
 
 /* ---- the stand-in master ------------------------------------------------- */
@@ -36,7 +37,14 @@ static struct fake {
 	enum master_user_op op;
 	char name[PIPO_MAX_NAME + 1], pass[PIPO_MAX_NAME + 1];
 	bool admin;
+	struct rules *rules;
 } F;
+
+const struct rules *master_rules(struct master *m)
+{
+	(void)m;
+	return F.rules;
+}
 
 const struct settings *master_settings(struct master *m)
 {
@@ -87,6 +95,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
+	rules_free(F.rules);
 	shm_destroy(seg);
 	return 0;
 }
@@ -332,6 +341,260 @@ static void rights_hold_until_the_user_changes(void **state)
 	assert_false(admin_rights_hold(seg, &far, NULL));
 }
 
+/* ---- access rules ---------------------------------------------------------- */
+
+static const char RULES[] = "group = staff: alice, bob\n"
+                            "\n"
+                            "client block from 192.0.2.0/24\n"
+                            "client pass from 127.0.0.0/8\n"
+                            "# a comment\n"
+                            "block to blocked.example port 80\n"
+                            "pass to .example.com group staff\n"
+                            "block to 10.0.0.0/8\n"
+                            "pass from 127.0.0.1 port 1-1024 command connect log\n";
+
+/* The master's rules: compiled and published as the master does. */
+static void load(const char *text)
+{
+	char err[256];
+	settings_defaults(&F.cfg);
+	rules_free(F.rules);
+	F.rules = NULL;
+	assert_int_equal(rules_shm_init(seg), 0);
+	assert_int_equal(rules_compile(text, strlen(text), &F.cfg, &F.rules, err, sizeof err, NULL),
+	                 0);
+	assert_int_equal(rules_shm_publish(seg, text, strlen(text)), 0);
+}
+
+static uint8_t big_answer(uint8_t cmd, const struct req *r, struct pipo_cur *out)
+{
+	static uint8_t body[PIPO_MAX_RESPONSE];
+	struct pipo_buf b = {.p = body, .cap = sizeof body};
+	struct pipo_cur c = {.p = r->p, .len = r->n};
+	uint8_t st = admin_cmd_query(&ctx, cmd, &c, &b);
+	*out = (struct pipo_cur){.p = body, .len = b.len};
+	return st;
+}
+
+static void rules_listing_gives_lines_texts_and_hits(void **state)
+{
+	(void)state;
+	load(RULES);
+	/* Two hits of rule 4 (line 7) and one of rule 1, as workers count them. */
+	struct rules_match m = {.number = 4, .line = 7};
+	uint64_t gen = __atomic_load_n(&seg->rules_gen, __ATOMIC_RELAXED);
+	rules_shm_hit(seg, gen, &m);
+	rules_shm_hit(seg, gen, &m);
+	m.number = 1;
+	rules_shm_hit(seg, gen, &m);
+	struct req r = {0};
+	struct pipo_cur c;
+	assert_int_equal(big_answer(PIPO_Q_RULES, &r, &c), PIPO_OK);
+	assert_int_equal(pipo_get_u64(&c), gen);
+	assert_int_equal(pipo_get_u8(&c), 0); /* rules in force */
+	char def[512], text[PIPO_RULE_TEXT_MAX + 1];
+	pipo_get_str16(&c, def, sizeof def);
+	assert_non_null(strstr(def, "169.254.0.0/16"));
+	assert_non_null(strstr(def, "port 1080"));
+	assert_int_equal(pipo_get_u32(&c), 6);
+	static const struct {
+		uint32_t line;
+		uint8_t stage, action;
+		uint64_t hits;
+		const char *text;
+	} want[] = {
+	    {3, PIPO_RULE_CLIENT, PIPO_RULE_BLOCK, 1, "client block from 192.0.2.0/24"},
+	    {4, PIPO_RULE_CLIENT, PIPO_RULE_PASS, 0, "client pass from 127.0.0.0/8"},
+	    {6, PIPO_RULE_REQUEST, PIPO_RULE_BLOCK, 0, "block to blocked.example port 80"},
+	    {7, PIPO_RULE_REQUEST, PIPO_RULE_PASS, 2, "pass to .example.com group staff"},
+	    {8, PIPO_RULE_REQUEST, PIPO_RULE_BLOCK, 0, "block to 10.0.0.0/8"},
+	    {9, PIPO_RULE_REQUEST, PIPO_RULE_PASS, 0,
+	     "pass from 127.0.0.1 port 1-1024 command connect log"},
+	};
+	for (uint32_t i = 0; i < 6; i++) {
+		struct pipo_rule rule;
+		pipo_get_rule(&c, &rule, text, sizeof text);
+		assert_false(c.bad);
+		assert_int_equal(rule.number, i + 1);
+		assert_int_equal(rule.line, want[i].line);
+		assert_int_equal(rule.stage, want[i].stage);
+		assert_int_equal(rule.action, want[i].action);
+		assert_int_equal(rule.hits, want[i].hits);
+		assert_string_equal(rule.text, want[i].text);
+	}
+	assert_true(pipo_cur_done(&c));
+	/* A new generation starts its counters at 0. */
+	load(RULES);
+	assert_int_equal(big_answer(PIPO_Q_RULES, &r, &c), PIPO_OK);
+	c.pos = 8 + 1;
+	pipo_get_str16(&c, def, sizeof def);
+	assert_int_equal(pipo_get_u32(&c), 6);
+	for (uint32_t i = 0; i < 6; i++) {
+		struct pipo_rule rule;
+		pipo_get_rule(&c, &rule, text, sizeof text);
+		assert_int_equal(rule.hits, 0);
+	}
+	/* The request payload is empty. */
+	put8(&r, 0);
+	assert_int_equal(big_answer(PIPO_Q_RULES, &r, &c), PIPO_E_MALFORMED);
+}
+
+static void rules_listing_says_when_only_the_default_holds(void **state)
+{
+	(void)state;
+	load("");
+	struct req r = {0};
+	struct pipo_cur c;
+	assert_int_equal(big_answer(PIPO_Q_RULES, &r, &c), PIPO_OK);
+	(void)pipo_get_u64(&c);
+	assert_int_equal(pipo_get_u8(&c), 1);
+	char def[512];
+	pipo_get_str16(&c, def, sizeof def);
+	assert_true(strncmp(def, "pass;", 5) == 0);
+	assert_int_equal(pipo_get_u32(&c), 0);
+	assert_true(pipo_cur_done(&c));
+}
+
+/* A rule test's answer. */
+struct verdict {
+	uint8_t st;
+	struct pipo_rule_verdict v;
+	char text[PIPO_RULE_TEXT_MAX + 1];
+};
+
+static struct verdict test_rule(const char *user, const char *src, const char *dst,
+                                uint16_t port, uint8_t cmd)
+{
+	struct pipo_rule_test t = {.port = port, .cmd = cmd};
+	snprintf(t.user, sizeof t.user, "%s", user);
+	snprintf(t.source, sizeof t.source, "%s", src);
+	snprintf(t.dest, sizeof t.dest, "%s", dst);
+	struct req r = {0};
+	struct pipo_buf b = {.p = r.p, .cap = sizeof r.p};
+	pipo_put_rule_test(&b, &t);
+	r.n = b.len;
+	struct verdict out;
+	memset(&out, 0, sizeof out);
+	struct pipo_cur c;
+	out.st = big_answer(PIPO_Q_RULE_TEST, &r, &c);
+	if (out.st == PIPO_OK) {
+		pipo_get_rule_verdict(&c, &out.v, out.text, sizeof out.text);
+		assert_true(pipo_cur_done(&c));
+	} else {
+		assert_int_equal(c.len, 0);
+	}
+	return out;
+}
+
+static void rule_test_names_the_deciding_rule(void **state)
+{
+	(void)state;
+	load(RULES);
+	uint64_t hits_before = __atomic_load_n(&seg->rule_hits[3], __ATOMIC_RELAXED);
+	/* an address literal */
+	struct verdict v = test_rule("", "127.0.0.1", "10.1.2.3", 443, PIPO_RULE_CONNECT);
+	assert_int_equal(v.st, PIPO_OK);
+	assert_int_equal(v.v.decision, PIPO_RULE_BLOCK);
+	assert_int_equal(v.v.stage, PIPO_RULE_REQUEST);
+	assert_int_equal(v.v.number, 5);
+	assert_int_equal(v.v.line, 8);
+	assert_int_equal(v.v.on_name, 0);
+	assert_string_equal(v.text, "block to 10.0.0.0/8");
+	/* IPv4-mapped and bracketed IPv6 match the IPv4 rule */
+	v = test_rule("", "127.0.0.1", "[::ffff:10.0.0.1]", 80, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.number, 5);
+	/* an exact name decided on the name */
+	v = test_rule("", "127.0.0.1", "blocked.example", 80, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_BLOCK);
+	assert_int_equal(v.v.number, 3);
+	assert_int_equal(v.v.on_name, 1);
+	/* group membership: alice is in staff; carol and anonymous are not */
+	v = test_rule("alice", "127.0.0.1", "www.example.com", 443, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_PASS);
+	assert_int_equal(v.v.number, 4);
+	assert_int_equal(v.v.line, 7);
+	/* the CIDR rule 5 may match the addresses: undecided on the name */
+	v = test_rule("carol", "127.0.0.1", "www.example.com", 443, PIPO_RULE_CONNECT);
+	assert_int_equal(v.st, PIPO_OK);
+	assert_int_equal(v.v.decision, PIPO_RULE_UNDECIDED);
+	assert_int_equal(v.v.number, 0);
+	assert_int_equal(v.v.on_name, 1);
+	assert_string_equal(v.text, "");
+	/* the command: rule 6 takes connect only */
+	v = test_rule("", "127.0.0.1", "192.0.2.9", 22, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.number, 6);
+	v = test_rule("", "127.0.0.1", "192.0.2.9", 22, PIPO_RULE_BIND);
+	assert_int_equal(v.v.number, 0);
+	assert_int_equal(v.v.decision, PIPO_RULE_PASS); /* the default, from loopback */
+	/* a client rule blocks before any request rule */
+	v = test_rule("alice", "192.0.2.7", "www.example.com", 443, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_BLOCK);
+	assert_int_equal(v.v.stage, PIPO_RULE_CLIENT);
+	assert_int_equal(v.v.number, 1);
+	assert_string_equal(v.text, "client block from 192.0.2.0/24");
+	/* a test counts no hit */
+	assert_int_equal(__atomic_load_n(&seg->rule_hits[3], __ATOMIC_RELAXED), hits_before);
+}
+
+static void rule_test_default_policy_without_traffic(void **state)
+{
+	(void)state;
+	load("");
+	/* a client not on loopback may not reach loopback or link-local */
+	struct verdict v = test_rule("", "198.51.100.7", "127.0.0.1", 80, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_BLOCK);
+	assert_int_equal(v.v.number, 0);
+	v = test_rule("", "198.51.100.7", "169.254.77.77", 80, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_BLOCK);
+	v = test_rule("", "2001:db8::7", "::1", 80, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_BLOCK);
+	v = test_rule("", "198.51.100.7", "203.0.113.5", 80, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_PASS);
+	/* its names are decided per address */
+	v = test_rule("", "198.51.100.7", "db.internal", 5432, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_UNDECIDED);
+	/* a loopback client keeps everything */
+	v = test_rule("", "127.0.0.1", "127.0.0.1", 80, PIPO_RULE_CONNECT);
+	assert_int_equal(v.v.decision, PIPO_RULE_PASS);
+}
+
+static void rule_test_fields_validated(void **state)
+{
+	(void)state;
+	load(RULES);
+	assert_int_equal(test_rule("", "1.2.3", "10.1.2.3", 80, 1).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "", "10.1.2.3", 80, 1).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "localhost", "10.1.2.3", 80, 1).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "127.0.0.1", "", 80, 1).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "127.0.0.1", "300.1.2.3", 80, 1).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "127.0.0.1", "a b.example", 80, 1).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "127.0.0.1", "[::1", 80, 1).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "127.0.0.1", "example.com", 80, 0).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "127.0.0.1", "example.com", 80, 4).st, PIPO_E_INVALID);
+	assert_int_equal(test_rule("", "127.0.0.1", "example.com.", 80, 3).st, PIPO_OK);
+	/* short, trailing and NUL payloads */
+	struct req r = {0};
+	struct pipo_cur c;
+	putstr(&r, "", 0);
+	putstr(&r, "127.0.0.1", 9);
+	putstr(&r, "a.example", 9);
+	put8(&r, 0);
+	put8(&r, 80);
+	assert_int_equal(big_answer(PIPO_Q_RULE_TEST, &r, &c), PIPO_E_MALFORMED);
+	put8(&r, 1);
+	assert_int_equal(big_answer(PIPO_Q_RULE_TEST, &r, &c), PIPO_OK);
+	put8(&r, 0);
+	assert_int_equal(big_answer(PIPO_Q_RULE_TEST, &r, &c), PIPO_E_MALFORMED);
+	r.n = 0;
+	putstr(&r, "", 0);
+	putstr(&r, "127.0.0.1", 9);
+	putstr(&r, "a\0example", 9);
+	put8(&r, 0);
+	put8(&r, 80);
+	put8(&r, 1);
+	assert_int_equal(big_answer(PIPO_Q_RULE_TEST, &r, &c), PIPO_E_MALFORMED);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -346,6 +609,11 @@ int main(void)
 	    T(unknown_commands_and_reload),
 	    T(user_conns_of_unknown_user_not_found),
 	    T(rights_hold_until_the_user_changes),
+	    T(rules_listing_gives_lines_texts_and_hits),
+	    T(rules_listing_says_when_only_the_default_holds),
+	    T(rule_test_names_the_deciding_rule),
+	    T(rule_test_default_policy_without_traffic),
+	    T(rule_test_fields_validated),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -698,6 +698,125 @@ static void test_session_bad_records(void **state)
 
 /* ---- names ------------------------------------------------------------------ */
 
+static void test_rule_records_roundtrip_and_hostile(void **state)
+{
+	(void)state;
+	static uint8_t buf[2 * PIPO_RULE_TEXT_MAX];
+	static char text[PIPO_RULE_TEXT_MAX + 2], got[PIPO_RULE_TEXT_MAX + 1];
+	struct pipo_buf b = {.p = buf, .cap = sizeof buf};
+	struct pipo_rule r = {.number = 7, .line = 42, .stage = PIPO_RULE_CLIENT,
+	                      .action = PIPO_RULE_BLOCK, .hits = 0x0102030405060708ull,
+	                      .text = "client block from 192.0.2.0/24"};
+	pipo_put_rule(&b, &r);
+	assert_false(b.overflow);
+	assert_int_equal(b.len, 18 + 2 + strlen(r.text));
+	static const uint8_t head[] = {0, 0, 0, 7, 0, 0, 0, 42, 1, 1, 1, 2, 3, 4, 5, 6, 7, 8, 0, 30};
+	assert_memory_equal(buf, head, sizeof head);
+	struct pipo_cur c = {.p = buf, .len = b.len};
+	struct pipo_rule back;
+	pipo_get_rule(&c, &back, got, sizeof got);
+	assert_true(pipo_cur_done(&c));
+	assert_int_equal(back.number, 7);
+	assert_int_equal(back.line, 42);
+	assert_int_equal(back.hits, r.hits);
+	assert_string_equal(back.text, r.text);
+	/* every truncation is bad, never a read past the end */
+	for (size_t n = 0; n < b.len; n++) {
+		c = (struct pipo_cur){.p = buf, .len = n};
+		pipo_get_rule(&c, &back, got, sizeof got);
+		assert_true(c.bad);
+	}
+	/* a stage or action out of range, a NUL in the text */
+	buf[8] = 2;
+	c = (struct pipo_cur){.p = buf, .len = b.len};
+	pipo_get_rule(&c, &back, got, sizeof got);
+	assert_true(c.bad);
+	buf[8] = 1;
+	buf[9] = 2;
+	c = (struct pipo_cur){.p = buf, .len = b.len};
+	pipo_get_rule(&c, &back, got, sizeof got);
+	assert_true(c.bad);
+	buf[9] = 1;
+	buf[22] = 0;
+	c = (struct pipo_cur){.p = buf, .len = b.len};
+	pipo_get_rule(&c, &back, got, sizeof got);
+	assert_true(c.bad);
+	/* the longest text goes; one byte more does not, either way */
+	memset(text, 'x', PIPO_RULE_TEXT_MAX);
+	text[PIPO_RULE_TEXT_MAX] = '\0';
+	r.text = text;
+	b = (struct pipo_buf){.p = buf, .cap = sizeof buf};
+	pipo_put_rule(&b, &r);
+	assert_false(b.overflow);
+	c = (struct pipo_cur){.p = buf, .len = b.len};
+	pipo_get_rule(&c, &back, got, sizeof got);
+	assert_true(pipo_cur_done(&c));
+	assert_int_equal(strlen(back.text), PIPO_RULE_TEXT_MAX);
+	text[PIPO_RULE_TEXT_MAX] = 'x';
+	text[PIPO_RULE_TEXT_MAX + 1] = '\0';
+	b = (struct pipo_buf){.p = buf, .cap = sizeof buf};
+	pipo_put_rule(&b, &r);
+	assert_true(b.overflow);
+	buf[18] = (PIPO_RULE_TEXT_MAX + 1) >> 8; /* a peer that says 4097 */
+	buf[19] = (PIPO_RULE_TEXT_MAX + 1) & 0xff;
+	c = (struct pipo_cur){.p = buf, .len = 20 + PIPO_RULE_TEXT_MAX + 1};
+	pipo_get_rule(&c, &back, got, sizeof got);
+	assert_true(c.bad);
+}
+
+static void test_rule_test_and_verdict_roundtrip(void **state)
+{
+	(void)state;
+	uint8_t buf[1024];
+	struct pipo_buf b = {.p = buf, .cap = sizeof buf};
+	struct pipo_rule_test t = {.user = "alice", .source = "127.0.0.1", .dest = "a.example",
+	                           .port = 443, .cmd = PIPO_RULE_UDP};
+	pipo_put_rule_test(&b, &t);
+	static const uint8_t want[] = {5, 'a', 'l', 'i', 'c', 'e', 9, '1', '2', '7', '.', '0', '.',
+	                               '0', '.', '1', 9, 'a', '.', 'e', 'x', 'a', 'm', 'p', 'l', 'e',
+	                               0x01, 0xbb, 3};
+	assert_int_equal(b.len, sizeof want);
+	assert_memory_equal(buf, want, sizeof want);
+	struct pipo_rule_test back;
+	struct pipo_cur c = {.p = buf, .len = b.len};
+	pipo_get_rule_test(&c, &back);
+	assert_true(pipo_cur_done(&c));
+	assert_string_equal(back.user, "alice");
+	assert_string_equal(back.dest, "a.example");
+	assert_int_equal(back.port, 443);
+	assert_int_equal(back.cmd, 3);
+	for (size_t n = 0; n < b.len; n++) {
+		c = (struct pipo_cur){.p = buf, .len = n};
+		pipo_get_rule_test(&c, &back);
+		assert_true(c.bad);
+	}
+
+	char text[PIPO_RULE_TEXT_MAX + 1];
+	struct pipo_rule_verdict v = {.decision = PIPO_RULE_BLOCK, .stage = PIPO_RULE_REQUEST,
+	                              .on_name = 1, .number = 3, .line = 9, .text = "block to x.test"};
+	b = (struct pipo_buf){.p = buf, .cap = sizeof buf};
+	pipo_put_rule_verdict(&b, &v);
+	assert_int_equal(b.len, 11 + 2 + 15);
+	struct pipo_rule_verdict vb;
+	c = (struct pipo_cur){.p = buf, .len = b.len};
+	pipo_get_rule_verdict(&c, &vb, text, sizeof text);
+	assert_true(pipo_cur_done(&c));
+	assert_int_equal(vb.decision, PIPO_RULE_BLOCK);
+	assert_int_equal(vb.number, 3);
+	assert_int_equal(vb.line, 9);
+	assert_int_equal(vb.on_name, 1);
+	assert_string_equal(vb.text, "block to x.test");
+	buf[0] = 3; /* no such decision */
+	c = (struct pipo_cur){.p = buf, .len = b.len};
+	pipo_get_rule_verdict(&c, &vb, text, sizeof text);
+	assert_true(c.bad);
+	buf[0] = 1;
+	buf[10] = 2; /* on_name is a bool */
+	c = (struct pipo_cur){.p = buf, .len = b.len};
+	pipo_get_rule_verdict(&c, &vb, text, sizeof text);
+	assert_true(c.bad);
+}
+
 static void test_status_and_metric_names(void **state)
 {
 	(void)state;
@@ -751,6 +870,8 @@ int main(void)
 	    cmocka_unit_test(test_session_from_ctrl_record),
 	    cmocka_unit_test(test_session_ex_record),
 	    cmocka_unit_test(test_session_bad_records),
+	    cmocka_unit_test(test_rule_records_roundtrip_and_hostile),
+	    cmocka_unit_test(test_rule_test_and_verdict_roundtrip),
 	    cmocka_unit_test(test_status_and_metric_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
