@@ -47,6 +47,11 @@
  * this many bytes together (one datagram of the largest size fits). */
 #define UDP_QUEUE_MAX 8
 #define UDP_QUEUE_BYTES 65536
+/* Receive buffer of every UDP socket (capped by net.core.rmem_max): room
+ * for a burst that arrives while the worker is busy elsewhere, instead of
+ * the default's ~90 datagrams of 1,400 bytes.  Only queued datagrams take
+ * memory. */
+#define UDP_SOCKBUF (1 << 20)
 /* Distinct names looked up at once, per association. */
 #define UDP_LOOKUPS_MAX 4
 /* Resolved names remembered per association, and for how long. */
@@ -300,6 +305,13 @@ static bool dest_allowed(struct udp_assoc *a, const struct sockaddr_storage *des
 
 static void on_out(struct loop *l, struct loop_watch *w, uint32_t events);
 
+static void set_bufs(int fd)
+{
+	int n = UDP_SOCKBUF;
+	(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &n, sizeof n);
+	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &n, sizeof n);
+}
+
 /* The outbound socket of a family, opened on first use.  -1 when none can
  * be had (no room in the descriptor budget, or socket() failed). */
 static int out_fd(struct udp_assoc *a, int family)
@@ -312,6 +324,7 @@ static int out_fd(struct udp_assoc *a, int family)
 	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -1;
+	set_bufs(fd);
 	if (family == AF_INET6) {
 		/* Mapped addresses are sent from the IPv4 socket. */
 		int one = 1;
@@ -775,6 +788,7 @@ static int open_relay(struct udp_assoc *a, struct sockaddr_storage *bnd)
 	int fd = socket(bnd->ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return -errno;
+	set_bufs(fd);
 	len = sa_len(bnd);
 	if (bind(fd, (struct sockaddr *)bnd, len) < 0 ||
 	    getsockname(fd, (struct sockaddr *)bnd, &len) < 0) {
