@@ -85,6 +85,7 @@ void relay_rate_resume(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct session *s = t->data;
+	s->lim_paused[0] = s->lim_paused[1] = false;
 	if (s->phase == PH_RELAY)
 		relay(s);
 }
@@ -119,9 +120,10 @@ static uint64_t rate_allowance(struct session *s, enum limit_dir d)
 {
 	if (s->lim_allow[d])
 		return s->lim_allow[d];
-	/* A paused session tries again when its timer says, not at every
-	 * packet: the sessions waiting take the chunks in turn. */
-	if (loop_timer_active(&s->lim_timer))
+	/* A paused direction tries again when its timer says, not at every
+	 * packet: the sessions waiting take the chunks in turn.  The other
+	 * direction, with its own buckets, goes on meanwhile. */
+	if (s->lim_paused[d])
 		return 0;
 	int64_t wait = 0;
 	uint64_t got = take_from(s, 0, d, LIMITS_UNRATED_CHUNK, &wait);
@@ -146,8 +148,11 @@ static uint64_t rate_allowance(struct session *s, enum limit_dir d)
 		if (!s->lim_waiting)
 			wait++;
 		s->lim_waiting = true;
+		s->lim_paused[d] = true;
 		shm_count(s->wk->slot, M_RATE_PAUSES, 1);
-		loop_timer_start_at(&s->wk->misc_tl, &s->lim_timer, s->wk->loop.now + wait);
+		int64_t at = s->wk->loop.now + wait;
+		if (!loop_timer_active(&s->lim_timer) || s->lim_timer.deadline > at)
+			loop_timer_start_at(&s->wk->misc_tl, &s->lim_timer, at);
 		return 0;
 	}
 	s->lim_waiting = false;

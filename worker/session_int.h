@@ -148,6 +148,7 @@ struct session {
 	uint32_t lim_idx[2];
 	uint64_t lim_allow[2]; /* by enum limit_dir */
 	bool lim_waiting;            /* the last take found the bucket short */
+	bool lim_paused[2];          /* by enum limit_dir: waits for lim_timer */
 	struct loop_timer lim_timer; /* a direction waits for its bucket */
 };
 

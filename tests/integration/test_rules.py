@@ -401,3 +401,56 @@ def test_udp_datagrams_to_loopback_blocked_by_default(net, server):
     s.reload(ANON + "pass to 127.0.0.1 port 53 command udp\n")
     res = udp_probe(s, "127.0.0.1")
     assert res == {"rep": 0, "answer": "1234"}, res
+
+
+ALICE = r'''
+import json, socket, struct, sys, threading, time
+a = json.loads(sys.argv[1])
+def rx(s, n):
+    b = b""
+    while len(b) < n:
+        d = s.recv(min(n - len(b), 1 << 16))
+        if not d: raise EOFError(len(b))
+        b += d
+    return b
+def open_one():
+    s = socket.create_connection((a["proxy"], a["port"]), timeout=10)
+    s.sendall(b"\x05\x01\x02"); rx(s, 2)
+    s.sendall(b"\x01\x05alice\x02pw"); rx(s, 2)
+    s.sendall(b"\x05\x01\x00\x01" + socket.inet_aton(a["target"]) + struct.pack("!H", a["tport"]))
+    head = rx(s, 10)
+    return s, head[1]
+res = {}
+held = []
+for _ in range(5):
+    s, rep = open_one(); held.append(s)
+    assert rep == 0, rep
+s, res["sixth"] = open_one(); s.close()
+held.pop().close()
+time.sleep(0.3)
+s, res["after_close"] = open_one()
+# 2 MiB each way through one session, echoed back: 1 MiB/s each way
+n = 2 << 20
+t0 = time.monotonic()
+def send():
+    blk = b"\xa5" * 65536
+    for _ in range(n // 65536): s.sendall(blk)
+th = threading.Thread(target=send); th.start()
+rx(s, n); th.join()
+res["seconds"] = time.monotonic() - t0
+print(json.dumps(res))
+'''
+
+
+def test_issue_example_limits_from_the_namespace(net, server):
+    h = hash_password("pw")
+    s = server("user = alice:%s\n" % h +
+               "block to 169.254.0.0/16\n"
+               "pass to 10.0.0.0/8 port %d user alice max-sessions 5 rate 1M\n" % net.p1 +
+               "block user alice\n")
+    r = run(*net.prefix(net.cli), "/usr/bin/python3", "-c", ALICE,
+            json.dumps(dict(proxy=SRV_IP, port=s.port, target=SRV_IP, tport=net.p1)))
+    res = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    assert res["sixth"] == 2 and res["after_close"] == 0, res
+    # 2 MiB at 1 MiB/s (the bucket's burst is a tenth of a second)
+    assert 1.7 <= res["seconds"] <= 2.6, res
