@@ -456,9 +456,9 @@ static void name_failed(struct udp_assoc *a, int nm, int family)
 
 /* Prepare datagram data[0..len) for dest in the family's send batch.  A
  * name's datagram (nm >= 0) whose family has no outbound socket goes to
- * the name's address of the other family. */
-static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr_storage *dest,
-                      const char *name, int nm, uint8_t *data, size_t len)
+ * the name's address of the other family (once: `retried`). */
+static void queue_out1(struct udp_assoc *a, unsigned *nout, const struct sockaddr_storage *dest,
+                       const char *name, int nm, uint8_t *data, size_t len, bool retried)
 {
 	struct worker *wk = a->s->wk;
 	struct sockaddr_storage alt;
@@ -471,8 +471,9 @@ static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr
 	int i = dest->ss_family == AF_INET6;
 	if (out_fd(a, dest->ss_family) < 0) {
 		name_failed(a, nm, dest->ss_family);
-		if (nm >= 0 && name_pick(a, nm, k.port, &alt) && alt.ss_family != dest->ss_family) {
-			queue_out(a, nout, &alt, name, nm, data, len);
+		if (nm >= 0 && !retried && name_pick(a, nm, k.port, &alt) &&
+		    alt.ss_family != dest->ss_family) {
+			queue_out1(a, nout, &alt, name, nm, data, len, true);
 			return;
 		}
 		shm_count(wk->slot, M_UDP_DROP_SEND, 1);
@@ -489,6 +490,12 @@ static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr
 	    .msg_iov = &bufs->out_iov[i][j],
 	    .msg_iovlen = 1,
 	};
+}
+
+static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr_storage *dest,
+                      const char *name, int nm, uint8_t *data, size_t len)
+{
+	queue_out1(a, nout, dest, name, nm, data, len, false);
 }
 
 /* Send a prepared batch; a datagram the socket refuses is dropped and

@@ -550,3 +550,20 @@ def test_dual_stack_name_sent_to_the_clients_family(admin_server, unbound, echo4
         # dual.test has ::1 and 127.0.0.1; the echo listens on 127.0.0.1 only.
         s.sendto(b"dual", ("dual.test", echo4.addr[1]))
         assert s.recvfrom(100) == (b"dual", echo4.addr)
+
+
+def test_dual_stack_name_falls_back_when_a_family_cannot_send(admin_server, unbound, echo4,
+                                                              tmp_path):
+    conf = tmp_path / "ext6.conf"
+    # An IPv6 source address this host does not have: no IPv6 socket can be had.
+    conf.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)) +
+                    "external = fd00:5d::99\npass\n")
+    srv = admin_server("--anonymous", "always", "-l", "::1", "--dns-server", unbound.classic,
+                       config=conf, workers=1)
+    c, r, u = associate(srv.port, proxy_host="::1")
+    with c, u:
+        assert r.addr == "::1"  # the client's family is IPv6: tried first
+        for i in range(2):
+            u.sendto(hdr("dual.test", echo4.addr[1]) + b"d%d" % i, ("::1", r.port))
+            assert u.recv(100).endswith(b"d%d" % i)
+    assert [d for d, _ in echo4.seen] == [b"d0", b"d1"]
