@@ -63,7 +63,14 @@
 #define UDP_PEER_WAYS 4
 /* Access decisions remembered per association. */
 #define UDP_DECISIONS 16
-/* Control-connection bytes discarded per event (a client should send none). */
+/* Names the rules blocked, remembered per association (by hash). */
+#define UDP_BLOCKED_NAMES 16
+/* Blocked destinations logged one by one per association; the rest are
+ * counted and said once when it ends. */
+#define UDP_BLOCK_LOGS 4
+/* Control-connection bytes discarded per event (a client should send none);
+ * the watch is level-triggered meanwhile, so the rest is read at the next
+ * turn of the loop and the close behind it is always seen. */
 #define UDP_CTRL_READ_MAX 65536
 
 /* An address and port, compared as bytes (IPv4 in the first 4). */
@@ -84,9 +91,12 @@ struct udp_decision {
 	bool allowed;
 };
 
+/* A resolved name: its first address of each family ([0] IPv4, [1]
+ * IPv6; ss_family 0 when it has none) and the families a send failed on. */
 struct udp_name {
 	char host[256];
-	struct sockaddr_storage addr;
+	struct sockaddr_storage addr[2];
+	uint8_t bad; /* bit i: family i cannot be reached from here */
 	int64_t until;
 };
 
@@ -110,6 +120,9 @@ struct udp_assoc {
 	struct loop_watch rw;
 	int ofd[2]; /* outbound sockets: [0] IPv4, [1] IPv6; -1 until needed */
 	struct loop_watch ow[2];
+	bool ofd_failed[2];     /* that family's socket could not be had: not retried */
+	struct udp_key relay_k; /* the relay socket's own address */
+	struct udp_key out_k[2]; /* the outbound sockets' own addresses */
 	struct sockaddr_storage client; /* port 0 until the first datagram fixes it */
 	socklen_t client_len;
 	bool port_known;
@@ -121,6 +134,11 @@ struct udp_assoc {
 	unsigned next_decision;
 	struct udp_name names[UDP_NAMES];
 	unsigned next_name;
+	uint64_t blocked_names[UDP_BLOCKED_NAMES];
+	unsigned next_blocked;
+	unsigned block_logs;    /* blocks logged one by one */
+	uint64_t block_unlogged; /* blocks past UDP_BLOCK_LOGS */
+	bool unlogged_info;     /* one of those was of a rule with `log` */
 	struct udp_lookup lookups[UDP_LOOKUPS_MAX];
 	struct udp_waiting waiting[UDP_QUEUE_MAX];
 	unsigned nwaiting;
@@ -138,6 +156,8 @@ struct udp_bufs {
 	struct mmsghdr out[2][UDP_BATCH];
 	struct iovec out_iov[2][UDP_BATCH];
 	struct sockaddr_storage out_name[2][UDP_BATCH];
+	int8_t out_nm[2][UDP_BATCH]; /* the name entry a datagram's address came from; -1 */
+	int out_err[UDP_BATCH];      /* 0: sent, else why not (errno) */
 };
 
 static struct udp_bufs *bufs;
@@ -202,6 +222,37 @@ static size_t peer_set(const struct udp_key *k)
 	return h % UDP_PEER_SETS;
 }
 
+static bool is_loopback(const struct udp_key *k)
+{
+	static const uint8_t lo6[16] = {[15] = 1};
+	return k->family == AF_INET ? k->addr[0] == 127 : memcmp(k->addr, lo6, 16) == 0;
+}
+
+static bool is_wildcard(const struct udp_key *k)
+{
+	static const uint8_t zero[16];
+	return memcmp(k->addr, zero, sizeof zero) == 0;
+}
+
+/* Whether k is one of this association's own sockets: the relay socket,
+ * or an outbound socket (bound to a wildcard, it answers at its port on
+ * loopback and on the relay's address too).  A datagram between them would
+ * circle inside the worker. */
+static bool own_socket(const struct udp_assoc *a, const struct udp_key *k)
+{
+	if (same_key(k, &a->relay_k))
+		return true;
+	for (int i = 0; i < 2; i++) {
+		const struct udp_key *o = &a->out_k[i];
+		if (!o->family || o->family != k->family || o->port != k->port)
+			continue;
+		if (same_addr(o, k) ||
+		    (is_wildcard(o) && (is_loopback(k) || same_addr(k, &a->relay_k))))
+			return true;
+	}
+	return false;
+}
+
 /* ---- the reply filter and the access decision ------------------------------ */
 
 /* The client sent to k: its replies may come back. */
@@ -242,7 +293,7 @@ static bool peer_known(const struct udp_assoc *a, const struct udp_key *k)
  * the client, the user): an address (with the name it came from, if any),
  * or with dest NULL a name before its lookup, or with neither the request
  * itself.  The hit is counted; a block is said (at info with `log`). */
-static enum rules_action udp_rules(struct session *s, const char *name,
+static enum rules_action udp_rules(struct session *s, struct udp_assoc *a, const char *name,
                                    const struct sockaddr_storage *dest, uint16_t port,
                                    struct rules_match *m)
 {
@@ -258,7 +309,14 @@ static enum rules_action udp_rules(struct session *s, const char *name,
 	if (act == RULES_UNDECIDED)
 		return act;
 	rules_shm_hit(s->wk->seg, s->wk->rules_gen, m);
-	if (act == RULES_BLOCK) {
+	if (act == RULES_BLOCK && a && a->block_logs >= UDP_BLOCK_LOGS) {
+		/* A client cycling through blocked destinations does not turn
+		 * its datagrams into log lines: counted, said at the end. */
+		a->block_unlogged++;
+		a->unlogged_info |= m->log;
+	} else if (act == RULES_BLOCK) {
+		if (a)
+			a->block_logs++;
 		char how[96], to[INET6_ADDRSTRLEN + 1], esc[1024];
 		uint16_t p = port;
 		rules_match_text(m, how, sizeof how);
@@ -297,7 +355,7 @@ static bool dest_allowed(struct udp_assoc *a, const struct sockaddr_storage *des
 	d->k = k;
 	d->name = nh;
 	struct rules_match m;
-	d->allowed = udp_rules(a->s, name, dest, k.port, &m) == RULES_PASS;
+	d->allowed = udp_rules(a->s, a, name, dest, k.port, &m) == RULES_PASS;
 	return d->allowed;
 }
 
@@ -312,25 +370,59 @@ static void set_bufs(int fd)
 	(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &n, sizeof n);
 }
 
+/* Bind an outbound socket to the family's `external` address, else to the
+ * wildcard, so that its own address is known from the start (port chosen
+ * now, once per association).  A rule's `via` is not used here: one
+ * socket per family serves every destination of the association. */
+static int bind_out(struct udp_assoc *a, int fd, int family, struct udp_key *own)
+{
+	struct sockaddr_storage src;
+	socklen_t len;
+	if (!rules_source(a->s->wk->rules, NULL, family, &src, &len)) {
+		memset(&src, 0, sizeof src);
+		src.ss_family = (sa_family_t)family;
+		len = sa_len(&src);
+	}
+	if (bind(fd, (struct sockaddr *)&src, len) < 0)
+		return -errno;
+	len = sizeof src;
+	if (getsockname(fd, (struct sockaddr *)&src, &len) < 0)
+		return -errno;
+	key_of(&src, own);
+	return 0;
+}
+
 /* The outbound socket of a family, opened on first use.  -1 when none can
- * be had (no room in the descriptor budget, or socket() failed). */
+ * be had (no room in the descriptor budget, socket() or bind() failed; a
+ * failure other than the budget is not retried for this association). */
 static int out_fd(struct udp_assoc *a, int family)
 {
 	int i = family == AF_INET6;
 	if (a->ofd[i] >= 0)
 		return a->ofd[i];
-	if (!worker_fd_room(a->s->wk, 1))
+	if (a->ofd_failed[i] || !worker_fd_room(a->s->wk, 1))
 		return -1;
 	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0)
+	if (fd < 0) {
+		a->ofd_failed[i] = true;
 		return -1;
+	}
 	set_bufs(fd);
 	if (family == AF_INET6) {
 		/* Mapped addresses are sent from the IPv4 socket. */
 		int one = 1;
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
 	}
+	int rc = bind_out(a, fd, family, &a->out_k[i]);
+	if (rc < 0) {
+		log_info("session %llu: cannot bind the outbound IPv%c UDP socket: %s",
+		         (unsigned long long)a->s->id, family == AF_INET6 ? '6' : '4', strerror(-rc));
+		a->ofd_failed[i] = true;
+		close(fd);
+		return -1;
+	}
 	if (loop_watch_add(&a->s->wk->loop, &a->ow[i], fd, EPOLLIN, on_out, a) < 0) {
+		memset(&a->out_k[i], 0, sizeof a->out_k[i]);
 		close(fd);
 		return -1;
 	}
@@ -352,24 +444,44 @@ static void add_user_bytes(struct session *s, int dir, uint64_t n)
 	__atomic_store_n(ub, *ub + n, __ATOMIC_RELAXED);
 }
 
-/* Prepare datagram data[0..len) for dest in the family's send batch. */
-static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr_storage *dest,
-                      const char *name, uint8_t *data, size_t len)
+static bool name_pick(struct udp_assoc *a, int nm, uint16_t port, struct sockaddr_storage *out);
+
+/* A family failed for the name entry nm (-1: none): the other is used
+ * from now on, if it has one. */
+static void name_failed(struct udp_assoc *a, int nm, int family)
+{
+	if (nm >= 0)
+		a->names[nm].bad |= (uint8_t)(1u << (family == AF_INET6));
+}
+
+/* Prepare datagram data[0..len) for dest in the family's send batch.  A
+ * name's datagram (nm >= 0) whose family has no outbound socket goes to
+ * the name's address of the other family (once: `retried`). */
+static void queue_out1(struct udp_assoc *a, unsigned *nout, const struct sockaddr_storage *dest,
+                       const char *name, int nm, uint8_t *data, size_t len, bool retried)
 {
 	struct worker *wk = a->s->wk;
-	if (!dest_allowed(a, dest, name)) {
+	struct sockaddr_storage alt;
+	struct udp_key k;
+	key_of(dest, &k);
+	if (own_socket(a, &k) || !dest_allowed(a, dest, name)) {
 		shm_count(wk->slot, M_UDP_DROP_DENIED, 1);
 		return;
 	}
 	int i = dest->ss_family == AF_INET6;
 	if (out_fd(a, dest->ss_family) < 0) {
+		name_failed(a, nm, dest->ss_family);
+		if (nm >= 0 && !retried && name_pick(a, nm, k.port, &alt) &&
+		    alt.ss_family != dest->ss_family) {
+			queue_out1(a, nout, &alt, name, nm, data, len, true);
+			return;
+		}
 		shm_count(wk->slot, M_UDP_DROP_SEND, 1);
 		return;
 	}
-	struct udp_key k;
-	key_of(dest, &k);
 	peer_remember(a, &k);
 	unsigned j = nout[i]++;
+	bufs->out_nm[i][j] = (int8_t)nm;
 	bufs->out_name[i][j] = *dest;
 	bufs->out_iov[i][j] = (struct iovec){.iov_base = data, .iov_len = len};
 	bufs->out[i][j].msg_hdr = (struct msghdr){
@@ -380,9 +492,16 @@ static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr
 	};
 }
 
+static void queue_out(struct udp_assoc *a, unsigned *nout, const struct sockaddr_storage *dest,
+                      const char *name, int nm, uint8_t *data, size_t len)
+{
+	queue_out1(a, nout, dest, name, nm, data, len, false);
+}
+
 /* Send a prepared batch; a datagram the socket refuses is dropped and
- * counted, the rest go on.  ok[j] tells which left; returns how many. */
-static unsigned send_batch(struct session *s, int fd, struct mmsghdr *m, unsigned n, bool *ok)
+ * counted, the rest go on.  err[j] tells which left (0) and why the others
+ * did not; returns how many left. */
+static unsigned send_batch(struct session *s, int fd, struct mmsghdr *m, unsigned n, int *err)
 {
 	unsigned done = 0, sent = 0;
 	while (done < n) {
@@ -391,30 +510,43 @@ static unsigned send_batch(struct session *s, int fd, struct mmsghdr *m, unsigne
 			if (errno == EINTR)
 				continue;
 			shm_count(s->wk->slot, M_UDP_DROP_SEND, 1);
-			ok[done++] = false; /* the one at the head failed: skip it */
+			err[done++] = errno; /* the one at the head failed: skip it */
 			continue;
 		}
 		for (unsigned i = 0; i < (unsigned)r; i++)
-			ok[done + i] = true;
+			err[done + i] = 0;
 		done += (unsigned)r;
 		sent += (unsigned)r;
 	}
 	return sent;
 }
 
-/* Send the up batches of both families and count them. */
+/* Whether a send failure says that the family cannot reach the
+ * destination from this host (no route, no source address, no IPv6). */
+static bool family_unreachable(int err)
+{
+	return err == ENETUNREACH || err == EADDRNOTAVAIL || err == EAFNOSUPPORT ||
+	       err == EHOSTUNREACH;
+}
+
+/* Send the up batches of both families and count them.  A name whose
+ * address of one family cannot be reached uses its other one from then
+ * on (the datagram that found out is dropped, as UDP may). */
 static void flush_up(struct udp_assoc *a, const unsigned nout[2])
 {
 	struct session *s = a->s;
-	bool ok[UDP_BATCH];
+	int *err = bufs->out_err;
 	for (int f = 0; f < 2; f++) {
 		if (!nout[f])
 			continue;
-		unsigned sent = send_batch(s, a->ofd[f], bufs->out[f], nout[f], ok);
+		unsigned sent = send_batch(s, a->ofd[f], bufs->out[f], nout[f], err);
 		uint64_t bytes = 0;
-		for (unsigned j = 0; j < nout[f]; j++)
-			if (ok[j])
+		for (unsigned j = 0; j < nout[f]; j++) {
+			if (!err[j])
 				bytes += bufs->out_iov[f][j].iov_len;
+			else if (family_unreachable(err[j]))
+				name_failed(a, bufs->out_nm[f][j], f ? AF_INET6 : AF_INET);
+		}
 		s->dgrams_up += sent;
 		s->bytes_up += bytes;
 		shm_count(s->wk->slot, M_UDP_DGRAMS_UP, sent);
@@ -440,19 +572,45 @@ static void drop_waiting(struct udp_assoc *a, unsigned idx)
 	a->nwaiting--;
 }
 
-/* A datagram for a name: from the association's names, or queued for a
- * lookup (joining one in flight for the same name). */
-static bool resolve_cached(struct udp_assoc *a, const char *host, uint16_t port,
-                           struct sockaddr_storage *out)
+/* The address of name entry nm to send to: of the relay socket's family
+ * (the family the client itself reached the proxy over) when the name has
+ * one, else of the other; a family a send failed on only when the other
+ * failed too (then both are tried afresh). */
+static bool name_pick(struct udp_assoc *a, int nm, uint16_t port, struct sockaddr_storage *out)
 {
-	for (size_t i = 0; i < UDP_NAMES; i++) {
-		struct udp_name *nm = &a->names[i];
-		if (nm->until > a->s->wk->loop.now && strcmp(nm->host, host) == 0) {
-			*out = nm->addr;
-			if (out->ss_family == AF_INET6)
-				((struct sockaddr_in6 *)out)->sin6_port = htons(port);
-			else
-				((struct sockaddr_in *)out)->sin_port = htons(port);
+	struct udp_name *e = &a->names[nm];
+	int pref = a->relay_k.family == AF_INET6;
+	int order[2] = {pref, !pref};
+	int pick = -1;
+	for (int t = 0; t < 2 && pick < 0; t++)
+		if (e->addr[order[t]].ss_family && !(e->bad & (1u << order[t])))
+			pick = order[t];
+	if (pick < 0) {
+		e->bad = 0;
+		for (int t = 0; t < 2 && pick < 0; t++)
+			if (e->addr[order[t]].ss_family)
+				pick = order[t];
+	}
+	if (pick < 0)
+		return false;
+	*out = e->addr[pick];
+	if (out->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)out)->sin6_port = htons(port);
+	else
+		((struct sockaddr_in *)out)->sin_port = htons(port);
+	return true;
+}
+
+/* A datagram for a name: from the association's names (its entry in *nm),
+ * or queued for a lookup (joining one in flight for the same name). */
+static bool resolve_cached(struct udp_assoc *a, const char *host, uint16_t port,
+                           struct sockaddr_storage *out, int *nm)
+{
+	for (int i = 0; i < UDP_NAMES; i++) {
+		struct udp_name *e = &a->names[i];
+		if (e->until > a->s->wk->loop.now && strcmp(e->host, host) == 0 &&
+		    name_pick(a, i, port, out)) {
+			*nm = i;
 			return true;
 		}
 	}
@@ -482,8 +640,15 @@ static void enqueue_lookup(struct udp_assoc *a, const char *host, uint16_t port,
 	if (slot < 0) {
 		/* The rules on the name, before it is looked up (the addresses it
 		 * resolves to are decided again, with it). */
+		uint64_t nh = name_hash(host);
+		for (size_t i = 0; i < UDP_BLOCKED_NAMES; i++)
+			if (a->blocked_names[i] == nh) {
+				shm_count(wk->slot, M_UDP_DROP_DENIED, 1);
+				return;
+			}
 		struct rules_match m;
-		if (udp_rules(a->s, host, NULL, port, &m) == RULES_BLOCK) {
+		if (udp_rules(a->s, a, host, NULL, port, &m) == RULES_BLOCK) {
+			a->blocked_names[a->next_blocked++ % UDP_BLOCKED_NAMES] = nh;
 			shm_count(wk->slot, M_UDP_DROP_DENIED, 1);
 			return;
 		}
@@ -527,10 +692,16 @@ static void lookup_done(void *arg, int status, const struct sockaddr_storage *ad
 	} else {
 		struct udp_name *nm = &a->names[a->next_name++ % UDP_NAMES];
 		snprintf(nm->host, sizeof nm->host, "%s", lk->host);
-		nm->addr = addrs[0];
-		unmap(&nm->addr);
+		memset(nm->addr, 0, sizeof nm->addr);
+		nm->bad = 0;
+		for (size_t i = 0; i < n; i++) {
+			struct sockaddr_storage ss = addrs[i];
+			unmap(&ss);
+			int f = ss.ss_family == AF_INET6;
+			if (!nm->addr[f].ss_family)
+				nm->addr[f] = ss;
+		}
 		nm->until = wk->loop.now + UDP_NAME_TTL_MS;
-		(void)n;
 	}
 	unsigned nout[2] = {0, 0};
 	/* The waiting data is copied into the batch buffers, which are free
@@ -548,10 +719,14 @@ static void lookup_done(void *arg, int status, const struct sockaddr_storage *ad
 			shm_count(wk->slot, M_UDP_DROP_QUEUE, 1);
 		} else {
 			struct sockaddr_storage dest;
-			resolve_cached(a, lk->host, w->port, &dest);
-			uint8_t *d = bufs->data[used++];
-			memcpy(d, a->qbuf + w->off, w->len);
-			queue_out(a, nout, &dest, lk->host, d, w->len);
+			int nm;
+			if (resolve_cached(a, lk->host, w->port, &dest, &nm)) {
+				uint8_t *d = bufs->data[used++];
+				memcpy(d, a->qbuf + w->off, w->len);
+				queue_out(a, nout, &dest, lk->host, nm, d, w->len);
+			} else {
+				shm_count(wk->slot, M_UDP_DROP_LOOKUP, 1);
+			}
 		}
 		drop_waiting(a, i);
 	}
@@ -568,7 +743,7 @@ static bool from_client(struct udp_assoc *a, struct sockaddr_storage *src)
 	unmap(src);
 	key_of(&a->client, &c);
 	key_of(src, &k);
-	if (!same_addr(&c, &k))
+	if (!same_addr(&c, &k) || own_socket(a, &k))
 		return false;
 	if (a->port_known)
 		return c.port == k.port;
@@ -655,10 +830,11 @@ static void on_relay(struct loop *l, struct loop_watch *w, uint32_t events)
 		uint8_t *data = bufs->data[i] + hl;
 		size_t len = m->msg_len - (unsigned)hl;
 		struct sockaddr_storage dest;
+		int nm;
 		if (literal_dest(&h, &dest))
-			queue_out(a, nout, &dest, NULL, data, len);
-		else if (resolve_cached(a, h.host, h.port, &dest))
-			queue_out(a, nout, &dest, h.host, data, len);
+			queue_out(a, nout, &dest, NULL, -1, data, len);
+		else if (resolve_cached(a, h.host, h.port, &dest, &nm))
+			queue_out(a, nout, &dest, h.host, nm, data, len);
 		else
 			enqueue_lookup(a, h.host, h.port, data, len);
 	}
@@ -709,11 +885,11 @@ static void on_out(struct loop *l, struct loop_watch *w, uint32_t events)
 	}
 	if (!nout)
 		return;
-	bool ok[UDP_BATCH];
-	unsigned sent = send_batch(s, a->rfd, bufs->out[0], nout, ok);
+	int *err = bufs->out_err;
+	unsigned sent = send_batch(s, a->rfd, bufs->out[0], nout, err);
 	uint64_t payload = 0;
 	for (unsigned j = 0; j < nout; j++)
-		if (ok[j])
+		if (!err[j])
 			payload += bufs->out_iov[0][j].iov_len - hls[j];
 	s->dgrams_down += sent;
 	s->bytes_down += payload;
@@ -724,11 +900,28 @@ static void on_out(struct loop *l, struct loop_watch *w, uint32_t events)
 
 /* ---- the control connection and the idle timer ----------------------------------- */
 
-/* The control connection carries nothing more; its close ends the
- * association. */
+/* The control watch while the association lasts: level-triggered, so a
+ * client that keeps sending on it is read in bounded bites, one per turn of
+ * the loop, until its close; EPOLLOUT only while the reply is not out. */
+static void control_watch(struct session *s)
+{
+	uint32_t ev = EPOLLIN | EPOLLRDHUP | (s->down ? EPOLLOUT : 0);
+	if (s->cw.events != ev)
+		(void)loop_watch_mod(&s->wk->loop, &s->cw, ev);
+}
+
+/* The control connection carries nothing more; what the client sends on
+ * it is discarded, and its close ends the association. */
 static void on_control(struct session *s)
 {
 	char sink[4096];
+	if (s->down && s->c_writable) {
+		if (session_send(s, "", 0) < 0) {
+			session_finalize(s);
+			return;
+		}
+		control_watch(s);
+	}
 	for (size_t total = 0; s->c_readable && total < UDP_CTRL_READ_MAX;) {
 		ssize_t n = recv(s->cfd, sink, sizeof sink, 0);
 		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -802,6 +995,7 @@ static int open_relay(struct udp_assoc *a, struct sockaddr_storage *bnd)
 		return rc;
 	}
 	a->rfd = fd;
+	key_of(bnd, &a->relay_k);
 	return 0;
 }
 
@@ -817,7 +1011,7 @@ void udp_begin(struct session *s)
 	/* A rule that blocks UDP for this client or user, whatever the
 	 * destination, refuses the association itself. */
 	struct rules_match m;
-	if (udp_rules(s, NULL, NULL, 0, &m) == RULES_BLOCK) {
+	if (udp_rules(s, NULL, NULL, NULL, 0, &m) == RULES_BLOCK) {
 		connect_blocked(s, &m);
 		return;
 	}
@@ -860,6 +1054,7 @@ void udp_begin(struct session *s)
 	s->phase = PH_UDP;
 	s->on_client = on_control;
 	s->on_target = NULL;
+	control_watch(s);
 	shm_gauge_add(wk->slot, G_CONN_RELAYING, 1);
 	touch(a);
 	s->timer.fn = on_idle;
@@ -882,6 +1077,10 @@ void udp_end(struct session *s)
 			loop_watch_close(&a->ow[i], a->ofd[i]);
 			out_fds--;
 		}
+	if (a->block_unlogged)
+		log_msg(a->unlogged_info ? LOG_INFO : LOG_DEBUG,
+		        "session %llu: %llu more blocked datagram destinations, not logged one by one",
+		        (unsigned long long)s->id, (unsigned long long)a->block_unlogged);
 	free(a->qbuf);
 	s->udp = NULL;
 	/* Events of this batch may still name its watches. */

@@ -441,3 +441,129 @@ def test_a_rule_blocking_udp_refuses_the_association(admin_server, echo4, tmp_pa
     c.sendall(request("127.0.0.1", echo4.addr[1]))
     assert read_reply(c).rep != 2
     c.close()
+
+
+# ---------------------------------------------------------------- hostile clients
+
+def test_association_ends_with_its_control_connection_after_junk_on_it(admin_server, echo4):
+    srv = server(admin_server)
+    c, r, u = associate(srv.port)
+    with u:
+        u.sendto(hdr("127.0.0.1", echo4.addr[1]) + b"one", ("127.0.0.1", r.port))
+        assert u.recv(100).endswith(b"one")
+        # Far more than one event's read: the close behind it must be seen.
+        c.settimeout(10)
+        c.sendall(b"J" * 400000)
+        cport = c.getsockname()[1]
+        c.close()
+        srv.proc.wait_log(lambda f: len(f) > 11 and f[4] == str(cport), timeout=10)
+        u.sendto(hdr("127.0.0.1", echo4.addr[1]) + b"two", ("127.0.0.1", r.port))
+        assert nothing_arrives(u)
+    assert [d for d, _ in echo4.seen] == [b"one"]
+
+
+def test_datagrams_leave_from_the_external_address(admin_server, echo4, tmp_path):
+    conf = tmp_path / "ext.conf"
+    # `via` is not used by UDP: the association's socket serves every
+    # destination and is bound to `external`.
+    conf.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)) +
+                    "external = 127.0.0.2\npass via 127.0.0.3 to 127.0.0.1/32\n")
+    srv = admin_server("--anonymous", "always", config=conf, workers=1)
+    s = pysocks_udp(srv.port)
+    with s:
+        s.sendto(b"from where", echo4.addr)
+        assert s.recvfrom(100) == (b"from where", echo4.addr)
+    assert echo4.seen[0][0] == b"from where"
+    assert echo4.seen[0][1][0] == "127.0.0.2"
+
+
+def test_blocked_destinations_logged_a_few_times_per_association(admin_server, tmp_path):
+    conf = tmp_path / "log.conf"
+    conf.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)) +
+                    "block to .blocked.test log\nblock to 192.0.2.0/24 log\npass\n")
+    srv = admin_server("--anonymous", "always", "--log-level", "info", config=conf, workers=1)
+    c, r, u = associate(srv.port)
+    n = 0
+    with c, u:
+        for i in range(60):
+            u.sendto(hdr("x.blocked.test", 9) + b"x", ("127.0.0.1", r.port))
+            # 20 blocked addresses in turn: more than the decision cache holds
+            u.sendto(hdr("192.0.2.%d" % (i % 20 + 1), 9) + b"x", ("127.0.0.1", r.port))
+            n += 2
+            if i % 10 == 9:
+                time.sleep(0.02)
+        wait_metric(srv, M_DENIED, lambda v: v == n)
+        cport = c.getsockname()[1]
+    srv.proc.wait_log(lambda f: len(f) > 11 and f[4] == str(cport))
+    srv.proc.wait_stderr(r"more blocked datagram destinations, not logged one by one")
+    lines = [l for l in srv.proc.stderr_text().splitlines() if "datagram to" in l]
+    assert 1 <= len(lines) <= 4, lines
+    # the name was decided once: one line for it
+    assert len([l for l in lines if "blocked.test" in l]) == 1
+
+
+def spoof_udp(src, dst, payload):
+    """One UDP datagram with a forged source (raw socket; root)."""
+    def csum(b):
+        if len(b) % 2:
+            b += b"\0"
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        while s >> 16:
+            s = (s & 0xffff) + (s >> 16)
+        return ~s & 0xffff
+    (sip, sport), (dip, dport) = src, dst
+    ulen = 8 + len(payload)
+    pseudo = socket.inet_aton(sip) + socket.inet_aton(dip) + struct.pack("!BBH", 0, 17, ulen)
+    udp = struct.pack("!HHHH", sport, dport, ulen, 0)
+    udp = struct.pack("!HHHH", sport, dport, ulen, csum(pseudo + udp + payload) or 0xffff)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + ulen, 0, 0, 64, 17, 0,
+                     socket.inet_aton(sip), socket.inet_aton(dip))
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW) as r:
+        r.sendto(ip + udp + payload, (dip, 0))
+
+
+def test_own_sockets_are_neither_client_nor_destination(admin_server, echo4):
+    srv = server(admin_server)
+    c, r, u = associate(srv.port)  # port 0: the first datagram fixes it
+    relay = ("127.0.0.1", r.port)
+    with c, u:
+        # A datagram forged from the relay socket itself is not the client.
+        spoof_udp(relay, relay, hdr("127.0.0.1", echo4.addr[1]) + b"forged")
+        wait_metric(srv, M_SOURCE, lambda v: v == 1)
+        u.sendto(hdr("127.0.0.1", echo4.addr[1]) + b"real", relay)
+        assert u.recv(100).endswith(b"real")
+        assert [d for d, _ in echo4.seen] == [b"real"]
+        out = echo4.seen[0][1]
+        # Datagrams to the association's own sockets are not sent.
+        for own in (relay, out, ("127.0.0.2", out[1])):
+            u.sendto(hdr(own[0], own[1]) + b"self", relay)
+        wait_metric(srv, M_DENIED, lambda v: v == 3)
+        assert nothing_arrives(u)
+        m = metrics(srv)
+        assert m[M_UP] == 1 and m[M_DOWN] == 1
+
+
+def test_dual_stack_name_sent_to_the_clients_family(admin_server, unbound, echo4):
+    srv = server(admin_server, "--dns-server", unbound.classic)
+    s = pysocks_udp(srv.port)
+    with s:
+        # dual.test has ::1 and 127.0.0.1; the echo listens on 127.0.0.1 only.
+        s.sendto(b"dual", ("dual.test", echo4.addr[1]))
+        assert s.recvfrom(100) == (b"dual", echo4.addr)
+
+
+def test_dual_stack_name_falls_back_when_a_family_cannot_send(admin_server, unbound, echo4,
+                                                              tmp_path):
+    conf = tmp_path / "ext6.conf"
+    # An IPv6 source address this host does not have: no IPv6 socket can be had.
+    conf.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)) +
+                    "external = fd00:5d::99\npass\n")
+    srv = admin_server("--anonymous", "always", "-l", "::1", "--dns-server", unbound.classic,
+                       config=conf, workers=1)
+    c, r, u = associate(srv.port, proxy_host="::1")
+    with c, u:
+        assert r.addr == "::1"  # the client's family is IPv6: tried first
+        for i in range(2):
+            u.sendto(hdr("dual.test", echo4.addr[1]) + b"d%d" % i, ("::1", r.port))
+            assert u.recv(100).endswith(b"d%d" % i)
+    assert [d for d, _ in echo4.seen] == [b"d0", b"d1"]
