@@ -597,8 +597,6 @@ int master_reload(struct master *m)
 	limit_list_free(&m->limits);
 	m->limits = limits;
 	apply_limits(m);
-	/* Rule indexes may name other rules from here on. */
-	limits_rules_reload(&m->seg->limits);
 	m->cfg = s;
 	log_set_level((enum log_level)s.log_level);
 	shm_settings_publish(m->seg, &s);

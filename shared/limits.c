@@ -7,6 +7,7 @@
 #include <strings.h>
 
 #include "names.h"
+#include "shm.h"
 
 #define HOLDERS_MASK 0xffffffffull
 
@@ -15,8 +16,8 @@ struct limit_entry *limits_entry_at(struct limits_area *la, uint32_t index)
 	if (index < LIMITS_MAX_USERS)
 		return &la->user[index];
 	index -= LIMITS_MAX_USERS;
-	if (index < 2 * LIMITS_MAX_RULES)
-		return &la->rule[index / LIMITS_MAX_RULES][index % LIMITS_MAX_RULES];
+	if (index < LIMITS_RULE_SLOTS)
+		return &la->rule[index];
 	return NULL;
 }
 
@@ -26,11 +27,6 @@ void limits_set(struct limit_entry *e, const struct limit_spec *spec)
 	for (int d = 0; d < 2; d++)
 		__atomic_store_n(&e->b[d].rate, spec ? spec->rate[d] : 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&e->on, spec != NULL, __ATOMIC_RELEASE);
-}
-
-void limits_rules_reload(struct limits_area *la)
-{
-	__atomic_add_fetch(&la->rules_gen, 1, __ATOMIC_RELEASE);
 }
 
 void limits_fold(struct limit_entry *e, uint32_t n)
@@ -44,24 +40,127 @@ void limits_fold(struct limit_entry *e, uint32_t n)
 	                                      __ATOMIC_RELAXED));
 }
 
-bool limits_take(struct limit_entry *e, uint32_t max, uint32_t gen, uint32_t *held)
+enum take_result { TAKE_OK, TAKE_FULL, TAKE_MOVED };
+
+/* Take a place in e if its tag is tag (user entries: 0) and fewer than max
+ * (non-zero) are taken. */
+static enum take_result take(struct limit_entry *e, uint32_t max, uint32_t tag, uint32_t *held)
 {
 	/* Our own count first: a worker killed from here on is subtracted at
 	 * most once too often, never leaves a place taken. */
 	__atomic_store_n(held, *held + 1, __ATOMIC_RELAXED);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
 	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+	enum take_result r;
 	for (;;) {
 		uint32_t h = (uint32_t)(w & HOLDERS_MASK);
-		if ((max && h >= max) || h == UINT32_MAX) {
-			__atomic_store_n(held, *held - 1, __ATOMIC_RELAXED);
-			return false;
+		if ((uint32_t)(w >> 32) != tag) {
+			r = TAKE_MOVED; /* claimed by another rule while we looked */
+			break;
 		}
-		uint64_t next = (uint64_t)gen << 32 | (h + 1);
-		if (__atomic_compare_exchange_n(&e->word, &w, next, true, __ATOMIC_ACQ_REL,
+		if ((max && h >= max) || h == UINT32_MAX) {
+			r = TAKE_FULL;
+			break;
+		}
+		/* A failed compare-and-swap reloads w: the tag is checked again. */
+		if (__atomic_compare_exchange_n(&e->word, &w, w + 1, true, __ATOMIC_ACQ_REL,
 		                                __ATOMIC_RELAXED))
-			return true;
+			return TAKE_OK;
 	}
+	__atomic_store_n(held, *held - 1, __ATOMIC_RELAXED);
+	return r;
+}
+
+bool limits_take(struct limit_entry *e, uint32_t max, uint32_t *held)
+{
+	return take(e, max, 0, held) == TAKE_OK;
+}
+
+static uint32_t probe_slot(uint32_t tag, uint32_t k)
+{
+	return (uint32_t)(((uint64_t)tag + k) % LIMITS_RULE_SLOTS);
+}
+
+/* The entry's limits are the rule's: every worker writes the same values
+ * for one tag (the tag is a hash of the text, limits included). */
+static void spec_apply(struct limit_entry *e, const struct limit_spec *spec)
+{
+	if (__atomic_load_n(&e->max_sessions, __ATOMIC_RELAXED) != spec->max_sessions ||
+	    __atomic_load_n(&e->b[LIMIT_IN].rate, __ATOMIC_RELAXED) != spec->rate[LIMIT_IN] ||
+	    __atomic_load_n(&e->b[LIMIT_OUT].rate, __ATOMIC_RELAXED) != spec->rate[LIMIT_OUT] ||
+	    !__atomic_load_n(&e->on, __ATOMIC_RELAXED))
+		limits_set(e, spec);
+}
+
+static enum limits_rule_result rule_taken(struct limits_area *la, uint32_t slot,
+                                          enum take_result r, const struct limit_spec *spec,
+                                          uint32_t *index)
+{
+	*index = limits_rule_index(slot);
+	if (r == TAKE_OK)
+		spec_apply(&la->rule[slot], spec);
+	return r == TAKE_OK ? LIMITS_RULE_TAKEN : LIMITS_RULE_FULL;
+}
+
+enum limits_rule_result limits_rule_take(struct limits_area *la, uint32_t tag,
+                                         const struct limit_spec *spec, uint32_t *held,
+                                         uint32_t *index)
+{
+	/* The rule's slot: no lock.  A slot never changes tags while it is
+	 * held, and changes only under the lock, which the slow path takes. */
+	for (uint32_t k = 0; k < LIMITS_PROBE; k++) {
+		uint32_t slot = probe_slot(tag, k);
+		struct limit_entry *e = &la->rule[slot];
+		if (limits_tag(e) != tag)
+			continue;
+		enum take_result r = take(e, spec->max_sessions, tag, &held[limits_rule_index(slot)]);
+		if (r != TAKE_MOVED)
+			return rule_taken(la, slot, r, spec, index);
+		break; /* claimed by another tag under us: look again under the lock */
+	}
+	/* None: claim one under the lock, so that the tag gets one slot only. */
+	shm_lock(&la->claim_lock);
+	enum limits_rule_result res = LIMITS_RULE_NO_SLOT;
+	uint32_t free_slot = UINT32_MAX;
+	for (uint32_t k = 0; k < LIMITS_PROBE; k++) {
+		uint32_t slot = probe_slot(tag, k);
+		struct limit_entry *e = &la->rule[slot];
+		if (limits_tag(e) == tag) {
+			/* Another worker claimed it meanwhile.  No tag changes
+			 * while we hold the lock: never TAKE_MOVED here. */
+			enum take_result r =
+			    take(e, spec->max_sessions, tag, &held[limits_rule_index(slot)]);
+			res = rule_taken(la, slot, r, spec, index);
+			goto out;
+		}
+		if (free_slot == UINT32_MAX && limits_holders(e) == 0)
+			free_slot = slot;
+	}
+	for (uint32_t k = 0; free_slot != UINT32_MAX && k < LIMITS_PROBE; k++) {
+		uint32_t slot = probe_slot(tag, k);
+		struct limit_entry *e = &la->rule[slot];
+		uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+		if ((w & HOLDERS_MASK) != 0)
+			continue;
+		/* Fails when a session of the slot's tag took a place since:
+		 * that slot is theirs, look further. */
+		if (!__atomic_compare_exchange_n(&e->word, &w, (uint64_t)tag << 32, false,
+		                                 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			continue;
+		/* Ours, with no holders: fresh buckets (a full burst at the first
+		 * refill) and the rule's limits. */
+		for (int d = 0; d < 2; d++) {
+			__atomic_store_n(&e->b[d].tokens, 0, __ATOMIC_RELAXED);
+			__atomic_store_n(&e->b[d].stamp_ms, 0, __ATOMIC_RELAXED);
+		}
+		limits_set(e, spec);
+		enum take_result r = take(e, spec->max_sessions, tag, &held[limits_rule_index(slot)]);
+		res = rule_taken(la, slot, r, spec, index);
+		break;
+	}
+out:
+	shm_unlock(&la->claim_lock);
+	return res;
 }
 
 void limits_give(struct limit_entry *e, uint32_t *held)

@@ -4,12 +4,13 @@
  * every worker.
  *
  * The table (struct limits_area, inside struct shm_segment) has one entry
- * per user slot and two banks of entries per rule index.  An entry is:
+ * per user slot and LIMITS_RULE_SLOTS entries for the rules that carry
+ * limits.  An entry is:
  *   - a 64-bit word: the number of sessions holding it (low 32 bits) and,
- *     for rule entries, the rule-set generation that last took it (high 32
- *     bits).  Taking a place is one compare-and-swap that checks the
- *     maximum and adds one in the same step, so no two processes can both
- *     take the last place;
+ *     for rule entries, the tag of the rule that owns it (high 32 bits; 0
+ *     for user entries).  Taking a place is one compare-and-swap that
+ *     checks the tag and the maximum and adds one in the same step, so no
+ *     two processes can both take the last place;
  *   - the maximum (0: none);
  *   - one token bucket per direction: a rate in bytes per second (0: none),
  *     the tokens available (in thousandths of a byte, so that a refill of
@@ -20,6 +21,18 @@
  *     bytes at a time (a quarter of the burst) into its session's own
  *     allowance, and reads no more than that allowance.
  *
+ * Rule entries are found by the rule's identity, not by its number: the
+ * tag is a non-zero hash of the rule's text, limits included (shared/rules.c
+ * computes it; a decision carries it).  A rule's entry is looked for from
+ * slot tag % LIMITS_RULE_SLOTS over LIMITS_PROBE slots.  The slot with the
+ * tag is used without a lock; without one, a slot nobody holds (holders 0)
+ * is claimed for the tag under the area's mutex, so that two workers never
+ * claim two slots for one tag.  A slot held by another tag is never taken
+ * over.  A rule unchanged by a reload keeps its slot, its holders and its
+ * buckets; the sessions of a rule that is gone keep its slot until they
+ * end.  Two different rules whose tags collide (a 32-bit hash) would share
+ * one entry.
+ *
  * Every worker also keeps, in its metrics slot, how many places it holds in
  * each entry (limit_held[]): when a worker dies the master subtracts them
  * (limits_fold), so the segment stays the truth.  A worker raises its own
@@ -28,20 +41,25 @@
  * that was never taken (a count one too low until a session ends, clamped
  * at zero), never leaves a place taken forever.
  *
- * Master: limits_set (configuration), limits_rules_reload, limits_fold.
- * Workers: limits_take / limits_give and the bucket functions, from their
- * loop thread.  Any process may read.
+ * Master: limits_set (user entries), limits_fold.  Workers: limits_take /
+ * limits_rule_take / limits_give and the bucket functions, from their loop
+ * thread.  Any process may read.
  */
 #ifndef SOCKS5D_LIMITS_H
 #define SOCKS5D_LIMITS_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define LIMITS_MAX_USERS 1024 /* = SHM_MAX_USERS (checked in shm.h) */
-#define LIMITS_MAX_RULES 1024 /* rules with an index below this can carry limits */
-#define LIMITS_ENTRIES (LIMITS_MAX_USERS + 2 * LIMITS_MAX_RULES)
+#define LIMITS_MAX_RULES 1024 /* rules numbered up to this can carry limits */
+/* Rule entries: room for one full rule set and the rules of the sets
+ * before whose sessions are still open. */
+#define LIMITS_RULE_SLOTS (2 * LIMITS_MAX_RULES)
+#define LIMITS_PROBE 64 /* slots looked at for one tag */
+#define LIMITS_ENTRIES (LIMITS_MAX_USERS + LIMITS_RULE_SLOTS)
 #define LIMITS_NAME_MAX 255
 #define LIMITS_BURST_MIN 4096u
 #define LIMITS_RATE_MAX (1ull << 40) /* 1 TiB/s: tokens * 1000 stay far from overflow */
@@ -63,16 +81,16 @@ struct limit_bucket {
 };
 
 struct limit_entry {
-	_Alignas(64) uint64_t word; /* holders | generation << 32 */
+	_Alignas(64) uint64_t word; /* holders | tag << 32 */
 	uint32_t on;                /* a limit applies (user entries: set by the master) */
 	uint32_t max_sessions;      /* 0: no maximum */
 	struct limit_bucket b[2];   /* by enum limit_dir */
 };
 
 struct limits_area {
-	uint32_t rules_gen; /* bumped by each reload; rule entries use bank gen & 1 */
+	pthread_mutex_t claim_lock; /* robust, process-shared: claims of rule slots */
 	struct limit_entry user[LIMITS_MAX_USERS];
-	struct limit_entry rule[2][LIMITS_MAX_RULES];
+	struct limit_entry rule[LIMITS_RULE_SLOTS];
 };
 
 /* What one limit line (or rule) asks for. */
@@ -88,9 +106,9 @@ static inline uint32_t limits_user_index(uint32_t user_slot)
 {
 	return user_slot;
 }
-static inline uint32_t limits_rule_index(uint32_t bank, uint32_t rule)
+static inline uint32_t limits_rule_index(uint32_t rule_slot)
 {
-	return LIMITS_MAX_USERS + bank * LIMITS_MAX_RULES + rule;
+	return LIMITS_MAX_USERS + rule_slot;
 }
 struct limit_entry *limits_entry_at(struct limits_area *la, uint32_t index);
 
@@ -98,23 +116,35 @@ static inline uint32_t limits_holders(const struct limit_entry *e)
 {
 	return (uint32_t)__atomic_load_n(&e->word, __ATOMIC_RELAXED);
 }
+static inline uint32_t limits_tag(const struct limit_entry *e)
+{
+	return (uint32_t)(__atomic_load_n(&e->word, __ATOMIC_RELAXED) >> 32);
+}
 
-/* Master: configure a user entry (spec NULL: no limit for that slot).
- * Holders are kept; the buckets keep their tokens (capped by the new burst
- * at the next refill). */
+/* Configure an entry (spec NULL: no limit).  Holders are kept; the
+ * buckets keep their tokens (capped by the new burst at the next refill). */
 void limits_set(struct limit_entry *e, const struct limit_spec *spec);
-/* Master: a new rule set is in force (rule indexes may mean other rules). */
-void limits_rules_reload(struct limits_area *la);
 /* Master: a dead worker held n places in e. */
 void limits_fold(struct limit_entry *e, uint32_t n);
 
-/* Take a place: false when max (non-zero) places are taken.  gen: the
- * generation tag of the entry (0 for user entries); an entry last taken
- * under another generation is taken over (its holders still count; they
- * release into it).  *held is the caller's own count (its slot's
- * limit_held[index]), raised on success. */
-bool limits_take(struct limit_entry *e, uint32_t max, uint32_t gen, uint32_t *held);
-/* Give a place back. */
+/* Take a place in a user entry: false when max (non-zero) places are
+ * taken.  *held is the caller's own count (its slot's limit_held[index]),
+ * raised on success. */
+bool limits_take(struct limit_entry *e, uint32_t max, uint32_t *held);
+
+enum limits_rule_result {
+	LIMITS_RULE_TAKEN,   /* a place, in entry *index */
+	LIMITS_RULE_FULL,    /* the rule's max-sessions are taken */
+	LIMITS_RULE_NO_SLOT, /* no slot for the tag within LIMITS_PROBE: refuse */
+};
+/* Take a place in the entry of the rule with this tag (non-zero) and
+ * limits, claiming a free slot for it when it has none (the spec is
+ * written into the entry when it differs).  held: the caller's
+ * limit_held[] (LIMITS_ENTRIES counts). */
+enum limits_rule_result limits_rule_take(struct limits_area *la, uint32_t tag,
+                                         const struct limit_spec *spec, uint32_t *held,
+                                         uint32_t *index);
+/* Give a place back (user or rule entry). */
 void limits_give(struct limit_entry *e, uint32_t *held);
 
 /* ---- buckets ------------------------------------------------------------ */

@@ -708,6 +708,22 @@ static bool parse_ip(const char *s, uint8_t *family, uint8_t out[16])
 	return false;
 }
 
+/* A rule's identity for its limits: FNV-1a over its words (the rule as
+ * written, blanks and comment aside), folded to 32 bits, never 0.  The
+ * same rule in the next set has the same tag, whatever its number. */
+static uint32_t limit_tag(const struct words *w)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < w->n; i++)
+		for (const unsigned char *c = (const unsigned char *)w->v[i];; c++) {
+			h = (h ^ *c) * 0x100000001b3ull; /* the NUL separates the words */
+			if (!*c)
+				break;
+		}
+	uint32_t t = (uint32_t)(h ^ h >> 32);
+	return t ? t : 1;
+}
+
 static int parse_rule(struct parse *p, const char *line)
 {
 	struct words w;
@@ -802,6 +818,7 @@ static int parse_rule(struct parse *p, const char *line)
 		return fail(p, "only the first %d rules can carry max-sessions or rate",
 		            LIMITS_MAX_RULES);
 	r->m.line = r->line;
+	r->m.limit_tag = limit_tag(&w);
 	return 0;
 }
 

@@ -53,6 +53,9 @@ struct rules_match {
 	uint32_t max_sessions; /* `max-sessions N`, 0: none (not enforced here) */
 	uint64_t rate_in;      /* `rate IN/OUT`, bytes per second, target to client; 0: none */
 	uint64_t rate_out;     /* client to target; 0: none */
+	uint32_t limit_tag;    /* the rule's identity for its limits' entry (shared/limits.h):
+	                          a non-zero hash of its text, limits included; 0: the
+	                          default policy */
 	uint8_t via_family;    /* AF_INET, AF_INET6, or 0: no `via` */
 	uint8_t via[16];       /* the address (4 or 16 bytes) */
 };

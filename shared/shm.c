@@ -76,6 +76,8 @@ int shm_create(const char *prefix, char *name, size_t namelen, struct shm_segmen
 	int rc = init_robust(&seg->settings_lock);
 	if (!rc)
 		rc = init_robust(&seg->users_lock);
+	if (!rc)
+		rc = init_robust(&seg->limits.claim_lock);
 	if (rc) {
 		munmap(p, size);
 		return rc;

@@ -12,7 +12,8 @@
  * load whole 64-bit values and sum the slots.
  *
  * The limits table (shared/limits.h) sits at the end: its places and
- * buckets are changed with compare-and-swap by any worker.
+ * buckets are changed with compare-and-swap by any worker; a rule's entry
+ * is claimed under the table's own robust mutex.
  *
  * The master creates and unlinks the segment; workers inherit the mapping
  * across fork().
@@ -29,7 +30,7 @@
 #include "settings.h"
 
 #define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
-#define SHM_LAYOUT_VERSION 5u
+#define SHM_LAYOUT_VERSION 6u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
@@ -162,7 +163,8 @@ struct shm_segment {
 	uint64_t retired_user_bytes[SHM_MAX_USERS][2];
 	struct shm_worker_slot slots[SHM_MAX_WORKERS];
 
-	/* Session and rate limits, shared by every worker (no lock). */
+	/* Session and rate limits, shared by every worker (no lock but for
+	 * claiming a rule's entry). */
 	struct limits_area limits;
 };
 

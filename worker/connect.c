@@ -83,7 +83,7 @@ bool connect_rule_limits(struct session *s)
 	const struct rules_match *m = &s->rule;
 	if (!m->number)
 		return true;
-	return session_limits_admit_rule(s, m->number - 1, m->max_sessions, m->rate_in,
+	return session_limits_admit_rule(s, m->number, m->limit_tag, m->max_sessions, m->rate_in,
 	                                 m->rate_out);
 }
 

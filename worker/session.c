@@ -186,18 +186,14 @@ void session_fail(struct session *s, uint8_t rep)
 
 /* ---- limits ------------------------------------------------------------- */
 
-static bool limits_hold(struct session *s, uint32_t index, uint32_t max, uint32_t gen)
+/* The session now holds a place in entry index. */
+static void limits_held(struct session *s, uint32_t index)
 {
-	struct worker *wk = s->wk;
-	struct limit_entry *e = limits_entry_at(&wk->seg->limits, index);
-	if (s->lim_n == 2 || !limits_take(e, max, gen, &wk->slot->limit_held[index]))
-		return false;
 	if (s->lim_n++ == 0) {
 		loop_timer_init(&s->lim_timer, relay_rate_resume, s);
-		shm_gauge_add(wk->slot, G_CONN_LIMITED, 1);
+		shm_gauge_add(s->wk->slot, G_CONN_LIMITED, 1);
 	}
 	s->lim_idx[s->lim_n - 1] = index;
-	return true;
 }
 
 static bool limits_refuse(struct session *s, const char *what, uint32_t max)
@@ -215,43 +211,51 @@ bool session_limits_admit(struct session *s)
 {
 	if (s->user_slot < 0)
 		return true;
-	struct limit_entry *e = &s->wk->seg->limits.user[s->user_slot];
+	struct worker *wk = s->wk;
+	struct limit_entry *e = &wk->seg->limits.user[s->user_slot];
 	if (!__atomic_load_n(&e->on, __ATOMIC_ACQUIRE))
 		return true;
 	uint32_t max = __atomic_load_n(&e->max_sessions, __ATOMIC_RELAXED);
-	if (!limits_hold(s, limits_user_index((uint32_t)s->user_slot), max, 0))
+	uint32_t index = limits_user_index((uint32_t)s->user_slot);
+	if (s->lim_n == 2 || !limits_take(e, max, &wk->slot->limit_held[index]))
 		return limits_refuse(s, "user limit", max);
+	limits_held(s, index);
 	return true;
 }
 
-bool session_limits_admit_rule(struct session *s, uint32_t rule_index, uint32_t max_sessions,
-                               uint64_t rate_in, uint64_t rate_out)
+bool session_limits_admit_rule(struct session *s, uint32_t rule_number, uint32_t tag,
+                               uint32_t max_sessions, uint64_t rate_in, uint64_t rate_out)
 {
 	if (!max_sessions && !rate_in && !rate_out)
 		return true;
-	if (rule_index >= LIMITS_MAX_RULES) {
-		log_debug("session %llu: rule %u is past the %d that can carry limits",
-		          (unsigned long long)s->id, rule_index, LIMITS_MAX_RULES);
-		return true;
-	}
-	struct limits_area *la = &s->wk->seg->limits;
-	/* Rules are numbered anew by each reload: the entries of a rule set
-	 * are in the bank of its generation, so the sessions of the set before
-	 * keep their places in the other bank until they end. */
-	uint32_t gen = __atomic_load_n(&la->rules_gen, __ATOMIC_ACQUIRE);
-	uint32_t index = limits_rule_index(gen & 1, rule_index);
-	struct limit_entry *e = limits_entry_at(la, index);
+	struct worker *wk = s->wk;
 	struct limit_spec spec = {.max_sessions = max_sessions};
 	spec.rate[LIMIT_IN] = rate_in;
 	spec.rate[LIMIT_OUT] = rate_out;
-	/* Every worker stores the same values for one generation. */
-	if (__atomic_load_n(&e->max_sessions, __ATOMIC_RELAXED) != max_sessions ||
-	    __atomic_load_n(&e->b[LIMIT_IN].rate, __ATOMIC_RELAXED) != rate_in ||
-	    __atomic_load_n(&e->b[LIMIT_OUT].rate, __ATOMIC_RELAXED) != rate_out ||
-	    !__atomic_load_n(&e->on, __ATOMIC_RELAXED))
-		limits_set(e, &spec);
-	if (!limits_hold(s, index, max_sessions, gen))
+	/* The entry is the rule's own, found by its tag: the places of a rule
+	 * that a reload kept stay counted, those of a rule that is gone (or
+	 * of the set a request was decided by) never count against another. */
+	uint32_t index = 0;
+	enum limits_rule_result r =
+	    s->lim_n == 2 ? LIMITS_RULE_FULL
+	                  : limits_rule_take(&wk->seg->limits, tag, &spec, wk->slot->limit_held, &index);
+	if (r == LIMITS_RULE_NO_SLOT) {
+		static bool warned;
+		if (!warned) {
+			warned = true;
+			log_warn("rule %u: no free entry for its limits (the %d tried are held by "
+			         "other rules' sessions): its requests are refused until some end",
+			         rule_number, LIMITS_PROBE);
+		}
+		log_debug("session %llu: rule %u: no entry for its limits: refused",
+		          (unsigned long long)s->id, rule_number);
+		shm_count(wk->slot, M_LIMIT_REFUSED, 1);
+		session_fail(s, SOCKS5_REP_NOT_ALLOWED);
+		return false;
+	}
+	if (r == LIMITS_RULE_FULL)
 		return limits_refuse(s, "rule limit", max_sessions);
+	limits_held(s, index);
 	return true;
 }
 

@@ -1,6 +1,7 @@
 """Limits carried by access rules (max-sessions, rate on a pass rule), and the
 rules applied to BIND: the expected peer, and the peer that connects."""
 
+import signal
 import socket
 import struct
 import threading
@@ -157,4 +158,162 @@ def test_external_and_via_choose_the_source_address(socks5d, tmp_path):
         assert _source_seen(p, other.port) == "127.0.0.6"
     finally:
         target.close()
+        other.close()
+
+
+# ---------------------------------------------------------------- limits across reloads
+
+def _hold_target():
+    """A target that keeps every connection open."""
+    return ThreadedTarget(lambda c, a: c.recv(1))
+
+
+def _reload(p, conf, text):
+    start = p.n_err()
+    conf.write_text(text)
+    p.send_signal(signal.SIGHUP)
+    p.wait_stderr(r"configuration .* reloaded", timeout=10, start=start)
+    time.sleep(0.3)  # the workers take the new rules with CONFIG
+
+
+def _open(p, port, **kw):
+    s, r = socks_open(p.port, "127.0.0.1", port, **kw)
+    return s, r.rep
+
+
+def test_rule_limits_after_two_reloads_old_sessions_leave_a_new_rule_alone(socks5d, tmp_path):
+    """A rule's sessions count against that rule only: once its number
+    belongs to another rule, they never fill the other's max-sessions."""
+    a, b = _hold_target(), _hold_target()
+    try:
+        old = "pass to 127.0.0.1 port %d max-sessions 5\npass\n" % a.port
+        new = "pass to 127.0.0.1 port %d max-sessions 1\npass\n" % b.port
+        p = start(socks5d, tmp_path, old)
+        held = []
+        for _ in range(5):
+            s, rep = _open(p, a.port)
+            assert rep == 0
+            held.append(s)
+        conf = tmp_path / "rules.conf"
+        _reload(p, conf, new)
+        s, rep = _open(p, b.port)
+        assert rep == 0
+        s.close()
+        time.sleep(0.3)
+        _reload(p, conf, new)  # the same file again
+        first, rep = _open(p, b.port)
+        assert rep == 0, "the old rule's 5 sessions count against the new rule 1"
+        # and the new rule's own maximum holds
+        second, rep = _open(p, b.port)
+        assert rep == 2
+        second.close()
+        first.close()
+        for h in held:
+            h.close()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_rule_limits_a_connect_across_a_reload_keeps_its_own_rule(socks5d, tmp_path):
+    """A CONNECT decided by a rule of the set before a reload, whose target
+    answers after it, takes its place under that rule, not under the rule
+    that has its number in the new set."""
+    # A slow target: its accept queue full, so the proxy's SYN is dropped and
+    # sent again about a second later, after the reload.
+    slow = socket.socket()
+    slow.bind(("127.0.0.1", 0))
+    slow.listen(0)
+    sport = slow.getsockname()[1]
+    fill = [socket.create_connection(("127.0.0.1", sport))]
+    for _ in range(3):
+        x = socket.socket()
+        x.setblocking(False)
+        x.connect_ex(("127.0.0.1", sport))
+        fill.append(x)
+    b = _hold_target()
+    stop = threading.Event()
+    try:
+        old = "pass to 127.0.0.1 port %d max-sessions 100\npass\n" % sport
+        new = "pass to 127.0.0.1 port %d max-sessions 1\npass\n" % b.port
+        p = start(socks5d, tmp_path, old, workers=1)
+        res = {}
+
+        def slow_open():
+            res["s"], res["rep"] = _open(p, sport, timeout=20)
+
+        t = threading.Thread(target=slow_open)
+        t.start()
+        time.sleep(0.3)
+        _reload(p, tmp_path / "rules.conf", new)
+        slow.settimeout(0.1)
+
+        def acceptor():
+            while not stop.is_set():
+                try:
+                    c, _ = slow.accept()
+                    fill.append(c)
+                except OSError:
+                    pass
+
+        threading.Thread(target=acceptor, daemon=True).start()
+        t.join(20)
+        assert not t.is_alive()
+        assert res["rep"] == 0
+        first, rep = _open(p, b.port)
+        assert rep == 0, "the old rule's session took the new rule 1's only place"
+        second, rep = _open(p, b.port)
+        assert rep == 2
+        second.close()
+        first.close()
+        res["s"].close()
+    finally:
+        stop.set()
+        for x in fill:
+            x.close()
+        slow.close()
+        b.close()
+
+
+def test_rule_limits_an_unchanged_rule_keeps_its_count_across_a_reload(socks5d, tmp_path):
+    """max-sessions holds exactly across reloads: the sessions admitted
+    before count, even when the rule's number changes."""
+    a, other = _hold_target(), _hold_target()
+    try:
+        rule = "pass to 127.0.0.1 port %d max-sessions 2\n" % a.port
+        p = start(socks5d, tmp_path, rule + "pass\n")
+        held = []
+        for _ in range(2):
+            s, rep = _open(p, a.port)
+            assert rep == 0
+            held.append(s)
+        conf = tmp_path / "rules.conf"
+        # a rule before it: the same rule is now number 2
+        _reload(p, conf, "pass to 127.0.0.1 port %d\n" % other.port + rule + "pass\n")
+        for _ in range(2):
+            s, rep = _open(p, a.port)
+            s.close()
+            assert rep == 2, "the rule let in more than its max-sessions after a reload"
+        _reload(p, conf, "pass to 127.0.0.1 port %d\n" % other.port + rule + "pass\n")
+        s, rep = _open(p, a.port)
+        s.close()
+        assert rep == 2
+        # a place freed by a session of before is the rule's again
+        held.pop().close()
+        end = time.monotonic() + 5
+        while True:
+            s, rep = _open(p, a.port)
+            if rep == 0:
+                break
+            s.close()
+            assert rep == 2 and time.monotonic() < end
+            time.sleep(0.05)
+        held.append(s)
+        s, rep = _open(p, a.port)
+        s.close()
+        assert rep == 2
+        for h in held:
+            h.close()
+    finally:
+        a.close()
         other.close()

@@ -1,6 +1,8 @@
 /*
  * Unit tests for shared/limits: the session places (compare-and-swap,
- * including processes racing for the last place), the token bucket
+ * including processes racing for the last place), the rule slots found by
+ * tag (sharing, take-over of free slots only, processes claiming one tag
+ * at once, a full probe window) and the tags rules.c gives, the token bucket
  * arithmetic, the fold of a dead worker's places, and the `limit` line
  * parser on good and hostile input.
  */
@@ -18,7 +20,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include "../../shared/limits.h"
+#include "../../shared/rules.h"
 #include "../../shared/shm.h"
 
 /* ---- places ------------------------------------------------------------- */
@@ -29,14 +35,14 @@ static void take_stops_at_the_maximum_and_give_frees_a_place(void **state)
 	struct limit_entry e = {0};
 	uint32_t held = 0;
 	for (int i = 0; i < 3; i++)
-		assert_true(limits_take(&e, 3, 0, &held));
-	assert_false(limits_take(&e, 3, 0, &held));
+		assert_true(limits_take(&e, 3, &held));
+	assert_false(limits_take(&e, 3, &held));
 	assert_int_equal(limits_holders(&e), 3);
 	assert_int_equal(held, 3);
 	limits_give(&e, &held);
 	assert_int_equal(held, 2);
-	assert_true(limits_take(&e, 3, 0, &held));
-	assert_false(limits_take(&e, 3, 0, &held));
+	assert_true(limits_take(&e, 3, &held));
+	assert_false(limits_take(&e, 3, &held));
 }
 
 static void no_maximum_always_takes(void **state)
@@ -45,24 +51,238 @@ static void no_maximum_always_takes(void **state)
 	struct limit_entry e = {0};
 	uint32_t held = 0;
 	for (int i = 0; i < 1000; i++)
-		assert_true(limits_take(&e, 0, 0, &held));
+		assert_true(limits_take(&e, 0, &held));
 	assert_int_equal(limits_holders(&e), 1000);
 }
 
-static void a_new_generation_keeps_the_old_holders(void **state)
+static void give_one_too_many_is_clamped(void **state)
 {
 	(void)state;
 	struct limit_entry e = {0};
 	uint32_t held = 0;
-	assert_true(limits_take(&e, 2, 7, &held));
-	assert_true(limits_take(&e, 2, 8, &held));
-	assert_int_equal(e.word >> 32, 8);
-	assert_false(limits_take(&e, 2, 8, &held));
-	limits_give(&e, &held);
+	assert_true(limits_take(&e, 2, &held));
 	limits_give(&e, &held);
 	limits_give(&e, &held); /* one too many: clamped, never wraps */
 	assert_int_equal(limits_holders(&e), 0);
 	assert_int_equal(held, 0);
+}
+
+/* ---- rule slots ---------------------------------------------------------- */
+
+static void wait_children(int n);
+
+static struct shm_segment *segment(void)
+{
+	struct shm_segment *seg = NULL;
+	assert_int_equal(shm_create(NULL, NULL, 0, &seg), 0);
+	return seg;
+}
+
+static enum limits_rule_result rule_take(struct shm_segment *seg, uint32_t worker, uint32_t tag,
+                                         uint32_t max, uint32_t *index)
+{
+	struct limit_spec sp = {.max_sessions = max, .rate = {[LIMIT_IN] = 1000, [LIMIT_OUT] = 2000}};
+	return limits_rule_take(&seg->limits, tag, &sp, seg->slots[worker].limit_held, index);
+}
+
+static void rule_give(struct shm_segment *seg, uint32_t worker, uint32_t index)
+{
+	limits_give(limits_entry_at(&seg->limits, index), &seg->slots[worker].limit_held[index]);
+}
+
+static void the_same_tag_shares_one_slot(void **state)
+{
+	(void)state;
+	struct shm_segment *seg = segment();
+	uint32_t a, b, c;
+	assert_int_equal(rule_take(seg, 0, 77, 2, &a), LIMITS_RULE_TAKEN);
+	assert_int_equal(rule_take(seg, 1, 77, 2, &b), LIMITS_RULE_TAKEN);
+	assert_int_equal(a, b);
+	assert_int_equal(a, limits_rule_index(77));
+	assert_int_equal(rule_take(seg, 1, 77, 2, &c), LIMITS_RULE_FULL);
+	struct limit_entry *e = limits_entry_at(&seg->limits, a);
+	assert_int_equal(limits_holders(e), 2);
+	assert_int_equal(limits_tag(e), 77);
+	assert_int_equal(e->max_sessions, 2);
+	assert_int_equal(e->b[LIMIT_IN].rate, 1000);
+	assert_int_equal(e->b[LIMIT_OUT].rate, 2000);
+	assert_int_equal(seg->slots[0].limit_held[a], 1);
+	assert_int_equal(seg->slots[1].limit_held[a], 1);
+	/* a place given back is the tag's again, in the same slot */
+	rule_give(seg, 0, a);
+	assert_int_equal(rule_take(seg, 0, 77, 2, &c), LIMITS_RULE_TAKEN);
+	assert_int_equal(c, a);
+	shm_destroy(seg);
+}
+
+static void another_tag_never_takes_over_a_held_slot(void **state)
+{
+	(void)state;
+	struct shm_segment *seg = segment();
+	uint32_t a, b;
+	/* Both tags start at the same slot: the second goes to the next. */
+	uint32_t t1 = 5, t2 = 5 + LIMITS_RULE_SLOTS;
+	assert_int_equal(rule_take(seg, 0, t1, 1, &a), LIMITS_RULE_TAKEN);
+	assert_int_equal(rule_take(seg, 1, t2, 1, &b), LIMITS_RULE_TAKEN);
+	assert_int_not_equal(a, b);
+	assert_int_equal(b, limits_rule_index(6));
+	assert_int_equal(limits_tag(limits_entry_at(&seg->limits, a)), t1);
+	assert_int_equal(limits_holders(limits_entry_at(&seg->limits, a)), 1);
+	/* each rule's maximum is its own */
+	uint32_t x;
+	assert_int_equal(rule_take(seg, 0, t1, 1, &x), LIMITS_RULE_FULL);
+	assert_int_equal(rule_take(seg, 0, t2, 1, &x), LIMITS_RULE_FULL);
+	shm_destroy(seg);
+}
+
+static void a_freed_slot_is_claimed_again(void **state)
+{
+	(void)state;
+	struct shm_segment *seg = segment();
+	uint32_t a, b, c;
+	uint32_t t1 = 9, t2 = 9 + LIMITS_RULE_SLOTS, t3 = 9 + 2 * LIMITS_RULE_SLOTS;
+	assert_int_equal(rule_take(seg, 0, t1, 3, &a), LIMITS_RULE_TAKEN);
+	assert_int_equal(rule_take(seg, 0, t2, 3, &b), LIMITS_RULE_TAKEN);
+	rule_give(seg, 0, a);
+	/* t1's slot has no holders: a third tag takes it over, fresh */
+	struct limit_entry *e = limits_entry_at(&seg->limits, a);
+	__atomic_store_n(&e->b[LIMIT_IN].tokens, 123000, __ATOMIC_RELAXED);
+	struct limit_spec sp = {.max_sessions = 1};
+	assert_int_equal(limits_rule_take(&seg->limits, t3, &sp, seg->slots[1].limit_held, &c),
+	                 LIMITS_RULE_TAKEN);
+	assert_int_equal(c, a);
+	assert_int_equal(limits_tag(e), t3);
+	assert_int_equal(e->max_sessions, 1);
+	assert_int_equal(e->b[LIMIT_IN].rate, 0);
+	assert_int_equal(e->b[LIMIT_IN].tokens, 0);
+	/* and t1 comes back in the next free slot, not in a held one */
+	assert_int_equal(rule_take(seg, 0, t1, 3, &a), LIMITS_RULE_TAKEN);
+	assert_true(a != b && a != c);
+	assert_int_equal(a, limits_rule_index(11));
+	/* a worker's death frees its places the same way */
+	assert_int_equal(rule_take(seg, 0, t1, 3, &a), LIMITS_RULE_TAKEN);
+	shm_worker_retire(seg, 0);
+	assert_int_equal(limits_holders(limits_entry_at(&seg->limits, a)), 0);
+	assert_int_equal(limits_holders(limits_entry_at(&seg->limits, c)), 1);
+	shm_destroy(seg);
+}
+
+static void a_full_probe_window_refuses(void **state)
+{
+	(void)state;
+	struct shm_segment *seg = segment();
+	uint32_t idx[LIMITS_PROBE];
+	/* LIMITS_PROBE tags with one home slot, each held by one session */
+	for (uint32_t k = 0; k < LIMITS_PROBE; k++)
+		assert_int_equal(rule_take(seg, 0, 3 + (k + 1) * LIMITS_RULE_SLOTS, 0, &idx[k]),
+		                 LIMITS_RULE_TAKEN);
+	uint32_t x;
+	assert_int_equal(rule_take(seg, 1, 3, 0, &x), LIMITS_RULE_NO_SLOT);
+	assert_int_equal(seg->slots[1].limit_held[limits_rule_index(3)], 0);
+	for (uint32_t k = 0; k < LIMITS_PROBE; k++) {
+		struct limit_entry *e = limits_entry_at(&seg->limits, idx[k]);
+		assert_int_equal(limits_tag(e), 3 + (k + 1) * LIMITS_RULE_SLOTS);
+		assert_int_equal(limits_holders(e), 1);
+	}
+	/* one ends: its slot is there for the refused tag */
+	rule_give(seg, 0, idx[LIMITS_PROBE - 1]);
+	assert_int_equal(rule_take(seg, 1, 3, 0, &x), LIMITS_RULE_TAKEN);
+	assert_int_equal(x, idx[LIMITS_PROBE - 1]);
+	shm_destroy(seg);
+}
+
+static void claims_in_step(void)
+{
+	/* The processes go through the same tags in step: each tag's first
+	 * places are taken by several processes at once, and each must end
+	 * in one slot holding all of them. */
+	enum { PROCS = 4, TAGS = 300 };
+	struct shm_segment *seg = segment();
+	uint32_t *go =
+	    mmap(NULL, sizeof *go, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(go != MAP_FAILED);
+	*go = 0;
+	/* The slots were other rules', now free: every claim is a take-over. */
+	for (uint32_t t = 1; t <= TAGS; t++) {
+		uint32_t x;
+		assert_int_equal(rule_take(seg, 63, t + 2 * LIMITS_RULE_SLOTS, 0, &x),
+		                 LIMITS_RULE_TAKEN);
+		rule_give(seg, 63, x);
+	}
+	for (int p = 0; p < PROCS; p++) {
+		pid_t pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			while (!__atomic_load_n(go, __ATOMIC_ACQUIRE))
+				;
+			for (uint32_t t = 1; t <= TAGS; t++) {
+				uint32_t x;
+				if (rule_take(seg, (uint32_t)p, t, 0, &x) != LIMITS_RULE_TAKEN)
+					_exit(1);
+			}
+			_exit(0);
+		}
+	}
+	__atomic_store_n(go, 1, __ATOMIC_RELEASE);
+	wait_children(PROCS);
+	uint32_t slots[TAGS + 1] = {0};
+	for (uint32_t i = 0; i < LIMITS_RULE_SLOTS; i++) {
+		struct limit_entry *e = &seg->limits.rule[i];
+		uint32_t t = limits_tag(e);
+		if (t == 0 || t > TAGS)
+			continue;
+		slots[t]++;
+		assert_int_equal(limits_holders(e), PROCS);
+		for (int p = 0; p < PROCS; p++)
+			assert_int_equal(seg->slots[p].limit_held[limits_rule_index(i)], 1);
+	}
+	for (uint32_t t = 1; t <= TAGS; t++)
+		assert_int_equal(slots[t], 1);
+	munmap(go, sizeof *go);
+	shm_destroy(seg);
+}
+
+static void processes_claiming_one_tag_end_in_one_slot(void **state)
+{
+	(void)state;
+	for (int round = 0; round < 10; round++)
+		claims_in_step();
+}
+
+/* The tag of the rule that lets 127.0.0.1 port 80 through text's rules. */
+static uint32_t tag_of(const char *text, uint32_t *number)
+{
+	struct rules *rs = NULL;
+	char err[256];
+	assert_int_equal(rules_compile(text, strlen(text), NULL, &rs, err, sizeof err, NULL), 0);
+	struct sockaddr_in c = {.sin_family = AF_INET, .sin_port = htons(1)};
+	struct sockaddr_in d = {.sin_family = AF_INET, .sin_port = htons(80)};
+	c.sin_addr.s_addr = d.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	struct rules_request q = {(struct sockaddr *)&c, NULL, RULES_CMD_CONNECT, 80, NULL,
+	                          (struct sockaddr *)&d};
+	struct rules_match m;
+	assert_int_equal(rules_decide(rs, &q, &m), RULES_PASS);
+	rules_free(rs);
+	*number = m.number;
+	return m.limit_tag;
+}
+
+static void a_rules_tag_follows_its_text_not_its_number(void **state)
+{
+	(void)state;
+	uint32_t n1, n2, n3, n4;
+	uint32_t t1 = tag_of("pass to 127.0.0.1 port 80 max-sessions 2\npass\n", &n1);
+	uint32_t t2 = tag_of("block to 10.0.0.1\n\npass  to 127.0.0.1\tport 80 max-sessions 2 "
+	                     "# the same\npass\n",
+	                     &n2);
+	uint32_t t3 = tag_of("pass to 127.0.0.1 port 80 max-sessions 3\npass\n", &n3);
+	uint32_t t4 = tag_of("pass to 127.0.0.1 port 80 max-sessions 2 rate 1M\npass\n", &n4);
+	assert_int_equal(n1, 1);
+	assert_int_equal(n2, 2);
+	assert_true(t1 != 0);
+	assert_int_equal(t1, t2); /* renumbered, re-spaced: the same rule */
+	assert_true(t3 != t1);    /* other limits: another rule */
+	assert_true(t4 != t1 && t4 != t3);
 }
 
 static void fold_subtracts_a_dead_workers_places_clamped(void **state)
@@ -71,8 +291,8 @@ static void fold_subtracts_a_dead_workers_places_clamped(void **state)
 	struct limit_entry e = {0};
 	uint32_t a = 0, b = 0;
 	for (int i = 0; i < 3; i++)
-		assert_true(limits_take(&e, 5, 0, &a));
-	assert_true(limits_take(&e, 5, 0, &b));
+		assert_true(limits_take(&e, 5, &a));
+	assert_true(limits_take(&e, 5, &b));
 	limits_fold(&e, a);
 	assert_int_equal(limits_holders(&e), 1);
 	limits_fold(&e, 10);
@@ -87,17 +307,18 @@ static void retire_gives_back_the_places_of_the_worker(void **state)
 	struct limit_spec sp = {.max_sessions = 2};
 	limits_set(&seg->limits.user[5], &sp);
 	uint32_t idx = limits_user_index(5);
-	assert_true(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[0].limit_held[idx]));
-	assert_true(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[1].limit_held[idx]));
-	assert_false(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[1].limit_held[idx]));
-	uint32_t ridx = limits_rule_index(1, 9);
-	assert_true(limits_take(limits_entry_at(&seg->limits, ridx), 1, 3,
-	                        &seg->slots[0].limit_held[ridx]));
+	assert_true(limits_take(&seg->limits.user[5], 2, &seg->slots[0].limit_held[idx]));
+	assert_true(limits_take(&seg->limits.user[5], 2, &seg->slots[1].limit_held[idx]));
+	assert_false(limits_take(&seg->limits.user[5], 2, &seg->slots[1].limit_held[idx]));
+	struct limit_spec rsp = {.max_sessions = 1};
+	uint32_t ridx;
+	assert_int_equal(limits_rule_take(&seg->limits, 9, &rsp, seg->slots[0].limit_held, &ridx),
+	                 LIMITS_RULE_TAKEN);
 	shm_worker_retire(seg, 0);
 	assert_int_equal(limits_holders(&seg->limits.user[5]), 1);
-	assert_int_equal(limits_holders(&seg->limits.rule[1][9]), 0);
+	assert_int_equal(limits_holders(limits_entry_at(&seg->limits, ridx)), 0);
 	assert_int_equal(seg->slots[0].limit_held[idx], 0);
-	assert_true(limits_take(&seg->limits.user[5], 2, 0, &seg->slots[1].limit_held[idx]));
+	assert_true(limits_take(&seg->limits.user[5], 2, &seg->slots[1].limit_held[idx]));
 	shm_destroy(seg);
 }
 
@@ -141,7 +362,7 @@ static void processes_racing_never_exceed_the_maximum(void **state)
 			while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
 				;
 			for (int i = 0; i < ROUNDS; i++) {
-				if (!limits_take(&r->e, MAX, 0, &r->held[p]))
+				if (!limits_take(&r->e, MAX, &r->held[p]))
 					continue;
 				if (__atomic_add_fetch(&r->inside, 1, __ATOMIC_SEQ_CST) > MAX)
 					__atomic_store_n(&r->overflow, 1, __ATOMIC_SEQ_CST);
@@ -174,7 +395,7 @@ static void processes_racing_take_exactly_the_maximum(void **state)
 			while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
 				;
 			for (int i = 0; i < TRIES; i++)
-				if (limits_take(&r->e, MAX, 0, &r->held[p]))
+				if (limits_take(&r->e, MAX, &r->held[p]))
 					__atomic_add_fetch(&r->wins, 1, __ATOMIC_SEQ_CST);
 			_exit(0);
 		}
@@ -202,7 +423,7 @@ static void processes_racing_for_the_last_places_take_exactly_them(void **state)
 			if (pid == 0) {
 				while (!__atomic_load_n(&r->go, __ATOMIC_ACQUIRE))
 					;
-				if (limits_take(&r->e, MAX, 0, &r->held[p]))
+				if (limits_take(&r->e, MAX, &r->held[p]))
 					__atomic_add_fetch(&r->wins, 1, __ATOMIC_SEQ_CST);
 				_exit(0);
 			}
@@ -384,7 +605,13 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(take_stops_at_the_maximum_and_give_frees_a_place),
 	    cmocka_unit_test(no_maximum_always_takes),
-	    cmocka_unit_test(a_new_generation_keeps_the_old_holders),
+	    cmocka_unit_test(give_one_too_many_is_clamped),
+	    cmocka_unit_test(the_same_tag_shares_one_slot),
+	    cmocka_unit_test(another_tag_never_takes_over_a_held_slot),
+	    cmocka_unit_test(a_freed_slot_is_claimed_again),
+	    cmocka_unit_test(a_full_probe_window_refuses),
+	    cmocka_unit_test(processes_claiming_one_tag_end_in_one_slot),
+	    cmocka_unit_test(a_rules_tag_follows_its_text_not_its_number),
 	    cmocka_unit_test(fold_subtracts_a_dead_workers_places_clamped),
 	    cmocka_unit_test(retire_gives_back_the_places_of_the_worker),
 	    cmocka_unit_test(processes_racing_never_exceed_the_maximum),
