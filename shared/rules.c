@@ -912,25 +912,42 @@ static bool is_loopback(u128 a)
 	return a == 1 || (a >> 24) == (((u128)0xffff << 8) | 127);
 }
 
-static bool is_protected(u128 a)
+/* The IPv4 address that an IPv6 address stands for, when a host or a
+ * translator on the path would deliver it to that IPv4 address: mapped
+ * ::ffff:a.b.c.d, IPv4-compatible ::a.b.c.d (:: and ::1 among them), SIIT
+ * ::ffff:0:a.b.c.d, NAT64 64:ff9b::a.b.c.d and 6to4 2002:AABB:CCDD::/48. */
+static bool embedded_v4(u128 a, uint32_t *v4)
 {
-	static const struct {
-		uint8_t b[16];
-		unsigned plen;
-	} nets[] = {
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 0}, 104},  /* 127.0.0.0/8 */
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0}, 104},    /* 0.0.0.0/8 */
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 169, 254, 0, 0}, 112}, /* 169.254.0.0/16 */
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 128},          /* ::1 */
-	    {{0}, 128},                                                        /* :: */
-	    {{0xfe, 0x80}, 10},                                                /* fe80::/10 */
-	};
-	for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++) {
-		struct range r = cidr_range(from_bytes(nets[i].b), nets[i].plen);
-		if (in_range(&r, a))
-			return true;
+	u128 top = a >> 32;
+	if (top == 0 || top == 0xffff || top == (u128)0xffff << 16 || top == (u128)0x64ff9b << 64) {
+		*v4 = (uint32_t)a;
+		return true;
+	}
+	if ((a >> 112) == 0x2002) {
+		*v4 = (uint32_t)(a >> 80);
+		return true;
 	}
 	return false;
+}
+
+/* 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 and 255.255.255.255. */
+static bool v4_protected(uint32_t v)
+{
+	uint32_t top = v >> 24;
+	return top == 0 || top == 127 || (v >> 16) == 0xa9fe || (v >> 28) == 0xe || v == 0xffffffff;
+}
+
+/* fe80::/10, ff00::/8, the local-use NAT64 prefix 64:ff9b:1::/48 (whose
+ * IPv4 sits where the site's translator puts it: no one place to read),
+ * and the EC2 metadata address fd00:ec2::254. */
+static bool is_protected(u128 a)
+{
+	uint32_t v4;
+	if (embedded_v4(a, &v4))
+		return v4_protected(v4);
+	uint64_t hi = (uint64_t)(a >> 64);
+	return (hi >> 54) == (0xfe80 >> 6) || (hi >> 56) == 0xff || (hi >> 16) == 0x64ff9b0001ull ||
+	       (hi == 0xfd000ec200000000ull && (uint64_t)a == 0x254);
 }
 
 static bool is_self(const struct rules *rs, u128 a, uint16_t port)
@@ -1377,7 +1394,10 @@ enum rules_action rules_decide(const struct rules *rs, const struct rules_reques
 		default_match(m, RULES_UNDECIDED);
 		return RULES_UNDECIDED;
 	}
-	bool blocked = is_protected(dest) || (rs && is_self(rs, dest, q->port));
+	/* the proxy's own IPv4 addresses under an IPv6 form too */
+	uint32_t v4;
+	bool blocked = is_protected(dest) || (rs && is_self(rs, dest, q->port)) ||
+	               (rs && embedded_v4(dest, &v4) && is_self(rs, (u128)0xffff << 32 | v4, q->port));
 	default_match(m, blocked ? RULES_BLOCK : RULES_PASS);
 	return (enum rules_action)m->action;
 }
@@ -1470,8 +1490,10 @@ void rules_default_text(const struct rules *rs, char *out, size_t len)
 	if (rs && rs->self_port)
 		snprintf(port, sizeof port, " at port %u", rs->self_port);
 	snprintf(out, len,
-	         "pass; a client not on loopback may not reach 127.0.0.0/8, ::1, 0.0.0.0/8, ::, "
-	         "169.254.0.0/16, fe80::/10, nor the proxy's own addresses%s",
+	         "pass; a client not on loopback may not reach 127.0.0.0/8, 0.0.0.0/8, "
+	         "169.254.0.0/16, 224.0.0.0/4, 255.255.255.255 (nor these under ::ffff:0:0/96, "
+	         "::/96, ::ffff:0:0:0/96, 64:ff9b::/96, 2002::/16), fe80::/10, ff00::/8, "
+	         "64:ff9b:1::/48, fd00:ec2::254, nor the proxy's own addresses%s",
 	         port);
 }
 

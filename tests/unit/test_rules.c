@@ -86,11 +86,11 @@ static void default_policy_without_rules(void **state)
 	/* elsewhere: loopback, unspecified, link-local blocked */
 	const char *blocked[] = {"127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "169.254.77.77",
 	                         "::1", "::", "fe80::1", "febf::1", "::ffff:127.0.0.1",
-	                         "::ffff:169.254.1.1", "::ffff:0.0.0.0"};
+	                         "::ffff:169.254.1.1", "::ffff:0.0.0.0", "::2"};
 	for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
 		EXPECT(rs, "10.0.0.2", NULL, 1, NULL, blocked[i], 80, RULES_BLOCK, 0);
 	const char *passed[] = {"10.0.0.1", "8.8.8.8", "128.0.0.1", "169.253.1.1", "2001:db8::1",
-	                        "fec0::1", "::2", "::ffff:10.0.0.1"};
+	                        "fec0::1", "::ffff:10.0.0.1"};
 	for (size_t i = 0; i < sizeof passed / sizeof passed[0]; i++)
 		EXPECT(rs, "10.0.0.2", NULL, 1, NULL, passed[i], 80, RULES_PASS, 0);
 	/* a name before resolution: the addresses decide */
@@ -99,6 +99,65 @@ static void default_policy_without_rules(void **state)
 	/* no rule set at all: the same default */
 	EXPECT(NULL, "10.0.0.2", NULL, 1, NULL, "127.0.0.1", 80, RULES_BLOCK, 0);
 	EXPECT(NULL, "10.0.0.2", NULL, 1, NULL, "10.0.0.1", 80, RULES_PASS, 0);
+	rules_free(rs);
+}
+
+/* IPv6 forms that a host or a translator delivers to an IPv4 address,
+ * multicast and broadcast, and the EC2 metadata address. */
+static void default_policy_embedded_and_multicast(void **state)
+{
+	(void)state;
+	static const char *const blocked[] = {
+	    "::127.0.0.1",          /* IPv4-compatible */
+	    "::169.254.77.77",
+	    "::ffff:0:127.0.0.1",   /* SIIT */
+	    "::ffff:0:a9fe:4d4d",   /* 169.254.77.77 */
+	    "64:ff9b::7f00:1",      /* NAT64 */
+	    "64:ff9b::a9fe:4d4d",
+	    "64:ff9b::e000:fb",     /* 224.0.0.251 */
+	    "64:ff9b:1::a00:1",     /* the local-use NAT64 prefix, whole */
+	    "64:ff9b:1:ffff::",
+	    "2002:7f00:1::1",       /* 6to4 */
+	    "2002:a9fe:4d4d:1::2",
+	    "2002::1",              /* 6to4 of 0.0.0.0 */
+	    "fd00:ec2::254",        /* EC2 metadata */
+	    "224.0.0.1",            /* multicast */
+	    "239.255.255.250",
+	    "::ffff:224.0.0.251",
+	    "255.255.255.255",      /* limited broadcast */
+	    "ff02::1",
+	    "ff05::c",
+	    "ff0e::1",
+	};
+	static const char *const passed[] = {
+	    "::10.0.0.1",        "::ffff:0:a00:1", "64:ff9b::808:808", "64:ff9b::1:a00:1",
+	    "64:ff9b:2::1",      "2002:a00:1::1",  "2003:7f00:1::1",   "fd00:ec2::253",
+	    "fd00:ec2:0:1::254", "223.255.255.255", "240.0.0.1",       "255.255.255.254",
+	    "fe00::1",           "::1:0:0:1",
+	};
+	struct rules *none = compile("");
+	for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) {
+		EXPECT(none, "10.0.0.2", NULL, 1, NULL, blocked[i], 80, RULES_BLOCK, 0);
+		EXPECT(none, "2001:db8::2", NULL, 3, NULL, blocked[i], 5353, RULES_BLOCK, 0);
+		EXPECT(none, "127.0.0.1", NULL, 1, NULL, blocked[i], 80, RULES_PASS, 0);
+		EXPECT(none, "::1", NULL, 3, NULL, blocked[i], 5353, RULES_PASS, 0);
+		/* a rule that names the destination lets it through */
+		char text[128];
+		snprintf(text, sizeof text, "pass to %s\n", blocked[i]);
+		struct rules *rs = compile(text);
+		EXPECT(rs, "10.0.0.2", NULL, 1, NULL, blocked[i], 80, RULES_PASS, 1);
+		rules_free(rs);
+	}
+	for (size_t i = 0; i < sizeof passed / sizeof passed[0]; i++)
+		EXPECT(none, "10.0.0.2", NULL, 1, NULL, passed[i], 80, RULES_PASS, 0);
+	rules_free(none);
+	/* wide rules open the forms too */
+	struct rules *rs = compile("pass to 64:ff9b::/96, 2002::/16, ff00::/8, 224.0.0.0/4\n");
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "64:ff9b::7f00:1", 80, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "2002:7f00:1::1", 80, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 3, NULL, "ff02::fb", 5353, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 3, NULL, "224.0.0.251", 5353, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "::ffff:0:7f00:1", 80, RULES_BLOCK, 0);
 	rules_free(rs);
 }
 
@@ -117,6 +176,10 @@ static void own_listening_addresses_blocked(void **state)
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "192.0.2.10", 1080, RULES_BLOCK, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "::ffff:192.0.2.10", 1080, RULES_BLOCK, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "2001:db8::10", 1080, RULES_BLOCK, 0);
+	/* an IPv4 one under an IPv6 form */
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "64:ff9b::c000:20a", 1080, RULES_BLOCK, 0);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "2002:c000:20a::1", 1080, RULES_BLOCK, 0);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "64:ff9b::c000:20a", 80, RULES_PASS, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "192.0.2.10", 80, RULES_PASS, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "192.0.2.11", 1080, RULES_PASS, 0);
 	rules_free(rs);
@@ -426,6 +489,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(default_policy_without_rules),
+	    cmocka_unit_test(default_policy_embedded_and_multicast),
 	    cmocka_unit_test(own_listening_addresses_blocked),
 	    cmocka_unit_test(first_match_wins),
 	    cmocka_unit_test(each_field_matches),
