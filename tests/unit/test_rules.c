@@ -322,6 +322,115 @@ static void groups_expand(void **state)
 	rules_free(rs);
 }
 
+/* The first n two-character names of [a-z0-9]. */
+static void member_name(unsigned i, char out[3])
+{
+	static const char al[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	out[0] = al[i / 36];
+	out[1] = al[i % 36];
+	out[2] = '\0';
+}
+
+static void user_lists_deduplicated(void **state)
+{
+	(void)state;
+	/* a name twice, and through a group: once; names are exact */
+	struct rules *rs = compile("group = g: alice, Alice, bob\n"
+	                           "pass port 1 user alice, alice, bob group g, g\n"
+	                           "pass port 2 user Alice\n");
+	EXPECT(rs, "198.51.100.1", "alice", 1, NULL, "10.0.0.1", 1, RULES_PASS, 1);
+	EXPECT(rs, "198.51.100.1", "Alice", 1, NULL, "10.0.0.1", 1, RULES_PASS, 1);
+	EXPECT(rs, "198.51.100.1", "carol", 1, NULL, "10.0.0.1", 1, RULES_PASS, 0);
+	EXPECT(rs, "198.51.100.1", "alice", 1, NULL, "127.0.0.1", 2, RULES_BLOCK, 0);
+	EXPECT(rs, "198.51.100.1", "Alice", 1, NULL, "127.0.0.1", 2, RULES_PASS, 2);
+	rules_free(rs);
+	/* 120 groups of the same 1024 members named by 10 rules: 1,228,800
+	 * user entries as written, over the bound of 2^20, but 1024 per rule
+	 * once each rule's list holds each user once */
+	size_t cap = 1 << 19, len = 0;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	for (int g = 0; g < 120; g++) {
+		len += (size_t)snprintf(text + len, cap - len, "group = g%d: ", g);
+		for (unsigned i = 0; i < 1024; i++) {
+			char m[3];
+			member_name(i, m);
+			len += (size_t)snprintf(text + len, cap - len, "%s%s", i ? "," : "", m);
+		}
+		text[len++] = '\n';
+	}
+	for (int r = 0; r < 10; r++) {
+		len += (size_t)snprintf(text + len, cap - len, "pass port %d group ", r + 1);
+		for (int g = 0; g < 120; g++)
+			len += (size_t)snprintf(text + len, cap - len, "%sg%d", g ? "," : "", g);
+		text[len++] = '\n';
+	}
+	assert_true(len < cap);
+	char err[256] = "";
+	rs = NULL;
+	int rc = rules_compile(text, len, NULL, &rs, err, sizeof err, NULL);
+	if (rc != 0)
+		fail_msg("compile failed: %s", err);
+	for (unsigned i = 0; i < 1024; i += 73) {
+		char m[3];
+		member_name(i, m);
+		EXPECT(rs, "198.51.100.1", m, 1, NULL, "127.0.0.1", 7, RULES_PASS, 7);
+	}
+	EXPECT(rs, "198.51.100.1", "99", 1, NULL, "127.0.0.1", 7, RULES_BLOCK, 0); /* 1295th */
+	EXPECT(rs, "198.51.100.1", NULL, 1, NULL, "127.0.0.1", 7, RULES_BLOCK, 0);
+	rules_free(rs);
+	free(text);
+}
+
+/* n rules naming the 64 groups of text (lines of 4 KiB at most: 800
+ * members each), after groups_end. */
+static size_t rules_naming_all(char *text, size_t cap, size_t groups_end, int n)
+{
+	size_t len = groups_end;
+	for (int r = 0; r < n; r++) {
+		len += (size_t)snprintf(text + len, cap - len, "pass port %d group ", r + 1);
+		for (unsigned g = 0; g < 64; g++)
+			len += (size_t)snprintf(text + len, cap - len, "%sg%u", g ? "," : "", g);
+		text[len++] = '\n';
+	}
+	assert_true(len < cap);
+	return len;
+}
+
+static void user_entries_bounded(void **state)
+{
+	(void)state;
+	/* 64 groups of 800 distinct members (51,200 users), each rule naming
+	 * all: 20 rules hold 1,024,000 entries, 21 pass the bound of 2^20 */
+	size_t cap = 1 << 19, len = 0;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	for (unsigned g = 0; g < 64; g++) {
+		len += (size_t)snprintf(text + len, cap - len, "group = g%u: ", g);
+		for (unsigned i = 0; i < 800; i++)
+			len += (size_t)snprintf(text + len, cap - len, "%s%x", i ? "," : "", g * 800 + i);
+		text[len++] = '\n';
+	}
+	size_t groups_end = len;
+	len = rules_naming_all(text, cap, groups_end, 21);
+	char err[256] = "";
+	struct rules *rs = NULL;
+	assert_int_equal(rules_compile(text, len, NULL, &rs, err, sizeof err, NULL), -EINVAL);
+	assert_null(rs);
+	if (!strstr(err, "more than 1048576 users together") || strncmp(err, "85: ", 4) != 0) {
+		free(text);
+		fail_msg("got '%s'", err);
+	}
+	len = rules_naming_all(text, cap, groups_end, 20);
+	int rc = rules_compile(text, len, NULL, &rs, err, sizeof err, NULL);
+	free(text);
+	if (rc != 0)
+		fail_msg("compile failed: %s", err);
+	EXPECT(rs, "198.51.100.1", "c7ff", 1, NULL, "127.0.0.1", 20, RULES_PASS, 20);
+	EXPECT(rs, "198.51.100.1", "c800", 1, NULL, "127.0.0.1", 20, RULES_BLOCK, 0);
+	rules_free(rs);
+}
+
 static void limits_and_via_returned(void **state)
 {
 	(void)state;
@@ -497,6 +606,8 @@ int main(void)
 	    cmocka_unit_test(names_exact_and_suffix),
 	    cmocka_unit_test(name_stage_waits_for_earlier_address_rules),
 	    cmocka_unit_test(groups_expand),
+	    cmocka_unit_test(user_lists_deduplicated),
+	    cmocka_unit_test(user_entries_bounded),
 	    cmocka_unit_test(limits_and_via_returned),
 	    cmocka_unit_test(client_rules),
 	    cmocka_unit_test(bad_lines_are_refused),
