@@ -34,6 +34,9 @@ typedef unsigned __int128 u128;
 #define U128_MAX (~(u128)0)
 #define NAME_MAX_LEN 255
 #define GROUP_MEMBERS_MAX 1024
+/* Bound of the rules' user lists together (distinct users and group
+ * members per rule): 4 MiB of uids. */
+#define USER_ENTRIES_MAX (1u << 20)
 /* Bound of the interval lists (entries), whatever the overlap of CIDRs. */
 #define INDEX_ENTRIES_MAX (8u << 20)
 
@@ -87,6 +90,7 @@ struct group {
 	char *name;
 	char **members;
 	uint32_t n;
+	uint32_t *uids; /* the members' uids, once a rule names the group */
 };
 
 struct rules {
@@ -397,8 +401,12 @@ struct parse {
 	size_t ngroups;
 	struct cidr_item *dest_items, *client_items;
 	size_t ndest_items, nclient_items, cap_dest, cap_client;
-	struct pair *exact, *suffix, *users;
-	size_t nexact, nsuffix, nusers, cap_exact, cap_suffix, cap_users;
+	struct pair *exact, *suffix;
+	size_t nexact, nsuffix, cap_exact, cap_suffix;
+	/* users: rs->users interns the names (uid = off); seen[uid] is the
+	 * number of the last rule that listed the uid */
+	size_t nuser_names, cap_seen, nuser_entries;
+	uint32_t *seen;
 };
 
 #if defined(__GNUC__)
@@ -546,7 +554,7 @@ static bool valid_name(const char *s, size_t n)
 	return label > 0 && s[n - 1] != '-';
 }
 
-static const struct group *find_group(const struct parse *p, const char *name)
+static struct group *find_group(const struct parse *p, const char *name)
 {
 	for (size_t i = 0; i < p->ngroups; i++)
 		if (strcmp(p->groups[i].name, name) == 0)
@@ -554,16 +562,61 @@ static const struct group *find_group(const struct parse *p, const char *name)
 	return NULL;
 }
 
-static int add_user(struct parse *p, struct rule *r, const char *name, size_t *cap)
+/* The uid of a user name: its slot's off in rs->users, added if new. */
+static int user_intern(struct parse *p, const char *name, uint32_t *uid)
 {
-	/* uids are assigned when the table is built; until then, the index of
-	 * the pair. */
+	struct name_table *t = &p->rs->users;
+	if (2 * (p->nuser_names + 1) > (t->slots ? t->mask + 1 : 0)) {
+		size_t cap = t->slots ? 2 * (t->mask + 1) : 64;
+		struct name_slot *ns = calloc(cap, sizeof *ns);
+		if (!ns)
+			return -ENOMEM;
+		for (size_t i = 0; t->slots && i <= t->mask; i++) {
+			if (!t->slots[i].key)
+				continue;
+			size_t k = t->slots[i].hash & (cap - 1);
+			while (ns[k].key)
+				k = (k + 1) & (cap - 1);
+			ns[k] = t->slots[i];
+		}
+		free(t->slots);
+		t->slots = ns;
+		t->mask = cap - 1;
+	}
+	size_t kl = strlen(name);
+	uint64_t h = hash_str(name, kl);
+	size_t s = h & t->mask;
+	/* user names are exact (case matters): compare bytes */
+	while (t->slots[s].key && !(t->slots[s].hash == h && strcmp(t->slots[s].key, name) == 0))
+		s = (s + 1) & t->mask;
+	if (!t->slots[s].key) {
+		if (grow((void **)&p->seen, &p->cap_seen, p->nuser_names, sizeof *p->seen) < 0)
+			return -ENOMEM;
+		char *k = strdup(name);
+		if (!k)
+			return -ENOMEM;
+		p->seen[p->nuser_names] = 0;
+		t->slots[s] = (struct name_slot){k, h, (uint32_t)p->nuser_names++, 0};
+	}
+	*uid = t->slots[s].off;
+	return 0;
+}
+
+/* Add uid to the rule being parsed (the last one), once. */
+static int add_uid(struct parse *p, struct rule *r, uint32_t uid, size_t *cap)
+{
+	uint32_t number = (uint32_t)p->rs->n;
+	if (p->seen[uid] == number)
+		return 0;
+	if (p->nuser_entries >= USER_ENTRIES_MAX)
+		return fail(p, "the rules name more than %u users together (each rule counts its "
+		               "distinct users and group members)",
+		            USER_ENTRIES_MAX);
 	if (grow((void **)&r->uids, cap, r->nuids, sizeof *r->uids) < 0)
 		return -ENOMEM;
-	if (add_pair(&p->users, &p->nusers, &p->cap_users, name, strlen(name),
-	             (uint16_t)(p->rs->n - 1), false) < 0)
-		return -ENOMEM;
-	r->uids[r->nuids++] = (uint32_t)(p->nusers - 1);
+	p->seen[uid] = number;
+	p->nuser_entries++;
+	r->uids[r->nuids++] = uid;
 	return 0;
 }
 
@@ -661,17 +714,25 @@ static int parse_users(struct parse *p, struct rule *r, const char *v, bool grou
 		if (++count > RULES_LIST_MAX)
 			return fail(p, "more than %d %s", RULES_LIST_MAX, group ? "groups" : "users");
 		r->has_users = true;
+		uint32_t uid;
 		if (!group) {
-			if (add_user(p, r, item, cap) < 0)
-				return -ENOMEM;
+			if ((rc = user_intern(p, item, &uid)) < 0 || (rc = add_uid(p, r, uid, cap)) < 0)
+				return rc;
 			continue;
 		}
-		const struct group *g = find_group(p, item);
+		struct group *g = find_group(p, item);
 		if (!g)
 			return fail(p, "unknown group '%s'", item);
-		for (uint32_t i = 0; i < g->n; i++)
-			if (add_user(p, r, g->members[i], cap) < 0)
+		if (!g->uids && g->n) {
+			if (!(g->uids = malloc(g->n * sizeof *g->uids)))
 				return -ENOMEM;
+			for (uint32_t i = 0; i < g->n; i++)
+				if ((rc = user_intern(p, g->members[i], &g->uids[i])) < 0)
+					return rc;
+		}
+		for (uint32_t i = 0; i < g->n; i++)
+			if ((rc = add_uid(p, r, g->uids[i], cap)) < 0)
+				return rc;
 	}
 	return rc;
 }
@@ -929,25 +990,42 @@ static bool is_loopback(u128 a)
 	return a == 1 || (a >> 24) == (((u128)0xffff << 8) | 127);
 }
 
-static bool is_protected(u128 a)
+/* The IPv4 address that an IPv6 address stands for, when a host or a
+ * translator on the path would deliver it to that IPv4 address: mapped
+ * ::ffff:a.b.c.d, IPv4-compatible ::a.b.c.d (:: and ::1 among them), SIIT
+ * ::ffff:0:a.b.c.d, NAT64 64:ff9b::a.b.c.d and 6to4 2002:AABB:CCDD::/48. */
+static bool embedded_v4(u128 a, uint32_t *v4)
 {
-	static const struct {
-		uint8_t b[16];
-		unsigned plen;
-	} nets[] = {
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 0}, 104},  /* 127.0.0.0/8 */
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0}, 104},    /* 0.0.0.0/8 */
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 169, 254, 0, 0}, 112}, /* 169.254.0.0/16 */
-	    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}, 128},          /* ::1 */
-	    {{0}, 128},                                                        /* :: */
-	    {{0xfe, 0x80}, 10},                                                /* fe80::/10 */
-	};
-	for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++) {
-		struct range r = cidr_range(from_bytes(nets[i].b), nets[i].plen);
-		if (in_range(&r, a))
-			return true;
+	u128 top = a >> 32;
+	if (top == 0 || top == 0xffff || top == (u128)0xffff << 16 || top == (u128)0x64ff9b << 64) {
+		*v4 = (uint32_t)a;
+		return true;
+	}
+	if ((a >> 112) == 0x2002) {
+		*v4 = (uint32_t)(a >> 80);
+		return true;
 	}
 	return false;
+}
+
+/* 0.0.0.0/8, 127.0.0.0/8, 169.254.0.0/16, 224.0.0.0/4 and 255.255.255.255. */
+static bool v4_protected(uint32_t v)
+{
+	uint32_t top = v >> 24;
+	return top == 0 || top == 127 || (v >> 16) == 0xa9fe || (v >> 28) == 0xe || v == 0xffffffff;
+}
+
+/* fe80::/10, ff00::/8, the local-use NAT64 prefix 64:ff9b:1::/48 (whose
+ * IPv4 sits where the site's translator puts it: no one place to read),
+ * and the EC2 metadata address fd00:ec2::254. */
+static bool is_protected(u128 a)
+{
+	uint32_t v4;
+	if (embedded_v4(a, &v4))
+		return v4_protected(v4);
+	uint64_t hi = (uint64_t)(a >> 64);
+	return (hi >> 54) == (0xfe80 >> 6) || (hi >> 56) == 0xff || (hi >> 16) == 0x64ff9b0001ull ||
+	       (hi == 0xfd000ec200000000ull && (uint64_t)a == 0x254);
 }
 
 static bool is_self(const struct rules *rs, u128 a, uint16_t port)
@@ -1002,56 +1080,18 @@ static int collect_self(struct rules *rs, const struct settings *cfg)
 
 /* ---- compile ------------------------------------------------------------------ */
 
-static int user_build(struct rules *rs, struct parse *p)
+static int uid_cmp(const void *a, const void *b)
 {
-	/* Intern: the table gives each distinct name a uid (its slot's off);
-	 * each rule's uids (pair indexes until now) become those. */
-	size_t n = p->nusers;
-	if (n == 0)
-		return 0;
-	uint32_t *uid_of_pair = malloc(n * sizeof *uid_of_pair);
-	if (!uid_of_pair)
-		return -ENOMEM;
-	size_t cap = 4;
-	while (cap < 2 * n)
-		cap <<= 1;
-	struct name_table *t = &rs->users;
-	t->slots = calloc(cap, sizeof *t->slots);
-	if (!t->slots) {
-		free(uid_of_pair);
-		return -ENOMEM;
-	}
-	t->mask = cap - 1;
-	uint32_t next = 0;
-	for (size_t i = 0; i < n; i++) {
-		const char *k = p->users[i].key;
-		size_t kl = strlen(k);
-		uint64_t h = hash_str(k, kl);
-		size_t s = h & t->mask;
-		/* user names are exact (case matters): compare bytes */
-		while (t->slots[s].key && !(t->slots[s].hash == h && strcmp(t->slots[s].key, k) == 0))
-			s = (s + 1) & t->mask;
-		if (!t->slots[s].key) {
-			t->slots[s] = (struct name_slot){p->users[i].key, h, next++, 0};
-			p->users[i].key = NULL;
-		}
-		uid_of_pair[i] = t->slots[s].off;
-	}
-	for (size_t r = 0; r < rs->n; r++) {
-		struct rule *ru = &rs->v[r];
-		for (uint32_t j = 0; j < ru->nuids; j++)
-			ru->uids[j] = uid_of_pair[ru->uids[j]];
-		for (uint32_t j = 1; j < ru->nuids; j++) { /* insertion sort: short lists */
-			uint32_t v = ru->uids[j], k = j;
-			while (k > 0 && ru->uids[k - 1] > v) {
-				ru->uids[k] = ru->uids[k - 1];
-				k--;
-			}
-			ru->uids[k] = v;
-		}
-	}
-	free(uid_of_pair);
-	return 0;
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Each rule's uids are distinct already (add_uid): sort them for uid_in. */
+static void user_build(struct rules *rs)
+{
+	for (size_t r = 0; r < rs->n; r++)
+		if (rs->v[r].nuids > 1)
+			qsort(rs->v[r].uids, rs->v[r].nuids, sizeof *rs->v[r].uids, uid_cmp);
 }
 
 static int lists_build(struct rules *rs)
@@ -1070,14 +1110,16 @@ static void free_parse(struct parse *p)
 		for (uint32_t j = 0; j < p->groups[i].n; j++)
 			free(p->groups[i].members[j]);
 		free(p->groups[i].members);
+		free(p->groups[i].uids);
 		free(p->groups[i].name);
 	}
 	free(p->groups);
 	free(p->dest_items);
 	free(p->client_items);
-	struct pair *lists[] = {p->exact, p->suffix, p->users};
-	size_t ns[] = {p->nexact, p->nsuffix, p->nusers};
-	for (int l = 0; l < 3; l++) {
+	free(p->seen);
+	struct pair *lists[] = {p->exact, p->suffix};
+	size_t ns[] = {p->nexact, p->nsuffix};
+	for (int l = 0; l < 2; l++) {
 		for (size_t i = 0; lists[l] && i < ns[l]; i++)
 			free(lists[l][i].key);
 		free(lists[l]);
@@ -1213,8 +1255,9 @@ int rules_compile(const char *text, size_t len, const struct settings *cfg, stru
 	}
 	rc = -ENOMEM;
 	if (table_build(&rs->exact, p.exact, p.nexact) < 0 ||
-	    table_build(&rs->suffix, p.suffix, p.nsuffix) < 0 || user_build(rs, &p) < 0)
+	    table_build(&rs->suffix, p.suffix, p.nsuffix) < 0)
 		goto done;
+	user_build(rs);
 	if (cfg && collect_self(rs, cfg) < 0)
 		goto done;
 	rc = 0;
@@ -1394,7 +1437,10 @@ enum rules_action rules_decide(const struct rules *rs, const struct rules_reques
 		default_match(m, RULES_UNDECIDED);
 		return RULES_UNDECIDED;
 	}
-	bool blocked = is_protected(dest) || (rs && is_self(rs, dest, q->port));
+	/* the proxy's own IPv4 addresses under an IPv6 form too */
+	uint32_t v4;
+	bool blocked = is_protected(dest) || (rs && is_self(rs, dest, q->port)) ||
+	               (rs && embedded_v4(dest, &v4) && is_self(rs, (u128)0xffff << 32 | v4, q->port));
 	default_match(m, blocked ? RULES_BLOCK : RULES_PASS);
 	return (enum rules_action)m->action;
 }
@@ -1487,8 +1533,10 @@ void rules_default_text(const struct rules *rs, char *out, size_t len)
 	if (rs && rs->self_port)
 		snprintf(port, sizeof port, " at port %u", rs->self_port);
 	snprintf(out, len,
-	         "pass; a client not on loopback may not reach 127.0.0.0/8, ::1, 0.0.0.0/8, ::, "
-	         "169.254.0.0/16, fe80::/10, nor the proxy's own addresses%s",
+	         "pass; a client not on loopback may not reach 127.0.0.0/8, 0.0.0.0/8, "
+	         "169.254.0.0/16, 224.0.0.0/4, 255.255.255.255 (nor these under ::ffff:0:0/96, "
+	         "::/96, ::ffff:0:0:0/96, 64:ff9b::/96, 2002::/16), fe80::/10, ff00::/8, "
+	         "64:ff9b:1::/48, fd00:ec2::254, nor the proxy's own addresses%s",
 	         port);
 }
 

@@ -7,8 +7,10 @@
  * Rules are numbered 1.. in file order (client and request rules
  * together); the first rule that matches decides.  A request no rule
  * matches falls to the default policy: pass, except that a client not
- * itself on loopback may not reach loopback, unspecified or link-local
- * addresses, nor the proxy's own listening addresses at its SOCKS port.
+ * itself on loopback may not reach loopback, unspecified, link-local,
+ * multicast or broadcast addresses (nor them under the IPv6 forms that
+ * deliver to them: NAT64, 6to4 ...; socks5d.conf(5) has the list), nor the
+ * proxy's own listening addresses at its SOCKS port.
  *
  * The compiled set is immutable: any number of readers of one process.
  * Compiling allocates; deciding allocates nothing and takes no lock.

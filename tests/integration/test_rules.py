@@ -136,6 +136,7 @@ class Net:
         (self.etc / "hosts").write_text(HOSTS)
         (self.etc / "resolv.conf").write_text("nameserver 127.0.0.1\n")
         va, vb = "s5va%d" % (os.getpid() % 100000), "s5vb%d" % (os.getpid() % 100000)
+        self.va = va
         run("ip", "-n", self.srv, "link", "add", va, "type", "veth", "peer", "name", vb,
             "netns", self.cli)
         run("ip", "-n", self.srv, "addr", "add", SRV_IP + "/24", "dev", va)
@@ -258,6 +259,26 @@ def test_default_blocks_loopback_link_local_and_own_address(net, server):
     # one access-log record with reply 2
     f = s.srv.wait_log(lambda f: len(f) == 14 and f[5] == LINK_LOCAL)[0]
     assert f[7] == "2" and f[3] == CLI_IP, f
+
+
+def test_default_blocks_loopback_under_translated_ipv6_forms(net, server):
+    # The forms are put on srv's loopback so that they answer: a client that
+    # is not on loopback gets 0x02 and the echo server no connection.
+    forms = ("64:ff9b::7f00:1", "::ffff:0:7f00:1", "2002:7f00:1::1")
+    for a in forms:
+        run("ip", "-n", net.srv, "addr", "add", a + "/128", "dev", "lo", "nodad")
+    try:
+        s = server(ANON)
+        for a in forms:
+            assert_rep(s.probe(a, net.p1, ns=net.srv, proxy="127.0.0.1"), 0)
+            res = s.probe(a, net.p1)
+            assert_rep(res, 2)
+            assert res["elapsed"] < 2, res
+            s.srv.wait_log(lambda f, a=a: len(f) == 14 and f[5] == a and f[3] == CLI_IP and
+                           f[7] == "2")
+    finally:
+        for a in forms:
+            run("ip", "-n", net.srv, "addr", "del", a + "/128", "dev", "lo", check=False)
 
 
 def test_name_resolving_to_loopback_is_blocked(net, server):
@@ -454,3 +475,45 @@ def test_issue_example_limits_from_the_namespace(net, server):
     assert res["sixth"] == 2 and res["after_close"] == 0, res
     # 2 MiB at 1 MiB/s (the bucket's burst is a tenth of a second)
     assert 1.7 <= res["seconds"] <= 2.6, res
+MCAST_GROUP = "239.255.77.77"
+
+MCAST_MEMBER = r'''
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+             socket.inet_aton(sys.argv[1]) + socket.inet_aton(sys.argv[2]))
+s.settimeout(float(sys.argv[3]))
+print("ready", flush=True)
+try:
+    d, a = s.recvfrom(4096)
+    print("got %s" % a[0], flush=True)
+except socket.timeout:
+    print("none", flush=True)
+'''
+
+
+def test_udp_datagrams_to_multicast_dropped_by_default(net, server):
+    # A member of a group on srv's side of the veth; the route lets the
+    # relay's datagrams reach the group (looped back to the member).
+    run("ip", "-n", net.srv, "route", "add", "224.0.0.0/4", "dev", net.va)
+
+    def member_saw(s, wait):
+        m = subprocess.Popen(net.prefix(net.srv) + ["/usr/bin/python3", "-c", MCAST_MEMBER,
+                                                    MCAST_GROUP, SRV_IP, str(wait)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert m.stdout.readline() == b"ready\n", m.stderr.read()
+            res = udp_probe(s, MCAST_GROUP)
+            assert res["rep"] == 0, res
+            return m.stdout.readline().decode().strip()
+        finally:
+            m.kill()
+            m.wait()
+    try:
+        s = server(ANON)
+        assert member_saw(s, 3) == "none"
+        s.reload(ANON + "pass to 224.0.0.0/4 command udp\n")
+        assert member_saw(s, 10) == "got %s" % SRV_IP
+    finally:
+        run("ip", "-n", net.srv, "route", "del", "224.0.0.0/4", "dev", net.va, check=False)

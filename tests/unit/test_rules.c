@@ -86,11 +86,11 @@ static void default_policy_without_rules(void **state)
 	/* elsewhere: loopback, unspecified, link-local blocked */
 	const char *blocked[] = {"127.0.0.1", "127.255.0.9", "0.0.0.0", "0.1.2.3", "169.254.77.77",
 	                         "::1", "::", "fe80::1", "febf::1", "::ffff:127.0.0.1",
-	                         "::ffff:169.254.1.1", "::ffff:0.0.0.0"};
+	                         "::ffff:169.254.1.1", "::ffff:0.0.0.0", "::2"};
 	for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++)
 		EXPECT(rs, "10.0.0.2", NULL, 1, NULL, blocked[i], 80, RULES_BLOCK, 0);
 	const char *passed[] = {"10.0.0.1", "8.8.8.8", "128.0.0.1", "169.253.1.1", "2001:db8::1",
-	                        "fec0::1", "::2", "::ffff:10.0.0.1"};
+	                        "fec0::1", "::ffff:10.0.0.1"};
 	for (size_t i = 0; i < sizeof passed / sizeof passed[0]; i++)
 		EXPECT(rs, "10.0.0.2", NULL, 1, NULL, passed[i], 80, RULES_PASS, 0);
 	/* a name before resolution: the addresses decide */
@@ -99,6 +99,65 @@ static void default_policy_without_rules(void **state)
 	/* no rule set at all: the same default */
 	EXPECT(NULL, "10.0.0.2", NULL, 1, NULL, "127.0.0.1", 80, RULES_BLOCK, 0);
 	EXPECT(NULL, "10.0.0.2", NULL, 1, NULL, "10.0.0.1", 80, RULES_PASS, 0);
+	rules_free(rs);
+}
+
+/* IPv6 forms that a host or a translator delivers to an IPv4 address,
+ * multicast and broadcast, and the EC2 metadata address. */
+static void default_policy_embedded_and_multicast(void **state)
+{
+	(void)state;
+	static const char *const blocked[] = {
+	    "::127.0.0.1",          /* IPv4-compatible */
+	    "::169.254.77.77",
+	    "::ffff:0:127.0.0.1",   /* SIIT */
+	    "::ffff:0:a9fe:4d4d",   /* 169.254.77.77 */
+	    "64:ff9b::7f00:1",      /* NAT64 */
+	    "64:ff9b::a9fe:4d4d",
+	    "64:ff9b::e000:fb",     /* 224.0.0.251 */
+	    "64:ff9b:1::a00:1",     /* the local-use NAT64 prefix, whole */
+	    "64:ff9b:1:ffff::",
+	    "2002:7f00:1::1",       /* 6to4 */
+	    "2002:a9fe:4d4d:1::2",
+	    "2002::1",              /* 6to4 of 0.0.0.0 */
+	    "fd00:ec2::254",        /* EC2 metadata */
+	    "224.0.0.1",            /* multicast */
+	    "239.255.255.250",
+	    "::ffff:224.0.0.251",
+	    "255.255.255.255",      /* limited broadcast */
+	    "ff02::1",
+	    "ff05::c",
+	    "ff0e::1",
+	};
+	static const char *const passed[] = {
+	    "::10.0.0.1",        "::ffff:0:a00:1", "64:ff9b::808:808", "64:ff9b::1:a00:1",
+	    "64:ff9b:2::1",      "2002:a00:1::1",  "2003:7f00:1::1",   "fd00:ec2::253",
+	    "fd00:ec2:0:1::254", "223.255.255.255", "240.0.0.1",       "255.255.255.254",
+	    "fe00::1",           "::1:0:0:1",
+	};
+	struct rules *none = compile("");
+	for (size_t i = 0; i < sizeof blocked / sizeof blocked[0]; i++) {
+		EXPECT(none, "10.0.0.2", NULL, 1, NULL, blocked[i], 80, RULES_BLOCK, 0);
+		EXPECT(none, "2001:db8::2", NULL, 3, NULL, blocked[i], 5353, RULES_BLOCK, 0);
+		EXPECT(none, "127.0.0.1", NULL, 1, NULL, blocked[i], 80, RULES_PASS, 0);
+		EXPECT(none, "::1", NULL, 3, NULL, blocked[i], 5353, RULES_PASS, 0);
+		/* a rule that names the destination lets it through */
+		char text[128];
+		snprintf(text, sizeof text, "pass to %s\n", blocked[i]);
+		struct rules *rs = compile(text);
+		EXPECT(rs, "10.0.0.2", NULL, 1, NULL, blocked[i], 80, RULES_PASS, 1);
+		rules_free(rs);
+	}
+	for (size_t i = 0; i < sizeof passed / sizeof passed[0]; i++)
+		EXPECT(none, "10.0.0.2", NULL, 1, NULL, passed[i], 80, RULES_PASS, 0);
+	rules_free(none);
+	/* wide rules open the forms too */
+	struct rules *rs = compile("pass to 64:ff9b::/96, 2002::/16, ff00::/8, 224.0.0.0/4\n");
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "64:ff9b::7f00:1", 80, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "2002:7f00:1::1", 80, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 3, NULL, "ff02::fb", 5353, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 3, NULL, "224.0.0.251", 5353, RULES_PASS, 1);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "::ffff:0:7f00:1", 80, RULES_BLOCK, 0);
 	rules_free(rs);
 }
 
@@ -117,6 +176,10 @@ static void own_listening_addresses_blocked(void **state)
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "192.0.2.10", 1080, RULES_BLOCK, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "::ffff:192.0.2.10", 1080, RULES_BLOCK, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "2001:db8::10", 1080, RULES_BLOCK, 0);
+	/* an IPv4 one under an IPv6 form */
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "64:ff9b::c000:20a", 1080, RULES_BLOCK, 0);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "2002:c000:20a::1", 1080, RULES_BLOCK, 0);
+	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "64:ff9b::c000:20a", 80, RULES_PASS, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "192.0.2.10", 80, RULES_PASS, 0);
 	EXPECT(rs, "10.0.0.2", NULL, 1, NULL, "192.0.2.11", 1080, RULES_PASS, 0);
 	rules_free(rs);
@@ -256,6 +319,115 @@ static void groups_expand(void **state)
 	EXPECT(rs, "198.51.100.1", "dave", 1, NULL, "8.8.8.8", 80, RULES_BLOCK, 2);
 	EXPECT(rs, "198.51.100.1", "eve", 1, NULL, "10.0.0.1", 80, RULES_PASS, 0);
 	EXPECT(rs, "198.51.100.1", NULL, 1, NULL, "10.0.0.1", 80, RULES_PASS, 0);
+	rules_free(rs);
+}
+
+/* The first n two-character names of [a-z0-9]. */
+static void member_name(unsigned i, char out[3])
+{
+	static const char al[] = "abcdefghijklmnopqrstuvwxyz0123456789";
+	out[0] = al[i / 36];
+	out[1] = al[i % 36];
+	out[2] = '\0';
+}
+
+static void user_lists_deduplicated(void **state)
+{
+	(void)state;
+	/* a name twice, and through a group: once; names are exact */
+	struct rules *rs = compile("group = g: alice, Alice, bob\n"
+	                           "pass port 1 user alice, alice, bob group g, g\n"
+	                           "pass port 2 user Alice\n");
+	EXPECT(rs, "198.51.100.1", "alice", 1, NULL, "10.0.0.1", 1, RULES_PASS, 1);
+	EXPECT(rs, "198.51.100.1", "Alice", 1, NULL, "10.0.0.1", 1, RULES_PASS, 1);
+	EXPECT(rs, "198.51.100.1", "carol", 1, NULL, "10.0.0.1", 1, RULES_PASS, 0);
+	EXPECT(rs, "198.51.100.1", "alice", 1, NULL, "127.0.0.1", 2, RULES_BLOCK, 0);
+	EXPECT(rs, "198.51.100.1", "Alice", 1, NULL, "127.0.0.1", 2, RULES_PASS, 2);
+	rules_free(rs);
+	/* 120 groups of the same 1024 members named by 10 rules: 1,228,800
+	 * user entries as written, over the bound of 2^20, but 1024 per rule
+	 * once each rule's list holds each user once */
+	size_t cap = 1 << 19, len = 0;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	for (int g = 0; g < 120; g++) {
+		len += (size_t)snprintf(text + len, cap - len, "group = g%d: ", g);
+		for (unsigned i = 0; i < 1024; i++) {
+			char m[3];
+			member_name(i, m);
+			len += (size_t)snprintf(text + len, cap - len, "%s%s", i ? "," : "", m);
+		}
+		text[len++] = '\n';
+	}
+	for (int r = 0; r < 10; r++) {
+		len += (size_t)snprintf(text + len, cap - len, "pass port %d group ", r + 1);
+		for (int g = 0; g < 120; g++)
+			len += (size_t)snprintf(text + len, cap - len, "%sg%d", g ? "," : "", g);
+		text[len++] = '\n';
+	}
+	assert_true(len < cap);
+	char err[256] = "";
+	rs = NULL;
+	int rc = rules_compile(text, len, NULL, &rs, err, sizeof err, NULL);
+	if (rc != 0)
+		fail_msg("compile failed: %s", err);
+	for (unsigned i = 0; i < 1024; i += 73) {
+		char m[3];
+		member_name(i, m);
+		EXPECT(rs, "198.51.100.1", m, 1, NULL, "127.0.0.1", 7, RULES_PASS, 7);
+	}
+	EXPECT(rs, "198.51.100.1", "99", 1, NULL, "127.0.0.1", 7, RULES_BLOCK, 0); /* 1295th */
+	EXPECT(rs, "198.51.100.1", NULL, 1, NULL, "127.0.0.1", 7, RULES_BLOCK, 0);
+	rules_free(rs);
+	free(text);
+}
+
+/* n rules naming the 64 groups of text (lines of 4 KiB at most: 800
+ * members each), after groups_end. */
+static size_t rules_naming_all(char *text, size_t cap, size_t groups_end, int n)
+{
+	size_t len = groups_end;
+	for (int r = 0; r < n; r++) {
+		len += (size_t)snprintf(text + len, cap - len, "pass port %d group ", r + 1);
+		for (unsigned g = 0; g < 64; g++)
+			len += (size_t)snprintf(text + len, cap - len, "%sg%u", g ? "," : "", g);
+		text[len++] = '\n';
+	}
+	assert_true(len < cap);
+	return len;
+}
+
+static void user_entries_bounded(void **state)
+{
+	(void)state;
+	/* 64 groups of 800 distinct members (51,200 users), each rule naming
+	 * all: 20 rules hold 1,024,000 entries, 21 pass the bound of 2^20 */
+	size_t cap = 1 << 19, len = 0;
+	char *text = malloc(cap);
+	assert_non_null(text);
+	for (unsigned g = 0; g < 64; g++) {
+		len += (size_t)snprintf(text + len, cap - len, "group = g%u: ", g);
+		for (unsigned i = 0; i < 800; i++)
+			len += (size_t)snprintf(text + len, cap - len, "%s%x", i ? "," : "", g * 800 + i);
+		text[len++] = '\n';
+	}
+	size_t groups_end = len;
+	len = rules_naming_all(text, cap, groups_end, 21);
+	char err[256] = "";
+	struct rules *rs = NULL;
+	assert_int_equal(rules_compile(text, len, NULL, &rs, err, sizeof err, NULL), -EINVAL);
+	assert_null(rs);
+	if (!strstr(err, "more than 1048576 users together") || strncmp(err, "85: ", 4) != 0) {
+		free(text);
+		fail_msg("got '%s'", err);
+	}
+	len = rules_naming_all(text, cap, groups_end, 20);
+	int rc = rules_compile(text, len, NULL, &rs, err, sizeof err, NULL);
+	free(text);
+	if (rc != 0)
+		fail_msg("compile failed: %s", err);
+	EXPECT(rs, "198.51.100.1", "c7ff", 1, NULL, "127.0.0.1", 20, RULES_PASS, 20);
+	EXPECT(rs, "198.51.100.1", "c800", 1, NULL, "127.0.0.1", 20, RULES_BLOCK, 0);
 	rules_free(rs);
 }
 
@@ -426,6 +598,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(default_policy_without_rules),
+	    cmocka_unit_test(default_policy_embedded_and_multicast),
 	    cmocka_unit_test(own_listening_addresses_blocked),
 	    cmocka_unit_test(first_match_wins),
 	    cmocka_unit_test(each_field_matches),
@@ -433,6 +606,8 @@ int main(void)
 	    cmocka_unit_test(names_exact_and_suffix),
 	    cmocka_unit_test(name_stage_waits_for_earlier_address_rules),
 	    cmocka_unit_test(groups_expand),
+	    cmocka_unit_test(user_lists_deduplicated),
+	    cmocka_unit_test(user_entries_bounded),
 	    cmocka_unit_test(limits_and_via_returned),
 	    cmocka_unit_test(client_rules),
 	    cmocka_unit_test(bad_lines_are_refused),
