@@ -27,6 +27,29 @@ const char *pc_bytes(char *buf, size_t cap, uint64_t v)
 	return buf;
 }
 
+const char *pc_text(char *buf, size_t cap, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		bool ctl = ch < 0x20 || ch == 0x7f;
+		if (o + (ctl ? 4 : 1) >= cap)
+			break;
+		if (ctl) {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[ch >> 4];
+			buf[o++] = hex[ch & 15];
+		} else {
+			buf[o++] = (char)ch;
+		}
+	}
+	if (cap)
+		buf[o] = '\0';
+	return buf;
+}
+
 const char *pc_duration(char *buf, size_t cap, uint64_t s)
 {
 	uint64_t d = s / 86400, h = s / 3600 % 24, m = s / 60 % 60, sec = s % 60;

@@ -93,6 +93,11 @@ int pc_recv(struct pc_conn *c, uint8_t type, uint8_t cmd, struct pc_resp *r);
 const char *pc_bytes(char *buf, size_t cap, uint64_t v);
 const char *pc_duration(char *buf, size_t cap, uint64_t seconds);
 const char *pc_rate(char *buf, size_t cap, double per_second, bool bytes);
+/* Text from the server for a terminal: control bytes (C0 and DEL) become
+ * \xHH, so that a hostile server cannot move the cursor, clear the screen
+ * or forge lines.  Truncated to fit; returns buf. */
+#define PC_TEXT_MAX(n) ((n) * 4 + 1)
+const char *pc_text(char *buf, size_t cap, const char *s);
 
 /* Minimal streaming JSON writer: one document, pretty-printed.  Keys are
  * passed inside objects, NULL inside arrays. */

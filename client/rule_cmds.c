@@ -83,8 +83,9 @@ int cmd_rules(struct pc_ctx *x, char **args)
 			pj_str(&j, "text", rule.text);
 			pj_end_obj(&j);
 		} else {
+			static char shown[PC_TEXT_MAX(sizeof rule.text)];
 			printf("%5" PRIu32 " %6" PRIu32 " %12" PRIu64 "  %s\n", rule.number, rule.line,
-			       rule.hits, rule.text);
+			       rule.hits, pc_text(shown, sizeof shown, rule.text));
 		}
 	}
 	if (x->json) {
@@ -92,10 +93,13 @@ int cmd_rules(struct pc_ctx *x, char **args)
 		pj_u64(&j, "count", h.n);
 		pj_end_obj(&j);
 		pj_finish(&j);
-	} else if (h.no_rules) {
-		printf("No rules: the default policy decides every request: %s.\n", h.def);
 	} else {
-		printf("Default policy (no rule matches): %s.\n", h.def);
+		static char def[PC_TEXT_MAX(sizeof h.def)];
+		pc_text(def, sizeof def, h.def);
+		if (h.no_rules)
+			printf("No rules: the default policy decides every request: %s.\n", def);
+		else
+			printf("Default policy (no rule matches): %s.\n", def);
 	}
 	return PC_EXIT_OK;
 }
@@ -212,8 +216,10 @@ int cmd_rule_test(struct pc_ctx *x, char **args)
 		       "checked before its connection; nothing was resolved here)\n",
 		       dst);
 	} else if (v.number) {
+		static char shown[PC_TEXT_MAX(sizeof v.text)];
 		printf("%s by %s rule %" PRIu32 " (line %" PRIu32 ")%s: %s\n", action_name(v.decision),
-		       stage, v.number, v.line, v.on_name ? ", decided on the name" : "", v.text);
+		       stage, v.number, v.line, v.on_name ? ", decided on the name" : "",
+		       pc_text(shown, sizeof shown, v.text));
 	} else {
 		printf("%s by the default policy%s\n", action_name(v.decision),
 		       v.on_name ? ", decided on the name" : "");

@@ -129,11 +129,13 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 				}
 				pj_end_obj(&j);
 			} else {
-				char dest[PIPO_MAX_NAME + 16];
+				char dest[PC_TEXT_MAX(PIPO_MAX_NAME) + 16], dt[PC_TEXT_MAX(PIPO_MAX_NAME)];
+				char ut[PC_TEXT_MAX(PIPO_MAX_NAME)];
+				pc_text(dt, sizeof dt, s.dest);
 				if (s.dest[0] && strchr(s.dest, ':'))
-					snprintf(dest, sizeof dest, "[%s]:%u", s.dest, s.dport);
+					snprintf(dest, sizeof dest, "[%s]:%u", dt, s.dport);
 				else if (s.dest[0])
-					snprintf(dest, sizeof dest, "%s:%u", s.dest, s.dport);
+					snprintf(dest, sizeof dest, "%s:%u", dt, s.dport);
 				else
 					snprintf(dest, sizeof dest, "-");
 				/* Datagrams up/down, for UDP associations. */
@@ -143,7 +145,7 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 					         s.dgrams_down);
 				printf("%-8" PRIu64 " %-10s %-7s %-24s %-16s %-30s %10s %10s %10s %s\n", s.id,
 				       state_name(s.state), query == PIPO_Q_SESSIONS_EX ? cmd_name(s.cmd) : "?",
-				       cl, s.user[0] ? s.user : "-", dest, pc_bytes(ub, sizeof ub, s.up),
+				       cl, s.user[0] ? pc_text(ut, sizeof ut, s.user) : "-", dest, pc_bytes(ub, sizeof ub, s.up),
 				       pc_bytes(db, sizeof db, s.down),
 				       pc_duration(ab, sizeof ab, s.age_ms / 1000), dg);
 			}

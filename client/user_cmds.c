@@ -52,7 +52,7 @@ int cmd_users(struct pc_ctx *x, char **args)
 	} else {
 		printf("%-24s %-5s\n", "USER", "ADMIN");
 	}
-	char name[PIPO_MAX_NAME + 1], ub[32], db[32];
+	char name[PIPO_MAX_NAME + 1], ub[32], db[32], nt[PC_TEXT_MAX(PIPO_MAX_NAME + 1)];
 	for (uint32_t i = 0; i < n && !c.bad; i++) {
 		pipo_get_str8(&c, name, sizeof name);
 		uint8_t admin = pipo_get_u8(&c);
@@ -76,10 +76,11 @@ int cmd_users(struct pc_ctx *x, char **args)
 			}
 			pj_end_obj(&j);
 		} else if (detailed) {
-			printf("%-24s %-5s %7" PRIu32 " %12s %12s\n", name, admin ? "yes" : "no", conns,
+			printf("%-24s %-5s %7" PRIu32 " %12s %12s\n", pc_text(nt, sizeof nt, name),
+			       admin ? "yes" : "no", conns,
 			       pc_bytes(ub, sizeof ub, up), pc_bytes(db, sizeof db, down));
 		} else {
-			printf("%-24s %-5s\n", name, admin ? "yes" : "no");
+			printf("%-24s %-5s\n", pc_text(nt, sizeof nt, name), admin ? "yes" : "no");
 		}
 	}
 	if (x->json) {

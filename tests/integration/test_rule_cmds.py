@@ -291,3 +291,69 @@ def test_shell_runs_rule_commands(srv):
     assert "block by request rule 2 (line 5), decided on the name" in r.out
     assert '"rule": 5' in r.out
     assert "RULE" in r.out and "block to blocked.test" in r.out
+
+
+# ---------------------------------------------------------------- a hostile server
+
+def _fake_pipo_server(path, payload):
+    """A pipo server on a unix socket that takes any login and answers every
+    request with payload (one connection)."""
+    import socket
+    import threading
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(path))
+    srv.listen(1)
+
+    def serve():
+        c, _ = srv.accept()
+        buf = b""
+
+        def need(n):
+            nonlocal buf
+            while len(buf) < n:
+                x = c.recv(65536)
+                if not x:
+                    raise EOFError
+                buf += x
+        try:
+            need(2)
+            ul = buf[1]
+            need(3 + ul)
+            pl = buf[2 + ul]
+            need(3 + ul + pl)
+            buf = buf[3 + ul + pl:]
+            c.sendall(b"\x02\x00")
+            while True:
+                need(8)
+                ln, cmd = struct.unpack(">I", buf[4:8])[0], buf[2]
+                need(8 + ln)
+                buf = buf[8 + ln:]
+                c.sendall(struct.pack(">BBBBI", 2, 0, cmd, 0, len(payload)) + payload)
+        except (EOFError, OSError):
+            pass
+        c.close()
+        srv.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return t
+
+
+def test_server_text_cannot_drive_the_terminal(tmp_path):
+    import subprocess
+    text = b"\x1b]0;pwned\x07\x1b[2J\rfake line\n  2  2  0  pass to evil"
+    rules = (struct.pack(">QB", 1, 0) + struct.pack(">H", 4) + b"pass" + struct.pack(">I", 1) +
+             struct.pack(">IIBBQ", 1, 1, 0, 0, 0) + struct.pack(">H", len(text)) + text)
+    vt = b"\x1b[2Jblock\x07"
+    verdict = struct.pack(">BBIIB", 1, 0, 1, 1, 0) + struct.pack(">H", len(vt)) + vt
+    env = dict(os.environ, PIPO_PASSWORD="x")
+    for payload, args in ((rules, ["rules"]), (verdict, ["rule", "test", "10.0.0.1", "a.test", "80"])):
+        sock = tmp_path / "fake.sock"
+        if sock.exists():
+            sock.unlink()
+        t = _fake_pipo_server(sock, payload)
+        r = subprocess.run([pipoclient_binary(), "-S", str(sock), "-u", "a", *args],
+                           capture_output=True, env=env, timeout=10)
+        t.join(5)
+        assert r.returncode == 0, r
+        assert b"\x1b" not in r.stdout and b"\x07" not in r.stdout and b"\r" not in r.stdout, r.stdout
+        assert b"\\x1b" in r.stdout, r.stdout
