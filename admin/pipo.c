@@ -337,6 +337,7 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_UDP_DROP_QUEUE] = "udp_dropped_queue",
 	    [PIPO_MET_UDP_DROP_SEND] = "udp_dropped_send",
 	    [PIPO_MET_UDP_DROP_DENIED] = "udp_dropped_denied",
+	    [PIPO_MET_UDP_DROP_RATE] = "udp_dropped_rate",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

@@ -161,6 +161,7 @@ enum pipo_metric {
 	PIPO_MET_UDP_DROP_QUEUE = 43,
 	PIPO_MET_UDP_DROP_SEND = 44,
 	PIPO_MET_UDP_DROP_DENIED = 45,
+	PIPO_MET_UDP_DROP_RATE = 54, /* datagrams over a rate limit */
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 

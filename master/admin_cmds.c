@@ -107,6 +107,7 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_UDP_DROP_QUEUE, M_UDP_DROP_QUEUE},
 	    {PIPO_MET_UDP_DROP_SEND, M_UDP_DROP_SEND},
 	    {PIPO_MET_UDP_DROP_DENIED, M_UDP_DROP_DENIED},
+	    {PIPO_MET_UDP_DROP_RATE, M_UDP_DROP_RATE},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	/* The counters, 9 replies, 9 gauges and 2 latency percentiles. */

@@ -101,6 +101,7 @@ enum shm_counter {
 	M_UDP_DROP_QUEUE,     /* no room left among the datagrams waiting for lookups */
 	M_UDP_DROP_SEND,      /* the send failed (buffer full, too big, no socket) */
 	M_UDP_DROP_DENIED,    /* a destination the access decision refused */
+	M_UDP_DROP_RATE,      /* over the user's rate limit (datagrams are not queued) */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */

@@ -159,6 +159,26 @@ static uint64_t rate_allowance(struct session *s, enum limit_dir d)
 	return s->lim_allow[d] = got;
 }
 
+bool relay_rate_admit(struct session *s, enum limit_dir d, uint64_t n)
+{
+	if (!s->lim_n)
+		return true;
+	/* Chunks are gathered until the datagram is covered; what is gathered
+	 * and not used stays in the session's allowance for the next one. */
+	uint64_t have = s->lim_allow[d];
+	s->lim_allow[d] = 0;
+	while (have < n) {
+		uint64_t got = rate_allowance(s, d);
+		s->lim_allow[d] = 0;
+		if (!got)
+			break;
+		have += got;
+	}
+	bool ok = have >= n;
+	s->lim_allow[d] = ok ? have - n : have;
+	return ok;
+}
+
 /* How many bytes the next read may splice (0: read into the buffer).
  * Splicing needs the buffer empty (bytes leave in order) and nothing that
  * must look at the bytes: no dissector, or one that skips them unseen. */

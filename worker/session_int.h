@@ -232,6 +232,10 @@ void bind_close(struct session *s);
 
 /* The target is connected and the success reply sent: relay from now on. */
 void relay_begin(struct session *s);
+/* A datagram of n bytes in direction d under the session's rate limits:
+ * true when the allowance covers it (and it is spent), false when it must
+ * be dropped (the bucket is short: UDP is not queued). */
+bool relay_rate_admit(struct session *s, enum limit_dir d, uint64_t n);
 /* Restart the idle timer (when the idle clean-up is on). */
 void relay_touch_idle(struct session *s);
 /* lim_timer's callback: a paused direction reads again. */

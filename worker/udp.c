@@ -468,6 +468,10 @@ static void queue_out1(struct udp_assoc *a, unsigned *nout, const struct sockadd
 		shm_count(wk->slot, M_UDP_DROP_DENIED, 1);
 		return;
 	}
+	if (!retried && !relay_rate_admit(a->s, LIMIT_OUT, len)) {
+		shm_count(wk->slot, M_UDP_DROP_RATE, 1);
+		return;
+	}
 	int i = dest->ss_family == AF_INET6;
 	if (out_fd(a, dest->ss_family) < 0) {
 		name_failed(a, nm, dest->ss_family);
@@ -866,6 +870,10 @@ static void on_out(struct loop *l, struct loop_watch *w, uint32_t events)
 		}
 		if (m->msg_hdr.msg_flags & MSG_TRUNC) {
 			shm_count(wk->slot, M_UDP_DROP_SEND, 1);
+			continue;
+		}
+		if (!relay_rate_admit(s, LIMIT_IN, m->msg_len)) {
+			shm_count(wk->slot, M_UDP_DROP_RATE, 1);
 			continue;
 		}
 		uint8_t hdr[SOCKS5_UDP_REPLY_HDR_MAX];

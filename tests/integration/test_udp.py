@@ -567,3 +567,37 @@ def test_dual_stack_name_falls_back_when_a_family_cannot_send(admin_server, unbo
             u.sendto(hdr("dual.test", echo4.addr[1]) + b"d%d" % i, ("::1", r.port))
             assert u.recv(100).endswith(b"d%d" % i)
     assert [d for d, _ in echo4.seen] == [b"d0", b"d1"]
+
+
+M_RATE = 54
+
+
+def test_user_rate_limits_datagrams(admin_server, echo4, tmp_path):
+    conf = tmp_path / "rate.conf"
+    conf.write_text("admin = %s:%s\n" % (ADMIN_USER, hash_password(ADMIN_PASS)) +
+                    "user = alice:%s\n" % hash_password("pw") +
+                    "limit = alice rate 16K\n")
+    srv = admin_server(config=conf, workers=1)
+    s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.set_proxy(socks.SOCKS5, "127.0.0.1", srv.port, username="alice", password="pw")
+    s.settimeout(0.2)
+    with s:
+        s.sendto(b"x", echo4.addr)  # sets the association up
+        s.recvfrom(100)
+        t0 = time.monotonic()
+        sent = 0
+        while time.monotonic() - t0 < 2.0:
+            s.sendto(b"y" * 1000, echo4.addr)
+            sent += 1
+            time.sleep(0.001)
+        got = 0
+        try:
+            while True:
+                got += len(s.recvfrom(2000)[0])
+        except socket.timeout:
+            pass
+    arrived = sum(len(d) for d, _ in echo4.seen if d[:1] == b"y")
+    # 16 KiB/s for about 2.2 s, plus a burst of 4 KiB: far below what was sent
+    assert sent > 500 and 0 < arrived <= 16384 * 2.5 + 4096, (sent, arrived)
+    assert got <= arrived
+    wait_metric(srv, M_RATE, lambda v: v > 0)
