@@ -50,7 +50,7 @@ static enum take_result take(struct limit_entry *e, uint32_t max, uint32_t tag, 
 	 * most once too often, never leaves a place taken. */
 	__atomic_store_n(held, *held + 1, __ATOMIC_RELAXED);
 	__atomic_signal_fence(__ATOMIC_SEQ_CST);
-	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
 	enum take_result r;
 	for (;;) {
 		uint32_t h = (uint32_t)(w & HOLDERS_MASK);
@@ -64,7 +64,7 @@ static enum take_result take(struct limit_entry *e, uint32_t max, uint32_t tag, 
 		}
 		/* A failed compare-and-swap reloads w: the tag is checked again. */
 		if (__atomic_compare_exchange_n(&e->word, &w, w + 1, true, __ATOMIC_ACQ_REL,
-		                                __ATOMIC_RELAXED))
+		                                __ATOMIC_ACQUIRE))
 			return TAKE_OK;
 	}
 	__atomic_store_n(held, *held - 1, __ATOMIC_RELAXED);
@@ -81,81 +81,108 @@ static uint32_t probe_slot(uint32_t tag, uint32_t k)
 	return (uint32_t)(((uint64_t)tag + k) % LIMITS_RULE_SLOTS);
 }
 
-/* The entry's limits are the rule's: every worker writes the same values
- * for one tag (the tag is a hash of the text, limits included). */
-static void spec_apply(struct limit_entry *e, const struct limit_spec *spec)
+/* Whether the slot, its tag seen as the rule's, is the rule's own: its
+ * identity and its limits.  Both are written before the tag is published,
+ * so a reader that saw the tag (acquire) sees them. */
+static bool rule_own(struct limits_area *la, uint32_t slot, uint64_t ident,
+                     const struct limit_spec *spec)
 {
-	if (__atomic_load_n(&e->max_sessions, __ATOMIC_RELAXED) != spec->max_sessions ||
-	    __atomic_load_n(&e->b[LIMIT_IN].rate, __ATOMIC_RELAXED) != spec->rate[LIMIT_IN] ||
-	    __atomic_load_n(&e->b[LIMIT_OUT].rate, __ATOMIC_RELAXED) != spec->rate[LIMIT_OUT] ||
-	    !__atomic_load_n(&e->on, __ATOMIC_RELAXED))
-		limits_set(e, spec);
+	struct limit_entry *e = &la->rule[slot];
+	return __atomic_load_n(&la->rule_ident[slot], __ATOMIC_RELAXED) == ident &&
+	       __atomic_load_n(&e->max_sessions, __ATOMIC_RELAXED) == spec->max_sessions &&
+	       __atomic_load_n(&e->b[LIMIT_IN].rate, __ATOMIC_RELAXED) == spec->rate[LIMIT_IN] &&
+	       __atomic_load_n(&e->b[LIMIT_OUT].rate, __ATOMIC_RELAXED) == spec->rate[LIMIT_OUT];
 }
 
-static enum limits_rule_result rule_taken(struct limits_area *la, uint32_t slot,
-                                          enum take_result r, const struct limit_spec *spec,
-                                          uint32_t *index)
+/* Take a place in the slot if it is the rule's own; TAKE_MOVED when it is
+ * not (another rule's, whose tag may collide with ours). */
+static enum take_result rule_take_at(struct limits_area *la, uint32_t slot, uint32_t tag,
+                                     uint64_t ident, const struct limit_spec *spec,
+                                     uint32_t *held)
+{
+	struct limit_entry *e = &la->rule[slot];
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_ACQUIRE);
+	if ((uint32_t)(w >> 32) != tag || !rule_own(la, slot, ident, spec))
+		return TAKE_MOVED;
+	enum take_result r = take(e, spec->max_sessions, tag, &held[limits_rule_index(slot)]);
+	/* Between the look and the take, the slot may have been freed and
+	 * claimed by another rule with the same tag: look again. */
+	if (r != TAKE_MOVED && !rule_own(la, slot, ident, spec)) {
+		if (r == TAKE_OK)
+			limits_give(e, &held[limits_rule_index(slot)]);
+		r = TAKE_MOVED;
+	}
+	return r;
+}
+
+static enum limits_rule_result rule_taken(uint32_t slot, enum take_result r, uint32_t *index)
 {
 	*index = limits_rule_index(slot);
-	if (r == TAKE_OK)
-		spec_apply(&la->rule[slot], spec);
 	return r == TAKE_OK ? LIMITS_RULE_TAKEN : LIMITS_RULE_FULL;
 }
 
-enum limits_rule_result limits_rule_take(struct limits_area *la, uint32_t tag,
+/* Under the lock: make a slot nobody holds the rule's own, or false when a
+ * session of its old rule took a place since. */
+static bool rule_claim(struct limits_area *la, uint32_t slot, uint32_t tag, uint64_t ident,
+                       const struct limit_spec *spec)
+{
+	struct limit_entry *e = &la->rule[slot];
+	uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
+	if ((w & HOLDERS_MASK) != 0)
+		return false;
+	/* Tag 0 is no rule's: nobody takes a place while we fill it in. */
+	if (!__atomic_compare_exchange_n(&e->word, &w, 0, false, __ATOMIC_ACQ_REL,
+	                                 __ATOMIC_RELAXED))
+		return false;
+	__atomic_store_n(&la->rule_ident[slot], ident, __ATOMIC_RELAXED);
+	/* Fresh buckets (a full burst at the first refill), the rule's limits. */
+	for (int d = 0; d < 2; d++) {
+		__atomic_store_n(&e->b[d].tokens, 0, __ATOMIC_RELAXED);
+		__atomic_store_n(&e->b[d].stamp_ms, 0, __ATOMIC_RELAXED);
+	}
+	limits_set(e, spec);
+	/* Published last: the holders are still 0 (a stray give or fold of a
+	 * place never held leaves them at 0). */
+	__atomic_store_n(&e->word, (uint64_t)tag << 32, __ATOMIC_RELEASE);
+	return true;
+}
+
+enum limits_rule_result limits_rule_take(struct limits_area *la, uint32_t tag, uint64_t ident,
                                          const struct limit_spec *spec, uint32_t *held,
                                          uint32_t *index)
 {
-	/* The rule's slot: no lock.  A slot never changes tags while it is
-	 * held, and changes only under the lock, which the slow path takes. */
+	/* The rule's slot in the window: no lock.  A slot never changes rules
+	 * while it is held, and changes only under the lock. */
 	for (uint32_t k = 0; k < LIMITS_PROBE; k++) {
 		uint32_t slot = probe_slot(tag, k);
-		struct limit_entry *e = &la->rule[slot];
-		if (limits_tag(e) != tag)
-			continue;
-		enum take_result r = take(e, spec->max_sessions, tag, &held[limits_rule_index(slot)]);
+		enum take_result r = rule_take_at(la, slot, tag, ident, spec, held);
 		if (r != TAKE_MOVED)
-			return rule_taken(la, slot, r, spec, index);
-		break; /* claimed by another tag under us: look again under the lock */
+			return rule_taken(slot, r, index);
 	}
-	/* None: claim one under the lock, so that the tag gets one slot only. */
+	/* None: under the lock, the rule's slot anywhere in the table (claimed
+	 * meanwhile, or beyond the window), else claim the first free one. */
 	shm_lock(&la->claim_lock);
 	enum limits_rule_result res = LIMITS_RULE_NO_SLOT;
-	uint32_t free_slot = UINT32_MAX;
-	for (uint32_t k = 0; k < LIMITS_PROBE; k++) {
+	uint32_t first_free = LIMITS_RULE_SLOTS;
+	for (uint32_t k = 0; k < LIMITS_RULE_SLOTS; k++) {
 		uint32_t slot = probe_slot(tag, k);
-		struct limit_entry *e = &la->rule[slot];
-		if (limits_tag(e) == tag) {
-			/* Another worker claimed it meanwhile.  No tag changes
-			 * while we hold the lock: never TAKE_MOVED here. */
-			enum take_result r =
-			    take(e, spec->max_sessions, tag, &held[limits_rule_index(slot)]);
-			res = rule_taken(la, slot, r, spec, index);
+		/* No slot changes rules while we hold the lock: TAKE_MOVED
+		 * here means another rule's. */
+		enum take_result r = rule_take_at(la, slot, tag, ident, spec, held);
+		if (r != TAKE_MOVED) {
+			res = rule_taken(slot, r, index);
 			goto out;
 		}
-		if (free_slot == UINT32_MAX && limits_holders(e) == 0)
-			free_slot = slot;
+		if (first_free == LIMITS_RULE_SLOTS && limits_holders(&la->rule[slot]) == 0)
+			first_free = k;
 	}
-	for (uint32_t k = 0; free_slot != UINT32_MAX && k < LIMITS_PROBE; k++) {
+	for (uint32_t k = first_free; k < LIMITS_RULE_SLOTS; k++) {
 		uint32_t slot = probe_slot(tag, k);
-		struct limit_entry *e = &la->rule[slot];
-		uint64_t w = __atomic_load_n(&e->word, __ATOMIC_RELAXED);
-		if ((w & HOLDERS_MASK) != 0)
+		if (!rule_claim(la, slot, tag, ident, spec))
 			continue;
-		/* Fails when a session of the slot's tag took a place since:
-		 * that slot is theirs, look further. */
-		if (!__atomic_compare_exchange_n(&e->word, &w, (uint64_t)tag << 32, false,
-		                                 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
-			continue;
-		/* Ours, with no holders: fresh buckets (a full burst at the first
-		 * refill) and the rule's limits. */
-		for (int d = 0; d < 2; d++) {
-			__atomic_store_n(&e->b[d].tokens, 0, __ATOMIC_RELAXED);
-			__atomic_store_n(&e->b[d].stamp_ms, 0, __ATOMIC_RELAXED);
-		}
-		limits_set(e, spec);
-		enum take_result r = take(e, spec->max_sessions, tag, &held[limits_rule_index(slot)]);
-		res = rule_taken(la, slot, r, spec, index);
+		enum take_result r = take(&la->rule[slot], spec->max_sessions, tag,
+		                          &held[limits_rule_index(slot)]);
+		res = rule_taken(slot, r, index);
 		break;
 	}
 out:

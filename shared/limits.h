@@ -21,17 +21,29 @@
  *     bytes at a time (a quarter of the burst) into its session's own
  *     allowance, and reads no more than that allowance.
  *
- * Rule entries are found by the rule's identity, not by its number: the
- * tag is a non-zero hash of the rule's text, limits included (shared/rules.c
- * computes it; a decision carries it).  A rule's entry is looked for from
- * slot tag % LIMITS_RULE_SLOTS over LIMITS_PROBE slots.  The slot with the
- * tag is used without a lock; without one, a slot nobody holds (holders 0)
- * is claimed for the tag under the area's mutex, so that two workers never
- * claim two slots for one tag.  A slot held by another tag is never taken
- * over.  A rule unchanged by a reload keeps its slot, its holders and its
- * buckets; the sessions of a rule that is gone keep its slot until they
- * end.  Two different rules whose tags collide (a 32-bit hash) would share
- * one entry.
+ * Rule entries are found by the rule's identity, not by its number: a
+ * non-zero 64-bit hash of the rule's text, limits included (shared/rules.c
+ * computes it; a decision carries it with a 32-bit tag folded from it).
+ * The tag is in the word; the identity is in rule_ident[] beside the
+ * entries.  An entry is the rule's own when its tag, its identity and its
+ * limits are the rule's: an entry of another rule whose tag collides is
+ * passed over and its limits are never written.  A rule's entry is looked
+ * for without a lock over LIMITS_PROBE slots from tag % LIMITS_RULE_SLOTS;
+ * when none there is its own, the area's mutex is taken and every slot is
+ * looked at, from the same place: the rule's own entry wherever it is
+ * (another worker may have claimed it, or the window was full when it was
+ * claimed), else the first slot nobody holds (holders 0) is claimed.  A
+ * claim empties the word (tag 0: nobody's) by a compare-and-swap from "no
+ * holders", writes the identity, fresh buckets and the limits, then
+ * publishes the tag (release): the lock-free path sees a tag only with its
+ * identity and limits, and two workers never claim two slots for one rule.
+ * A slot held by another rule is never taken over, so a rule is refused
+ * only when all LIMITS_RULE_SLOTS are held.  A rule unchanged by a reload
+ * keeps its slot, its holders and its buckets; the sessions of a rule that
+ * is gone keep its slot until they end.  Two different rules share one
+ * entry only when their 64-bit identities and their limits are all equal
+ * (for a set of 1,024 limited rules, about one chance in 3.5e13 that two
+ * identities collide).
  *
  * Every worker also keeps, in its metrics slot, how many places it holds in
  * each entry (limit_held[]): when a worker dies the master subtracts them
@@ -58,7 +70,7 @@
 /* Rule entries: room for one full rule set and the rules of the sets
  * before whose sessions are still open. */
 #define LIMITS_RULE_SLOTS (2 * LIMITS_MAX_RULES)
-#define LIMITS_PROBE 64 /* slots looked at for one tag */
+#define LIMITS_PROBE 64 /* slots looked at for one tag without the lock */
 #define LIMITS_ENTRIES (LIMITS_MAX_USERS + LIMITS_RULE_SLOTS)
 #define LIMITS_NAME_MAX 255
 #define LIMITS_BURST_MIN 4096u
@@ -91,6 +103,7 @@ struct limits_area {
 	pthread_mutex_t claim_lock; /* robust, process-shared: claims of rule slots */
 	struct limit_entry user[LIMITS_MAX_USERS];
 	struct limit_entry rule[LIMITS_RULE_SLOTS];
+	uint64_t rule_ident[LIMITS_RULE_SLOTS]; /* the identity of the rule that claimed it */
 };
 
 /* What one limit line (or rule) asks for. */
@@ -135,13 +148,13 @@ bool limits_take(struct limit_entry *e, uint32_t max, uint32_t *held);
 enum limits_rule_result {
 	LIMITS_RULE_TAKEN,   /* a place, in entry *index */
 	LIMITS_RULE_FULL,    /* the rule's max-sessions are taken */
-	LIMITS_RULE_NO_SLOT, /* no slot for the tag within LIMITS_PROBE: refuse */
+	LIMITS_RULE_NO_SLOT, /* every rule slot is held by other rules: refuse */
 };
-/* Take a place in the entry of the rule with this tag (non-zero) and
- * limits, claiming a free slot for it when it has none (the spec is
- * written into the entry when it differs).  held: the caller's
- * limit_held[] (LIMITS_ENTRIES counts). */
-enum limits_rule_result limits_rule_take(struct limits_area *la, uint32_t tag,
+/* Take a place in the entry of the rule with this tag (non-zero), identity
+ * and limits, claiming a free slot for it when it has none (the spec is
+ * written into the entry then).  held: the caller's limit_held[]
+ * (LIMITS_ENTRIES counts). */
+enum limits_rule_result limits_rule_take(struct limits_area *la, uint32_t tag, uint64_t ident,
                                          const struct limit_spec *spec, uint32_t *held,
                                          uint32_t *index);
 /* Give a place back (user or rule entry). */

@@ -770,9 +770,9 @@ static bool parse_ip(const char *s, uint8_t *family, uint8_t out[16])
 }
 
 /* A rule's identity for its limits: FNV-1a over its words (the rule as
- * written, blanks and comment aside), folded to 32 bits, never 0.  The
- * same rule in the next set has the same tag, whatever its number. */
-static uint32_t limit_tag(const struct words *w)
+ * written, blanks and comment aside), 64 bits, never 0.  The same rule in
+ * the next set has the same identity, whatever its number. */
+static uint64_t limit_ident(const struct words *w)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 	for (size_t i = 0; i < w->n; i++)
@@ -781,7 +781,14 @@ static uint32_t limit_tag(const struct words *w)
 			if (!*c)
 				break;
 		}
-	uint32_t t = (uint32_t)(h ^ h >> 32);
+	return h ? h : 1;
+}
+
+/* Its tag, where its entry is looked for: the identity folded to 32 bits,
+ * never 0. */
+static uint32_t limit_tag(uint64_t ident)
+{
+	uint32_t t = (uint32_t)(ident ^ ident >> 32);
 	return t ? t : 1;
 }
 
@@ -879,7 +886,8 @@ static int parse_rule(struct parse *p, const char *line)
 		return fail(p, "only the first %d rules can carry max-sessions or rate",
 		            LIMITS_MAX_RULES);
 	r->m.line = r->line;
-	r->m.limit_tag = limit_tag(&w);
+	r->m.limit_ident = limit_ident(&w);
+	r->m.limit_tag = limit_tag(r->m.limit_ident);
 	return 0;
 }
 

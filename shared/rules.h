@@ -55,9 +55,11 @@ struct rules_match {
 	uint32_t max_sessions; /* `max-sessions N`, 0: none (not enforced here) */
 	uint64_t rate_in;      /* `rate IN/OUT`, bytes per second, target to client; 0: none */
 	uint64_t rate_out;     /* client to target; 0: none */
-	uint32_t limit_tag;    /* the rule's identity for its limits' entry (shared/limits.h):
-	                          a non-zero hash of its text, limits included; 0: the
-	                          default policy */
+	uint64_t limit_ident;  /* the rule's identity for its limits' entry (shared/limits.h):
+	                          a non-zero 64-bit hash of its text, limits included; 0:
+	                          the default policy */
+	uint32_t limit_tag;    /* where that entry is looked for: limit_ident folded to 32
+	                          bits, non-zero; 0: the default policy */
 	uint8_t via_family;    /* AF_INET, AF_INET6, or 0: no `via` */
 	uint8_t via[16];       /* the address (4 or 16 bytes) */
 };

@@ -83,8 +83,8 @@ bool connect_rule_limits(struct session *s)
 	const struct rules_match *m = &s->rule;
 	if (!m->number)
 		return true;
-	return session_limits_admit_rule(s, m->number, m->limit_tag, m->max_sessions, m->rate_in,
-	                                 m->rate_out);
+	return session_limits_admit_rule(s, m->number, m->limit_tag, m->limit_ident,
+	                                 m->max_sessions, m->rate_in, m->rate_out);
 }
 
 /* Every address is checked before its attempt: a name that resolves to

@@ -224,7 +224,8 @@ bool session_limits_admit(struct session *s)
 }
 
 bool session_limits_admit_rule(struct session *s, uint32_t rule_number, uint32_t tag,
-                               uint32_t max_sessions, uint64_t rate_in, uint64_t rate_out)
+                               uint64_t ident, uint32_t max_sessions, uint64_t rate_in,
+                               uint64_t rate_out)
 {
 	if (!max_sessions && !rate_in && !rate_out)
 		return true;
@@ -232,20 +233,21 @@ bool session_limits_admit_rule(struct session *s, uint32_t rule_number, uint32_t
 	struct limit_spec spec = {.max_sessions = max_sessions};
 	spec.rate[LIMIT_IN] = rate_in;
 	spec.rate[LIMIT_OUT] = rate_out;
-	/* The entry is the rule's own, found by its tag: the places of a rule
+	/* The entry is the rule's own, found by its identity: the places of a rule
 	 * that a reload kept stay counted, those of a rule that is gone (or
 	 * of the set a request was decided by) never count against another. */
 	uint32_t index = 0;
 	enum limits_rule_result r =
 	    s->lim_n == 2 ? LIMITS_RULE_FULL
-	                  : limits_rule_take(&wk->seg->limits, tag, &spec, wk->slot->limit_held, &index);
+	                  : limits_rule_take(&wk->seg->limits, tag, ident, &spec, wk->slot->limit_held,
+	                                     &index);
 	if (r == LIMITS_RULE_NO_SLOT) {
 		static bool warned;
 		if (!warned) {
 			warned = true;
-			log_warn("rule %u: no free entry for its limits (the %d tried are held by "
+			log_warn("rule %u: no free entry for its limits (all %d are held by "
 			         "other rules' sessions): its requests are refused until some end",
-			         rule_number, LIMITS_PROBE);
+			         rule_number, LIMITS_RULE_SLOTS);
 		}
 		log_debug("session %llu: rule %u: no entry for its limits: refused",
 		          (unsigned long long)s->id, rule_number);

@@ -182,13 +182,14 @@ void session_addr_text(const struct sockaddr_storage *ss, char *out, size_t len,
 void session_user_text(const struct session *s, char out[SESSION_USER_TEXT_MAX]);
 
 /* Limits, at request time (after authentication).  Each takes a place in
- * its entry (the user's; the rule's, found by its tag) and returns
+ * its entry (the user's; the rule's, found by its tag and identity) and returns
  * true, or answers the request 0x02 (not allowed), counts the refusal and
  * returns false: the caller just returns.  Nothing is taken for a user
  * without a limit, nor for a rule without one. */
 bool session_limits_admit(struct session *s);
 bool session_limits_admit_rule(struct session *s, uint32_t rule_number, uint32_t tag,
-                               uint32_t max_sessions, uint64_t rate_in, uint64_t rate_out);
+                               uint64_t ident, uint32_t max_sessions, uint64_t rate_in,
+                               uint64_t rate_out);
 
 /* ---- handshake.c ---- */
 

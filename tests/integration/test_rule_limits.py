@@ -317,3 +317,118 @@ def test_rule_limits_an_unchanged_rule_keeps_its_count_across_a_reload(socks5d, 
     finally:
         a.close()
         other.close()
+
+
+# ---------------------------------------------------------------- rule identities
+
+FNV_PRIME = 0x100000001b3
+MASK64 = (1 << 64) - 1
+
+
+def _fnv(h, data):
+    for c in data:
+        h = ((h ^ c) * FNV_PRIME) & MASK64
+    return h
+
+
+def _prefix_hash(line):
+    """The rule's hash (shared/rules.c: FNV-1a over its words, each ended
+    by a NUL) as far as the line goes."""
+    return _fnv(0xcbf29ce484222325, b"".join(w.encode() + b"\0" for w in line.split()))
+
+
+def _tag(h):
+    t = (h ^ (h >> 32)) & 0xffffffff
+    return t or 1
+
+
+def _rate_tags(port, max_sessions, rates):
+    """(tag, rate) of `pass to 127.0.0.1 port PORT max-sessions N rate R`
+    for each rate: the rate only makes the line another rule (at 1 GB/s it
+    limits nothing here)."""
+    pre = _prefix_hash("pass to 127.0.0.1 port %d max-sessions %d rate" % (port, max_sessions))
+    for r in rates:
+        yield _tag(_fnv(pre, b"%d\0" % r)), r
+
+
+def _rule(port, max_sessions, rate):
+    return "pass to 127.0.0.1 port %d max-sessions %d rate %d\n" % (port, max_sessions, rate)
+
+
+def _listener():
+    """A target that completes connections (the backlog) and never reads."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s
+
+
+BASE_RATE = 1000000000
+
+
+def test_rules_whose_tags_collide_keep_their_own_counts(socks5d, tmp_path):
+    """Two different rules whose 32-bit tags are equal (found by a birthday
+    search over a number in their text) count apart: a session of one
+    never fills the other's max-sessions, and each keeps its own maximum."""
+    la, lb = _listener(), _listener()
+    try:
+        pa, pb = la.getsockname()[1], lb.getsockname()[1]
+        seen = dict(_rate_tags(pa, 1, range(BASE_RATE, BASE_RATE + (1 << 16))))
+        pair = None
+        for t, r in _rate_tags(pb, 1, range(BASE_RATE, BASE_RATE + (1 << 22))):
+            if t in seen:
+                pair = (seen[t], r)
+                break
+        assert pair, "no colliding pair found"
+        p = start(socks5d, tmp_path, _rule(pa, 1, pair[0]) + _rule(pb, 1, pair[1]))
+        a, rep = _open(p, pa)
+        assert rep == 0
+        b, rep = _open(p, pb)
+        assert rep == 0, "a session of a rule with the same tag filled this rule's max-sessions"
+        for port in (pa, pb):
+            s, rep = _open(p, port)
+            s.close()
+            assert rep == 2, "a rule let in more than its max-sessions"
+        a.close()
+        b.close()
+    finally:
+        la.close()
+        lb.close()
+
+
+def test_a_rule_whose_probe_window_is_full_gets_a_slot_beyond_it(socks5d, tmp_path):
+    """65 rules whose tags all start at one slot, each with a session open:
+    the last finds its 64 slots held and takes one beyond them; later
+    requests find that slot again (its max-sessions holds)."""
+    n = 65
+    ls = [_listener() for _ in range(n)]
+    held = []
+    try:
+        ports = [l.getsockname()[1] for l in ls]
+        home = None
+        rates = []
+        for port in ports:
+            for t, r in _rate_tags(port, 2, range(BASE_RATE, BASE_RATE + (1 << 20))):
+                if home is None:
+                    home = t % 2048
+                if t % 2048 == home:
+                    rates.append(r)
+                    break
+        assert len(rates) == n
+        p = start(socks5d, tmp_path, "".join(_rule(pt, 2, r) for pt, r in zip(ports, rates)),
+                  workers=1)
+        for port in ports:
+            s, rep = _open(p, port)
+            held.append(s)
+            assert rep == 0, "refused with %d of 2048 rule slots held" % (len(held) - 1)
+        s, rep = _open(p, ports[-1])
+        held.append(s)
+        assert rep == 0
+        s, rep = _open(p, ports[-1])
+        s.close()
+        assert rep == 2, "the rule's slot beyond the window was not found again"
+    finally:
+        for s in held:
+            s.close()
+        for l in ls:
+            l.close()

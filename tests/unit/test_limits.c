@@ -78,11 +78,12 @@ static struct shm_segment *segment(void)
 	return seg;
 }
 
+/* A rule whose identity is its tag (no collisions). */
 static enum limits_rule_result rule_take(struct shm_segment *seg, uint32_t worker, uint32_t tag,
                                          uint32_t max, uint32_t *index)
 {
 	struct limit_spec sp = {.max_sessions = max, .rate = {[LIMIT_IN] = 1000, [LIMIT_OUT] = 2000}};
-	return limits_rule_take(&seg->limits, tag, &sp, seg->slots[worker].limit_held, index);
+	return limits_rule_take(&seg->limits, tag, tag, &sp, seg->slots[worker].limit_held, index);
 }
 
 static void rule_give(struct shm_segment *seg, uint32_t worker, uint32_t index)
@@ -148,7 +149,7 @@ static void a_freed_slot_is_claimed_again(void **state)
 	struct limit_entry *e = limits_entry_at(&seg->limits, a);
 	__atomic_store_n(&e->b[LIMIT_IN].tokens, 123000, __ATOMIC_RELAXED);
 	struct limit_spec sp = {.max_sessions = 1};
-	assert_int_equal(limits_rule_take(&seg->limits, t3, &sp, seg->slots[1].limit_held, &c),
+	assert_int_equal(limits_rule_take(&seg->limits, t3, t3, &sp, seg->slots[1].limit_held, &c),
 	                 LIMITS_RULE_TAKEN);
 	assert_int_equal(c, a);
 	assert_int_equal(limits_tag(e), t3);
@@ -167,7 +168,51 @@ static void a_freed_slot_is_claimed_again(void **state)
 	shm_destroy(seg);
 }
 
-static void a_full_probe_window_refuses(void **state)
+static void colliding_tags_of_two_rules_keep_two_entries(void **state)
+{
+	(void)state;
+	struct shm_segment *seg = segment();
+	uint32_t held_a = 0, held_b = 0, x;
+	const uint32_t tag = 42;
+	const uint64_t ida = 0x1111000000000042ull, idb = 0x2222000000000042ull;
+	struct limit_spec a = {.max_sessions = 1, .rate = {[LIMIT_IN] = 1000, [LIMIT_OUT] = 2000}};
+	struct limit_spec b = {.max_sessions = 2, .rate = {[LIMIT_IN] = 5000, [LIMIT_OUT] = 6000}};
+	uint32_t *h0 = seg->slots[0].limit_held;
+	assert_int_equal(limits_rule_take(&seg->limits, tag, ida, &a, h0, &held_a),
+	                 LIMITS_RULE_TAKEN);
+	/* A's one place is taken: B, with the same tag, still has its own two */
+	assert_int_equal(limits_rule_take(&seg->limits, tag, idb, &b, h0, &held_b),
+	                 LIMITS_RULE_TAKEN);
+	assert_int_not_equal(held_a, held_b);
+	assert_int_equal(limits_rule_take(&seg->limits, tag, idb, &b, h0, &x), LIMITS_RULE_TAKEN);
+	assert_int_equal(x, held_b);
+	assert_int_equal(limits_rule_take(&seg->limits, tag, idb, &b, h0, &x), LIMITS_RULE_FULL);
+	assert_int_equal(limits_rule_take(&seg->limits, tag, ida, &a, h0, &x), LIMITS_RULE_FULL);
+	/* each keeps its own limits: B never rewrote A's */
+	struct limit_entry *ea = limits_entry_at(&seg->limits, held_a);
+	struct limit_entry *eb = limits_entry_at(&seg->limits, held_b);
+	assert_int_equal(limits_holders(ea), 1);
+	assert_int_equal(limits_holders(eb), 2);
+	assert_int_equal(ea->max_sessions, 1);
+	assert_int_equal(ea->b[LIMIT_IN].rate, 1000);
+	assert_int_equal(ea->b[LIMIT_OUT].rate, 2000);
+	assert_int_equal(eb->max_sessions, 2);
+	assert_int_equal(eb->b[LIMIT_IN].rate, 5000);
+	assert_int_equal(eb->b[LIMIT_OUT].rate, 6000);
+	/* the same limits, another identity: a third entry */
+	assert_int_equal(limits_rule_take(&seg->limits, tag, ida ^ 1, &a, h0, &x), LIMITS_RULE_TAKEN);
+	assert_true(x != held_a && x != held_b);
+	/* the same identity with other limits is not that entry either */
+	struct limit_spec a2 = a;
+	a2.rate[LIMIT_OUT] = 2001;
+	uint32_t y;
+	assert_int_equal(limits_rule_take(&seg->limits, tag, ida, &a2, h0, &y), LIMITS_RULE_TAKEN);
+	assert_true(y != held_a && y != held_b && y != x);
+	assert_int_equal(ea->b[LIMIT_OUT].rate, 2000);
+	shm_destroy(seg);
+}
+
+static void an_entry_beyond_the_probe_window_is_found(void **state)
 {
 	(void)state;
 	struct shm_segment *seg = segment();
@@ -176,18 +221,49 @@ static void a_full_probe_window_refuses(void **state)
 	for (uint32_t k = 0; k < LIMITS_PROBE; k++)
 		assert_int_equal(rule_take(seg, 0, 3 + (k + 1) * LIMITS_RULE_SLOTS, 0, &idx[k]),
 		                 LIMITS_RULE_TAKEN);
-	uint32_t x;
-	assert_int_equal(rule_take(seg, 1, 3, 0, &x), LIMITS_RULE_NO_SLOT);
-	assert_int_equal(seg->slots[1].limit_held[limits_rule_index(3)], 0);
+	/* the window of tag 3 is full: it is claimed beyond, never over a held slot */
+	uint32_t x, y;
+	assert_int_equal(rule_take(seg, 1, 3, 2, &x), LIMITS_RULE_TAKEN);
+	assert_int_equal(x, limits_rule_index(3 + LIMITS_PROBE));
 	for (uint32_t k = 0; k < LIMITS_PROBE; k++) {
 		struct limit_entry *e = limits_entry_at(&seg->limits, idx[k]);
 		assert_int_equal(limits_tag(e), 3 + (k + 1) * LIMITS_RULE_SLOTS);
 		assert_int_equal(limits_holders(e), 1);
 	}
+	/* later takers find it there, and its maximum holds */
+	assert_int_equal(rule_take(seg, 2, 3, 2, &y), LIMITS_RULE_TAKEN);
+	assert_int_equal(y, x);
+	assert_int_equal(rule_take(seg, 2, 3, 2, &y), LIMITS_RULE_FULL);
+	assert_int_equal(limits_holders(limits_entry_at(&seg->limits, x)), 2);
+	/* with no holders left it is still the tag's: found again, not claimed twice */
+	rule_give(seg, 1, x);
+	rule_give(seg, 2, x);
+	assert_int_equal(rule_take(seg, 2, 3, 2, &y), LIMITS_RULE_TAKEN);
+	assert_int_equal(y, x);
+	shm_destroy(seg);
+}
+
+static void a_nearly_full_table_still_grants(void **state)
+{
+	(void)state;
+	struct shm_segment *seg = segment();
+	uint32_t x;
+	/* every slot but the last held, each by another tag */
+	for (uint32_t t = 1; t < LIMITS_RULE_SLOTS; t++) {
+		assert_int_equal(rule_take(seg, 0, t, 0, &x), LIMITS_RULE_TAKEN);
+		assert_int_equal(x, limits_rule_index(t));
+	}
+	/* a tag whose home is held far from the free slot still gets it */
+	uint32_t home = 100 + LIMITS_RULE_SLOTS;
+	assert_int_equal(rule_take(seg, 1, home, 0, &x), LIMITS_RULE_TAKEN);
+	assert_int_equal(x, limits_rule_index(0));
+	/* the table full: only then a new rule is refused, taking nothing */
+	assert_int_equal(rule_take(seg, 1, home + 1, 0, &x), LIMITS_RULE_NO_SLOT);
+	assert_int_equal(seg->slots[1].limit_held[limits_rule_index(1)], 0);
 	/* one ends: its slot is there for the refused tag */
-	rule_give(seg, 0, idx[LIMITS_PROBE - 1]);
-	assert_int_equal(rule_take(seg, 1, 3, 0, &x), LIMITS_RULE_TAKEN);
-	assert_int_equal(x, idx[LIMITS_PROBE - 1]);
+	rule_give(seg, 0, limits_rule_index(7));
+	assert_int_equal(rule_take(seg, 1, home + 1, 0, &x), LIMITS_RULE_TAKEN);
+	assert_int_equal(x, limits_rule_index(7));
 	shm_destroy(seg);
 }
 
@@ -264,6 +340,10 @@ static uint32_t tag_of(const char *text, uint32_t *number)
 	assert_int_equal(rules_decide(rs, &q, &m), RULES_PASS);
 	rules_free(rs);
 	*number = m.number;
+	/* the tag is the identity folded, never 0 */
+	assert_true(m.limit_ident != 0);
+	uint32_t t = (uint32_t)(m.limit_ident ^ m.limit_ident >> 32);
+	assert_int_equal(m.limit_tag, t ? t : 1);
 	return m.limit_tag;
 }
 
@@ -312,7 +392,7 @@ static void retire_gives_back_the_places_of_the_worker(void **state)
 	assert_false(limits_take(&seg->limits.user[5], 2, &seg->slots[1].limit_held[idx]));
 	struct limit_spec rsp = {.max_sessions = 1};
 	uint32_t ridx;
-	assert_int_equal(limits_rule_take(&seg->limits, 9, &rsp, seg->slots[0].limit_held, &ridx),
+	assert_int_equal(limits_rule_take(&seg->limits, 9, 9, &rsp, seg->slots[0].limit_held, &ridx),
 	                 LIMITS_RULE_TAKEN);
 	shm_worker_retire(seg, 0);
 	assert_int_equal(limits_holders(&seg->limits.user[5]), 1);
@@ -609,7 +689,9 @@ int main(void)
 	    cmocka_unit_test(the_same_tag_shares_one_slot),
 	    cmocka_unit_test(another_tag_never_takes_over_a_held_slot),
 	    cmocka_unit_test(a_freed_slot_is_claimed_again),
-	    cmocka_unit_test(a_full_probe_window_refuses),
+	    cmocka_unit_test(colliding_tags_of_two_rules_keep_two_entries),
+	    cmocka_unit_test(an_entry_beyond_the_probe_window_is_found),
+	    cmocka_unit_test(a_nearly_full_table_still_grants),
 	    cmocka_unit_test(processes_claiming_one_tag_end_in_one_slot),
 	    cmocka_unit_test(a_rules_tag_follows_its_text_not_its_number),
 	    cmocka_unit_test(fold_subtracts_a_dead_workers_places_clamped),
