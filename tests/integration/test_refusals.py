@@ -3,7 +3,6 @@ status in the reply field, bounded under floods."""
 
 import re
 import socket
-import threading
 import time
 
 from s5lib import (LOG_DATE_RE, auth_msg, connect, eof_within, greeting, recv_exact,
@@ -84,6 +83,16 @@ def test_wrong_password_of_a_real_user_names_it(socks5d):
     check_refusal(one_record(p, sport), "auth-failed", "127.0.0.1", sport, user=USER)
 
 
+def test_malformed_login_writes_one_record_without_a_name(socks5d):
+    p = socks5d("-u", "%s:%s" % (USER, PASS))
+    s = connect("127.0.0.1", p.port)
+    sport = s.getsockname()[1]
+    with s:
+        s.sendall(greeting((0x02,)) + auth_msg(USER, PASS, ver=2))  # not RFC 1929's VER
+        assert recv_exact(s, 4, 10) == b"\x05\x02\x01\x01"
+    check_refusal(one_record(p, sport), "auth-failed", "127.0.0.1", sport)
+
+
 def test_client_rule_writes_one_record(socks5d, tmp_path):
     conf = tmp_path / "s.conf"
     conf.write_text("anonymous = always\nclient block from 127.0.0.2\n")
@@ -122,34 +131,22 @@ def test_successful_session_still_writes_exactly_one_record(socks5d, echo_server
     assert (f[1], f[7], f[11]) == (USER, "0", "connect"), f
 
 
-def failed_login(src, port, user, out):
-    try:
-        s = connect_from(src, port, timeout=60)
-        with s:
-            s.sendall(greeting((0x02,)) + auth_msg(user, "wrong"))
-            out.append(recv_exact(s, 4, 60))
-    except OSError as e:
-        out.append(e)
-
-
 def test_login_flood_writes_at_most_the_rate_then_a_count(socks5d):
     p = socks5d("-u", "%s:%s" % (USER, PASS), workers=1)
     n = 500
-    # each from its own address, so that the per-source back-off is not
-    # what bounds them
-    srcs = ["127.9.%d.%d" % (i // 200, i % 200 + 1) for i in range(n)]
-    answers = []
+    # each from its own address and with its own name, so that the
+    # per-source back-off is not what bounds them; all connected first,
+    # then all logins sent at once
+    socks_ = [connect_from("127.9.%d.%d" % (i // 200, i % 200 + 1), p.port, timeout=60)
+              for i in range(n)]
     start = time.monotonic()
-    threads = []
-    for k in range(25):
-        def run(part=srcs[k::25], k=k):
-            for j, src in enumerate(part):
-                failed_login(src, p.port, "flood%d-%d" % (k, j), answers)
-        threads.append(threading.Thread(target=run, daemon=True))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    try:
+        for i, s in enumerate(socks_):
+            s.sendall(greeting((0x02,)) + auth_msg("flood%d" % i, "wrong"))
+        answers = [recv_exact(s, 4, 60) for s in socks_]
+    finally:
+        for s in socks_:
+            s.close()
     elapsed = time.monotonic() - start
     assert answers == [b"\x05\x02\x01\x01"] * n, [a for a in answers if a != b"\x05\x02\x01\x01"][:5]
     # every refusal is either a record or counted in a line on stderr
