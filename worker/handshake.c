@@ -101,9 +101,14 @@ void handshake_read_early(struct session *s)
 		session_finalize(s);
 }
 
-static void refuse_login(struct session *s)
+/* named: the offered user name was read whole (a malformed message's may not be). */
+static void refuse_login(struct session *s, bool named)
 {
 	static const uint8_t no[2] = {SOCKS5_AUTH_VERSION, SOCKS5_AUTH_FAILURE};
+	char user[RFC1929_FIELD_MAX * 4 + 1] = "";
+	if (named)
+		log_escape(user, sizeof user, (const uint8_t *)s->hs->auth.user, s->hs->auth.ulen);
+	session_log_refusal(s->wk, &s->peer, user, SESSION_REFUSED_AUTH, s->start_ms);
 	shm_count(s->wk->slot, M_AUTH_FAIL, 1);
 	session_refuse(s, no, sizeof no);
 }
@@ -132,6 +137,7 @@ static void on_greeting(struct session *s)
 	uint8_t msg[2] = {SOCKS5_VERSION, method};
 	if (method == SOCKS5_METHOD_NO_ACCEPTABLE) {
 		shm_count(s->wk->slot, M_NO_METHOD, 1);
+		session_log_refusal(s->wk, &s->peer, NULL, SESSION_REFUSED_NO_METHOD, s->start_ms);
 		session_refuse(s, msg, 2);
 		return;
 	}
@@ -195,7 +201,7 @@ static void auth_done(void *arg, bool ok)
 	 * the old one was being checked. */
 	if (slot < 0 || u.id != s->user_id || u.cred_gen != s->user_gen) {
 		say_failure(s);
-		refuse_login(s);
+		refuse_login(s, true);
 		return;
 	}
 	session_authenticated(s);
@@ -252,7 +258,7 @@ static void on_auth(struct session *s)
 	if (!fed(s, rc, used))
 		return;
 	if (rc == SOCKS5_ERROR)
-		refuse_login(s);
+		refuse_login(s, false);
 	else if (s->c_eof && hs->len == 0)
 		session_finalize(s); /* gone, no request to serve: nothing to check */
 	else

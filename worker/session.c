@@ -355,6 +355,48 @@ static void access_log(struct session *s)
 		log_record(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
+/* ---- refusal records ---------------------------------------------------- */
+
+void session_say_refusals(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct worker *wk = t->data;
+	if (wk->refusals_unwritten)
+		log_warn("%u refusal record(s) not written in the last second (over %d a second)",
+		         wk->refusals_unwritten, SESSION_REFUSALS_PER_SEC);
+	wk->refusals_unwritten = 0;
+}
+
+void session_log_refusal(struct worker *wk, const struct sockaddr_storage *peer,
+                         const char *user, const char *status, int64_t start_ms)
+{
+	if (wk->refusal_window + 1000 <= wk->loop.now) {
+		/* The last second's count is said before this one's records. */
+		if (wk->refusals_unwritten) {
+			loop_timer_stop(&wk->refusal_timer);
+			session_say_refusals(&wk->loop, &wk->refusal_timer);
+		}
+		wk->refusal_window = wk->loop.now;
+		wk->refusals_written = 0;
+	}
+	if (wk->refusals_written == SESSION_REFUSALS_PER_SEC) {
+		/* Said when the second is over: a flood costs one line a second. */
+		if (wk->refusals_unwritten++ == 0)
+			loop_timer_start_at(&wk->misc_tl, &wk->refusal_timer, wk->refusal_window + 1000);
+		return;
+	}
+	wk->refusals_written++;
+	char date[21], src[INET6_ADDRSTRLEN], line[LOG_LINE_MAX];
+	uint16_t sport;
+	log_iso8601(date, (int64_t)time(NULL));
+	session_addr_text(peer, src, sizeof src, &sport);
+	int n = snprintf(line, sizeof line, "%s\t%s\tA\t%s\t%u\t-\t-\t%s\t0\t0\t%lld\t-\t0\t0", date,
+	                 user && user[0] ? user : "-", src, sport, status,
+	                 (long long)(wk->loop.now - start_ms));
+	if (n > 0)
+		log_record(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
 void session_finalize(struct session *s)
 {
 	struct worker *wk = s->wk;
@@ -423,6 +465,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 {
 	/* A source with too many sessions not yet authenticated gets no more. */
 	if (!auth_conn_open(wk->auth, peer, wk->cfg.max_unauth)) {
+		session_log_refusal(wk, peer, NULL, SESSION_REFUSED_UNAUTH_CAP, wk->loop.now);
 		close(fd);
 		return 0;
 	}

@@ -30,6 +30,22 @@ struct ctrl_session;
  * worker's attempt timer list. */
 #define SESSION_ATTEMPT_DELAY_MS 250
 
+/* Refusal records: a connection refused before a request writes one
+ * access record with one of these in the reply field (no SOCKS reply code
+ * says it), at most SESSION_REFUSALS_PER_SEC a second per worker; the rest
+ * are counted and said once on stderr when the second is over. */
+#define SESSION_REFUSALS_PER_SEC 100
+#define SESSION_REFUSED_NO_METHOD "no-method"
+#define SESSION_REFUSED_AUTH "auth-failed"
+#define SESSION_REFUSED_CLIENT "client-blocked"
+#define SESSION_REFUSED_UNAUTH_CAP "unauth-cap"
+
+/* Write one refusal record for a connection from peer accepted at start_ms
+ * (loop time): user is the escaped name the client offered, or NULL. */
+void session_log_refusal(struct worker *wk, const struct sockaddr_storage *peer,
+                         const char *user, const char *status, int64_t start_ms);
+/* The timer of the unwritten-refusals line (worker.refusal_timer). */
+void session_say_refusals(struct loop *l, struct loop_timer *t);
 /* Take ownership of an accepted client socket (non-blocking). */
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
 /* Close every session now (end of the grace period, shutdown). */

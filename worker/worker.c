@@ -182,6 +182,7 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 		struct rules_match rm;
 		if (wk->rules && rules_client(wk->rules, (struct sockaddr *)&peer, &rm) == RULES_BLOCK) {
 			client_blocked(wk, &peer, &rm);
+			session_log_refusal(wk, &peer, NULL, SESSION_REFUSED_CLIENT, l->now);
 			close(fd);
 			continue;
 		}
@@ -403,6 +404,7 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	loop_timer_init(&wk->accept_timer, on_accept_resume, wk);
 	loop_timer_init(&wk->grace_timer, on_grace_over, wk);
 	loop_timer_init(&wk->auth_fail_timer, handshake_say_failures, wk);
+	loop_timer_init(&wk->refusal_timer, session_say_refusals, wk);
 	apply_settings(wk);
 	wk->loop.before_sleep = before_sleep;
 	wk->loop.before_sleep_arg = wk;

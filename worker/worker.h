@@ -62,6 +62,12 @@ struct worker {
 	uint32_t auth_fail_unsaid;
 	char auth_fail_last[(SHM_USER_NAME_MAX * 4 + 6) + 96];
 	struct loop_timer auth_fail_timer;
+	/* Refusal records (session_log_refusal): SESSION_REFUSALS_PER_SEC in
+	 * the second that began at refusal_window; the rest counted. */
+	int64_t refusal_window;
+	uint32_t refusals_written;
+	uint32_t refusals_unwritten;
+	struct loop_timer refusal_timer;
 
 	struct loop_tlist handshake_tl; /* greeting to reply */
 	struct loop_tlist connect_tl;   /* one connect attempt */
