@@ -381,7 +381,8 @@ void admin_process(struct admin_sess *s)
 	       !s->job && !loop_timer_active(&s->delay) && s->out_bytes < ADMIN_OUT_MAX) {
 		size_t used;
 		if (!s->authed) {
-			/* The first byte of AUTH picks the protocol version. */
+			/* The first byte of AUTH picks the protocol version (state 0:
+			 * nothing of AUTH read yet). */
 			if (s->auth.state == 0 && !s->v1 && s->in[s->in_pos] == PIPO_VERSION_ORIGINAL) {
 				s->v1 = true;
 				rfc1929_init(&s->auth, PIPO_VERSION_ORIGINAL, true);

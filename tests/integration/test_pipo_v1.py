@@ -304,7 +304,11 @@ def test_v1_unknown_request_closes_cleanly(admin_server, junk):
         c.send(junk)
         # no length field: the request cannot be skipped; no answer, a close
         c.sock.settimeout(5)
-        assert c.sock.recv(64) == b""
+        try:
+            got = c.sock.recv(64)
+        except ConnectionResetError:   # closed with the rest of junk unread
+            got = b""
+        assert got == b""
     assert srv.proc.alive()
     with v1(srv).login() as c:
         assert c.q(Q_COUNT) == 1
