@@ -119,6 +119,7 @@ static void sess_close(struct admin_sess *s)
 		a->npending[s->sctp]--;
 	__atomic_store_n(&a->seg->admin_sessions, a->nsessions, __ATOMIC_RELAXED);
 	explicit_bzero(&s->auth, sizeof s->auth);
+	pipo1_reader_wipe(&s->rd1);
 	loop_defer_free(a->loop, &s->deferred, sess_free, s);
 }
 
@@ -229,7 +230,7 @@ static void on_delay(struct loop *l, struct loop_timer *t)
 		return;
 	}
 	/* A failed login: answered late, then closed. */
-	uint8_t msg[2] = {PIPO_VERSION, PIPO_AUTH_FAILED};
+	uint8_t msg[2] = {s->v1 ? PIPO_VERSION_ORIGINAL : PIPO_VERSION, PIPO_AUTH_FAILED};
 	queue(s, msg, 2);
 	s->closing = true;
 	admin_flush(s);
@@ -304,6 +305,42 @@ static bool handle(struct admin_sess *s)
 	return true;
 }
 
+/* Handle one version-1 request: the same rights check before it as a
+ * version-2 frame, then one message with the whole answer. */
+static void handle_v1(struct admin_sess *s)
+{
+	const struct pipo1_request *r = &s->rd1.req;
+	if (!still_admin(s, NULL)) {
+		struct shown_name n;
+		log_info("admin session of '%s' closed: the user was deleted, demoted or given a new "
+		         "password", shown(s, &n));
+		sess_close(s);
+		return;
+	}
+	struct admin_ctx x = {.m = s->a->m, .seg = s->a->seg, .admin_sessions = s->a->nsessions};
+	/* The largest answer: 255 names of 255 bytes. */
+	struct pipo_buf b = {.cap = 2 + 1 + 255 * (1 + PIPO1_MAX_NAME)};
+	b.p = malloc(b.cap);
+	if (!b.p) {
+		sess_close(s);
+		return;
+	}
+	uint8_t st = admin_cmd_v1(&x, r, &b);
+	pipo1_reader_wipe(&s->rd1);
+	if (b.overflow) {
+		/* The answer could not be built: the stream cannot go on. */
+		log_warn("admin: a version-1 answer could not be built: session closed");
+		free(b.p);
+		sess_close(s);
+		return;
+	}
+	queue(s, b.p, b.len);
+	free(b.p);
+	if (r->type == PIPO1_MODIFY && st == PIPO1_OK &&
+	    (r->cmd == PIPO1_M_ADD_USER || r->cmd == PIPO1_M_DEL_USER))
+		revoke_stale(s->a, s);
+}
+
 static void auth_done(void *arg, bool ok)
 {
 	struct admin_sess *s = arg;
@@ -328,7 +365,7 @@ static void auth_done(void *arg, bool ok)
 	s->authed = true;
 	s->a->npending[s->sctp]--;
 	loop_timer_stop(&s->login);
-	uint8_t msg[2] = {PIPO_VERSION, PIPO_AUTH_OK};
+	uint8_t msg[2] = {s->v1 ? PIPO_VERSION_ORIGINAL : PIPO_VERSION, PIPO_AUTH_OK};
 	queue(s, msg, 2);
 	admin_flush(s);
 	if (s->fd >= 0)
@@ -344,6 +381,12 @@ void admin_process(struct admin_sess *s)
 	       !s->job && !loop_timer_active(&s->delay) && s->out_bytes < ADMIN_OUT_MAX) {
 		size_t used;
 		if (!s->authed) {
+			/* The first byte of AUTH picks the protocol version (state 0:
+			 * nothing of AUTH read yet). */
+			if (s->auth.state == 0 && !s->v1 && s->in[s->in_pos] == PIPO_VERSION_ORIGINAL) {
+				s->v1 = true;
+				rfc1929_init(&s->auth, PIPO_VERSION_ORIGINAL, true);
+			}
 			int rc = pipo_auth_feed(&s->auth, s->in + s->in_pos, s->in_len - s->in_pos, &used);
 			s->in_pos += used;
 			if (rc == PIPO_NEED_MORE)
@@ -357,8 +400,9 @@ void admin_process(struct admin_sess *s)
 				rc = PIPO_ERROR;
 			}
 			if (rc == PIPO_ERROR) {
-				uint8_t msg[2] = {PIPO_VERSION, s->auth.ver == PIPO_VERSION ? PIPO_AUTH_FAILED
-				                                                           : PIPO_AUTH_BAD_VERSION};
+				uint8_t want = s->v1 ? PIPO_VERSION_ORIGINAL : PIPO_VERSION;
+				uint8_t msg[2] = {want, s->auth.ver == want ? PIPO_AUTH_FAILED
+				                                            : PIPO_AUTH_BAD_VERSION};
 				if (msg[1] == PIPO_AUTH_FAILED) {
 					loop_timer_start_at(&s->a->misc_tl, &s->delay,
 					                    s->a->loop->now + ADMIN_FAIL_DELAY_MS);
@@ -385,6 +429,22 @@ void admin_process(struct admin_sess *s)
 			if (r == AUTH_PENDING)
 				break;
 			auth_done(s, r == AUTH_OK);
+			continue;
+		}
+		if (s->v1) {
+			int rc = pipo1_reader_feed(&s->rd1, s->in + s->in_pos, s->in_len - s->in_pos, &used);
+			s->in_pos += used;
+			if (rc == PIPO1_ERROR) {
+				/* No length field: an unknown request cannot be skipped. */
+				struct shown_name n;
+				log_warn("admin session of '%s' closed: unknown version-1 request type 0x%02x "
+				         "command 0x%02x", shown(s, &n), s->rd1.req.type, s->rd1.req.cmd);
+				sess_close(s);
+				break;
+			}
+			if (rc != PIPO1_DONE)
+				break;
+			handle_v1(s);
 			continue;
 		}
 		int rc = pipo_reader_feed(&s->rd, s->in + s->in_pos, s->in_len - s->in_pos, &used);
@@ -518,6 +578,7 @@ static void on_listen(struct loop *l, struct loop_watch *w, uint32_t events)
 		s->rights.slot = -1;
 		pipo_auth_init(&s->auth);
 		pipo_reader_init(&s->rd, s->payload, PIPO_MAX_REQUEST);
+		pipo1_reader_init(&s->rd1);
 		loop_timer_init(&s->idle, on_idle, s);
 		loop_timer_init(&s->login, on_login_deadline, s);
 		loop_timer_init(&s->delay, on_delay, s);

@@ -504,3 +504,154 @@ uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur
 		master_apply(a->m, &cfg);
 	return st;
 }
+
+/* ---- version 1 --------------------------------------------------------------- */
+
+static uint64_t clamp(uint64_t v, uint64_t max)
+{
+	return v > max ? max : v;
+}
+
+/* A version-2 query answering one number (of the width its table gives). */
+static uint64_t v2_number(const struct admin_ctx *a, uint8_t cmd, size_t width)
+{
+	uint8_t buf[16];
+	struct pipo_buf b = {.p = buf, .cap = sizeof buf};
+	struct pipo_cur none = {.p = buf, .len = 0};
+	if (admin_cmd_query(a, cmd, &none, &b) != PIPO_OK || b.overflow || b.len != width)
+		return 0;
+	struct pipo_cur c = {.p = buf, .len = b.len};
+	return width == 8 ? pipo_get_u64(&c) : width == 4 ? pipo_get_u32(&c) : pipo_get_u8(&c);
+}
+
+/* The users, as version 1 lists them: u8 n, n x str8 (the first 255). */
+static void v1_users(const struct admin_ctx *a, struct pipo_buf *b)
+{
+	struct pipo_buf v2 = {.cap = 4 + SHM_MAX_USERS * (2 + PIPO_MAX_NAME)};
+	v2.p = malloc(v2.cap);
+	if (!v2.p) {
+		b->overflow = true;
+		return;
+	}
+	struct pipo_cur none = {.p = v2.p, .len = 0};
+	if (admin_cmd_query(a, PIPO_Q_USERS, &none, &v2) != PIPO_OK || v2.overflow) {
+		free(v2.p);
+		b->overflow = true;
+		return;
+	}
+	struct pipo_cur c = {.p = v2.p, .len = v2.len};
+	uint32_t n = pipo_get_u32(&c);
+	uint8_t shown = (uint8_t)clamp(n, 255);
+	pipo_put_u8(b, shown);
+	char name[PIPO_MAX_NAME + 1];
+	for (uint32_t i = 0; i < shown && !c.bad; i++) {
+		pipo_get_str8(&c, name, sizeof name);
+		(void)pipo_get_u8(&c);
+		pipo_put_str8(b, name);
+	}
+	if (c.bad)
+		b->overflow = true;
+	free(v2.p);
+}
+
+/* A version-1 modification through its version-2 handler: the payload
+ * re-encoded, the status mapped to the command's own. */
+static uint8_t v1_modify(const struct admin_ctx *a, const struct pipo1_request *r)
+{
+	uint8_t req[2 * (1 + PIPO_MAX_NAME) + 8], out[64];
+	struct pipo_buf q = {.p = req, .cap = sizeof req};
+	struct pipo_buf b = {.p = out, .cap = sizeof out};
+	uint8_t cmd = r->cmd; /* the version-2 codes are the same */
+	bool user = r->cmd == PIPO1_M_ADD_USER || r->cmd == PIPO1_M_DEL_USER;
+	if (user) {
+		/* A NUL would cut the name short: an invalid parameter. */
+		if (strlen(r->user) != r->ulen || strlen(r->pass) != r->plen ||
+		    (r->cmd == PIPO1_M_ADD_USER && r->u8 > 1))
+			return PIPO1_E_INVALID;
+		pipo_put_u8(&q, r->ulen);
+		pipo_put_bytes(&q, r->user, r->ulen);
+		if (r->cmd == PIPO1_M_ADD_USER) {
+			pipo_put_u8(&q, r->plen);
+			pipo_put_bytes(&q, r->pass, r->plen);
+			pipo_put_u8(&q, r->u8);
+		}
+	} else if (r->cmd == PIPO1_M_DISSECTORS || r->cmd == PIPO1_M_IDLE_CLEANUP) {
+		if (r->u8 > 1)
+			return PIPO1_E_SERVER; /* no "invalid" status for these */
+		pipo_put_u8(&q, r->u8);
+	} else if (r->cmd == PIPO1_M_BUFFER_SIZE) {
+		if (r->u32 == 0)
+			return PIPO1_E_1;
+		pipo_put_u32(&q, r->u32);
+	} else {
+		if (r->u8 == 0)
+			return PIPO1_E_1;
+		pipo_put_u32(&q, r->u8); /* seconds: u32 in version 2 */
+	}
+	struct pipo_cur c = {.p = req, .len = q.len};
+	uint8_t st = admin_cmd_modify(a, cmd, &c, &b);
+	explicit_bzero(req, sizeof req);
+	switch (st) {
+	case PIPO_OK: return PIPO1_OK;
+	case PIPO_E_EXISTS: return r->cmd == PIPO1_M_ADD_USER ? PIPO1_E_1 : PIPO1_E_SERVER;
+	case PIPO_E_NOT_FOUND: return r->cmd == PIPO1_M_DEL_USER ? PIPO1_E_1 : PIPO1_E_SERVER;
+	case PIPO_E_INVALID:
+	case PIPO_E_MALFORMED: return user ? PIPO1_E_INVALID : PIPO1_E_1;
+	default: return PIPO1_E_SERVER;
+	}
+}
+
+uint8_t admin_cmd_v1(const struct admin_ctx *a, const struct pipo1_request *r,
+                     struct pipo_buf *b)
+{
+	pipo_put_u8(b, r->type);
+	pipo_put_u8(b, r->cmd);
+	if (r->type == PIPO1_MODIFY) {
+		uint8_t st = v1_modify(a, r);
+		pipo_put_u8(b, st);
+		return st;
+	}
+	switch (r->cmd) {
+	case PIPO1_Q_USERS:
+		v1_users(a, b);
+		break;
+	case PIPO1_Q_HISTORIC_CONNS:
+	case PIPO1_Q_CURRENT_CONNS:
+	case PIPO1_Q_BYTES_SENT:
+	case PIPO1_Q_BYTES_RECEIVED:
+	case PIPO1_Q_USERS_CONNECTED:
+		pipo_put_u64(b, v2_number(a, r->cmd, 8));
+		break;
+	case PIPO1_Q_MAX_CONNS:
+		pipo_put_u32(b, (uint32_t)clamp(v2_number(a, PIPO_Q_MAX_CONNS, 8), UINT32_MAX));
+		break;
+	case PIPO1_Q_USER_COUNT:
+		pipo_put_u8(b, (uint8_t)clamp(v2_number(a, PIPO_Q_USER_COUNT, 4), 255));
+		break;
+	case PIPO1_Q_BUFFER_SIZE:
+		pipo_put_u32(b, (uint32_t)v2_number(a, PIPO_Q_BUFFER_SIZE, 4));
+		break;
+	case PIPO1_Q_SELECTOR_TIMEOUT:
+		pipo_put_u8(b, (uint8_t)clamp(v2_number(a, PIPO_Q_HANDSHAKE_TIMEOUT, 4), 255));
+		break;
+	case PIPO1_Q_CONN_TIMEOUT:
+	case PIPO1_Q_CONN_TIMEOUT_ALT:
+		pipo_put_u8(b, (uint8_t)clamp(v2_number(a, PIPO_Q_IDLE_TIMEOUT, 4), 255));
+		break;
+	default: { /* PIPO1_Q_USER_CONNS and its alternative code */
+		/* An unknown user (or a name with a NUL) has no connections: a
+		 * version-1 query has no error status. */
+		uint64_t n = 0;
+		if (r->ulen && strlen(r->user) == r->ulen) {
+			struct shm_user u;
+			int slot = shm_user_get(a->seg, r->user, &u);
+			explicit_bzero(u.hash, sizeof u.hash);
+			if (slot >= 0)
+				n = shm_user_conns_sum(a->seg, (uint32_t)slot);
+		}
+		pipo_put_u8(b, (uint8_t)clamp(n, 255));
+		break;
+	}
+	}
+	return PIPO1_OK;
+}

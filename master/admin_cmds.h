@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "../admin/pipo.h"
+#include "../admin/pipo1.h"
 
 struct master;
 struct shm_segment;
@@ -45,5 +46,12 @@ uint8_t admin_cmd_query(const struct admin_ctx *x, uint8_t cmd, struct pipo_cur 
                         struct pipo_buf *b);
 uint8_t admin_cmd_modify(const struct admin_ctx *x, uint8_t cmd, struct pipo_cur *c,
                          struct pipo_buf *b);
+
+/* A version-1 request (admin/pipo1.h): the whole response, TYPE and CMD
+ * echoed, into b.  Served by the handlers above, its values narrowed to
+ * the version-1 widths (clamped at their maximum).  Returns the status of
+ * a modification (PIPO1_OK...), PIPO1_OK for a query. */
+uint8_t admin_cmd_v1(const struct admin_ctx *x, const struct pipo1_request *r,
+                     struct pipo_buf *b);
 
 #endif

@@ -15,6 +15,7 @@
 #include <sys/un.h>
 
 #include "../admin/pipo.h"
+#include "../admin/pipo1.h"
 #include "../shared/loop.h"
 #include "admin_cmds.h"
 
@@ -57,6 +58,10 @@ struct admin_sess {
 	struct rfc1929 auth;
 	struct auth_job *job;
 	struct pipo_reader rd;
+	/* A version-1 session (AUTH with VER 0x01): its requests and answers
+	 * are those of admin/pipo1.h, under the same rights and bounds. */
+	bool v1;
+	struct pipo1_reader rd1;
 	uint8_t in[ADMIN_IN_BUF];
 	size_t in_pos, in_len;
 	struct out_msg *out, **out_tail;

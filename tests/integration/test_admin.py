@@ -76,10 +76,11 @@ def test_non_admin_user_refused(admin_server):
     assert socks_login_ok(srv.port, BOB, BOB_PASS)
 
 
-def test_original_protocol_client_told_bad_version(admin_server):
+def test_unknown_protocol_version_told_bad_version(admin_server):
+    # version 1 is served too (test_pipo_v1.py); any other is refused
     srv = admin_server()
     with srv.conn() as c:
-        c.send(auth_msg(ADMIN_USER, ADMIN_PASS, ver=0x01))
+        c.send(auth_msg(ADMIN_USER, ADMIN_PASS, ver=0x03))
         assert c.recv_exact(2) == b"\x02\x02"
         assert c.eof_within(3)
 

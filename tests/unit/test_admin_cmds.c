@@ -4,7 +4,8 @@
  * segment.  Covers payload parsing (short, trailing, NUL), the name rule
  * of user changes, the mapping of the master's errno to pipo statuses,
  * setting ranges, whether an admin session's rights still hold after
- * the users table changed, and the rules listing and rule test.
+ * the users table changed, the rules listing and rule test, and the
+ * version-1 requests (statuses, widths, bounds).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -595,6 +596,161 @@ static void rule_test_fields_validated(void **state)
 	assert_int_equal(big_answer(PIPO_Q_RULE_TEST, &r, &c), PIPO_E_MALFORMED);
 }
 
+/* ---- version 1 -------------------------------------------------------------- */
+
+static uint8_t v1(const struct pipo1_request *q, uint8_t *out, size_t cap, size_t *n)
+{
+	struct pipo_buf b = {.p = out, .cap = cap};
+	uint8_t st = admin_cmd_v1(&ctx, q, &b);
+	assert_false(b.overflow);
+	assert_true(b.len >= 2);
+	assert_int_equal(out[0], q->type);
+	assert_int_equal(out[1], q->cmd);
+	*n = b.len;
+	return st;
+}
+
+static struct pipo1_request v1_user(uint8_t cmd, const char *name, const char *pass,
+                                    uint8_t priv)
+{
+	struct pipo1_request q = {.type = PIPO1_MODIFY, .cmd = cmd, .u8 = priv};
+	q.ulen = (uint8_t)strlen(name);
+	q.plen = (uint8_t)strlen(pass);
+	memcpy(q.user, name, q.ulen + 1u);
+	memcpy(q.pass, pass, q.plen + 1u);
+	return q;
+}
+
+/* The master's errors as each version-1 command states them. */
+static void v1_user_statuses(void **state)
+{
+	(void)state;
+	static const struct {
+		int rc;
+		uint8_t add, del;
+	} map[] = {
+	    {0, PIPO1_OK, PIPO1_OK},
+	    {-EEXIST, PIPO1_E_1, PIPO1_E_SERVER},
+	    {-ENOENT, PIPO1_E_SERVER, PIPO1_E_1},
+	    {-EINVAL, PIPO1_E_INVALID, PIPO1_E_INVALID},
+	    {-EPERM, PIPO1_E_SERVER, PIPO1_E_SERVER},
+	    {-ENOSPC, PIPO1_E_SERVER, PIPO1_E_SERVER},
+	    {-EIO, PIPO1_E_SERVER, PIPO1_E_SERVER},
+	};
+	uint8_t out[16];
+	size_t n;
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+		F.user_rc = map[i].rc;
+		struct pipo1_request q = v1_user(PIPO1_M_ADD_USER, "bob", "pw", 1);
+		assert_int_equal(v1(&q, out, sizeof out, &n), map[i].add);
+		assert_int_equal(n, 3);
+		assert_int_equal(out[2], map[i].add);
+		assert_int_equal(F.op, MASTER_USER_ADD);
+		assert_string_equal(F.name, "bob");
+		assert_string_equal(F.pass, "pw");
+		assert_true(F.admin);
+		q = v1_user(PIPO1_M_DEL_USER, "bob", "", 0);
+		assert_int_equal(v1(&q, out, sizeof out, &n), map[i].del);
+		assert_int_equal(F.op, MASTER_USER_DEL);
+	}
+	/* Refused before the master: privilege, empty fields, NUL, names. */
+	F.user_rc = 0;
+	int calls = F.user_calls;
+	struct pipo1_request bad[] = {
+	    v1_user(PIPO1_M_ADD_USER, "bob", "pw", 2),  v1_user(PIPO1_M_ADD_USER, "", "pw", 0),
+	    v1_user(PIPO1_M_ADD_USER, "bob", "", 0),    v1_user(PIPO1_M_ADD_USER, "a\tb", "pw", 0),
+	    v1_user(PIPO1_M_DEL_USER, "", "", 0),
+	};
+	bad[4].ulen = 0;
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		assert_int_equal(v1(&bad[i], out, sizeof out, &n), PIPO1_E_INVALID);
+	struct pipo1_request nul = v1_user(PIPO1_M_ADD_USER, "ab", "pw", 0);
+	nul.user[1] = '\0';
+	assert_int_equal(v1(&nul, out, sizeof out, &n), PIPO1_E_INVALID);
+	assert_int_equal(F.user_calls, calls);
+}
+
+static void v1_settings_and_widths(void **state)
+{
+	(void)state;
+	uint8_t out[64];
+	size_t n;
+	struct pipo1_request q = {.type = PIPO1_MODIFY, .cmd = PIPO1_M_BUFFER_SIZE, .u32 = 0};
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_E_1);
+	q.u32 = 4095;
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_E_1);
+	assert_int_equal(F.applied, 0);
+	q.u32 = 8192;
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+	assert_int_equal(F.cfg.buffer_size, 8192);
+	q = (struct pipo1_request){.type = PIPO1_MODIFY, .cmd = PIPO1_M_DISSECTORS, .u8 = 2};
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_E_SERVER);
+	q.cmd = PIPO1_M_IDLE_CLEANUP;
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_E_SERVER);
+	q.u8 = 0;
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+	assert_false(F.cfg.idle_cleanup);
+	q = (struct pipo1_request){.type = PIPO1_MODIFY, .cmd = PIPO1_M_SELECTOR_TIMEOUT, .u8 = 0};
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_E_1);
+	q.u8 = 200;
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+	assert_int_equal(F.cfg.handshake_timeout_s, 200);
+	/* Answers at their version-1 widths; too large: the largest value. */
+	F.cfg.idle_timeout_s = 600;
+	static const struct {
+		uint8_t cmd;
+		size_t width;
+		uint64_t value;
+	} w[] = {
+	    {PIPO1_Q_HISTORIC_CONNS, 8, 0}, {PIPO1_Q_CURRENT_CONNS, 8, 0},
+	    {PIPO1_Q_MAX_CONNS, 4, 0},      {PIPO1_Q_BYTES_SENT, 8, 0},
+	    {PIPO1_Q_BYTES_RECEIVED, 8, 0}, {PIPO1_Q_USERS_CONNECTED, 8, 0},
+	    {PIPO1_Q_USER_COUNT, 1, 0},     {PIPO1_Q_BUFFER_SIZE, 4, 8192},
+	    {PIPO1_Q_SELECTOR_TIMEOUT, 1, 200}, {PIPO1_Q_CONN_TIMEOUT, 1, 255},
+	    {PIPO1_Q_CONN_TIMEOUT_ALT, 1, 255}, {PIPO1_Q_USER_CONNS, 1, 0},
+	    {PIPO1_Q_USER_CONNS_ALT, 1, 0},
+	};
+	for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
+		q = (struct pipo1_request){.type = PIPO1_QUERY, .cmd = w[i].cmd};
+		assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+		assert_int_equal(n, 2 + w[i].width);
+		uint64_t v = 0;
+		for (size_t k = 0; k < w[i].width; k++)
+			v = v << 8 | out[2 + k];
+		assert_int_equal(v, w[i].value);
+	}
+}
+
+/* More than 255 users: COUNT 255 and the first 255 names. */
+static void v1_user_list_bounded(void **state)
+{
+	(void)state;
+	char name[16];
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof name, "user%03d", i);
+		assert_true(shm_user_put(seg, name, "$h$a", false) >= 0);
+	}
+	static uint8_t out[2 + 1 + 255 * 256];
+	size_t n;
+	struct pipo1_request q = {.type = PIPO1_QUERY, .cmd = PIPO1_Q_USERS};
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+	assert_int_equal(out[2], 255);
+	assert_int_equal(n, 3 + 255 * 8);
+	for (size_t i = 0, at = 3; i < 255; i++, at += 8)
+		assert_int_equal(out[at], 7);
+	q.cmd = PIPO1_Q_USER_COUNT;
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+	assert_int_equal(out[2], 255);
+	/* A user's connections: known, unknown and empty names. */
+	q = (struct pipo1_request){.type = PIPO1_QUERY, .cmd = PIPO1_Q_USER_CONNS, .ulen = 7};
+	memcpy(q.user, "user001", 8);
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+	assert_int_equal(n, 3);
+	memcpy(q.user, "ghost01", 8);
+	assert_int_equal(v1(&q, out, sizeof out, &n), PIPO1_OK);
+	assert_int_equal(out[2], 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -614,6 +770,9 @@ int main(void)
 	    T(rule_test_names_the_deciding_rule),
 	    T(rule_test_default_policy_without_traffic),
 	    T(rule_test_fields_validated),
+	    T(v1_user_statuses),
+	    T(v1_settings_and_widths),
+	    T(v1_user_list_bounded),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
