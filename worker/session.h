@@ -30,8 +30,11 @@ struct ctrl_session;
  * worker's attempt timer list. */
 #define SESSION_ATTEMPT_DELAY_MS 250
 
-/* Take ownership of an accepted client socket (non-blocking). */
-int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
+/* Take ownership of an accepted client socket (non-blocking).  proxied:
+ * peer is a trusted balancer, whose PROXY header comes first and gives
+ * the client's address (the client rules and the per-source cap are then
+ * applied to that address, not to peer). */
+int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer, bool proxied);
 /* Close every session now (end of the grace period, shutdown). */
 void session_abort_all(struct worker *wk);
 /* The timer of the failed-login lines (worker.auth_fail_timer). */

@@ -1,0 +1,251 @@
+"""PROXY protocol v1 and v2 from trusted load balancers (--proxy-protocol).
+
+The test's own sockets on 127.0.0.1 play the balancer: they send a header
+carrying a made-up client address, then speak SOCKS.  That address must be
+the one socks5d uses: access log, anonymous policy, client rules, the
+per-source cap.  Connections from anyone else are plain SOCKS."""
+
+import socket
+import struct
+import time
+
+import pytest
+
+from s5lib import (connect, eof_within, greeting, read_reply, recv_exact, request)
+
+TRUST = ("--proxy-protocol", "127.0.0.0/8", "--dns-server", "127.0.0.1")
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v1(src, sport, dst="127.0.0.1", dport=1080):
+    fam = "TCP6" if ":" in src else "TCP4"
+    return ("PROXY %s %s %s %d %d\r\n" % (fam, src, dst, sport, dport)).encode()
+
+
+def v2(src, sport, dst="127.0.0.1", dport=1080, cmd=1, tlvs=b""):
+    if ":" in src:
+        fam = 0x21
+        addrs = socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+    else:
+        fam = 0x11
+        addrs = socket.inet_aton(src) + socket.inet_aton(dst)
+    body = addrs + struct.pack("!HH", sport, dport) + tlvs
+    return V2_SIG + bytes([0x20 | cmd, fam]) + struct.pack("!H", len(body)) + body
+
+
+def v2_local():
+    return V2_SIG + b"\x20\x00\x00\x00"
+
+
+@pytest.fixture
+def balanced(socks5d, tmp_path):
+    """Factory: a socks5d trusting 127.0.0.0/8 as its balancer, anonymous
+    clients allowed and, since the header's clients are not on loopback,
+    a rule that lets them reach the test's servers there."""
+    def start(conf="anonymous = always\npass to 127.0.0.0/8\n", *args, **kw):
+        path = tmp_path / ("socks5d-%d.conf" % len(socks5d.started))
+        path.write_text(conf)
+        return socks5d("-f", str(path), *TRUST, *args, **kw)
+    return start
+
+
+def send_slowly(s, data):
+    for i in range(len(data)):
+        s.sendall(data[i:i + 1])
+        time.sleep(0.002)
+
+
+def connect_through(port, header, target, slowly=False):
+    """Header, greeting, CONNECT to target; returns (sock, reply)."""
+    s = connect("127.0.0.1", port)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    msg = header + greeting((0x00,))
+    if slowly:
+        send_slowly(s, msg)
+    else:
+        s.sendall(msg)
+    assert recv_exact(s, 2) == b"\x05\x00"
+    req = request(target[0], target[1])
+    if slowly:
+        send_slowly(s, req)
+    else:
+        s.sendall(req)
+    return s, read_reply(s)
+
+
+def echo_once(s):
+    s.sendall(b"ping")
+    assert recv_exact(s, 4) == b"ping"
+    s.close()
+
+
+def assert_closed_silently(s, timeout=5.0):
+    got_eof, data, _ = eof_within(s, timeout)
+    assert got_eof, "connection still open"
+    assert data == b"", data
+
+
+def test_v1_header_gives_the_client_address_in_the_access_log(balanced, echo_server):
+    p = balanced()
+    s, r = connect_through(p.port, v1("203.0.113.7", 40123), (echo_server.host, echo_server.port))
+    assert r.rep == 0
+    echo_once(s)
+    f = p.wait_log(lambda f: len(f) > 4 and f[3] == "203.0.113.7")[0]
+    assert f[4] == "40123"
+    assert f[6] == str(echo_server.port)
+
+
+def test_v2_header_with_ipv6_client_and_tlv(balanced, echo_server):
+    p = balanced()
+    tlv = b"\x05\x00\x04abcd"  # PP2_TYPE_UNIQUE_ID: skipped
+    s, r = connect_through(p.port, v2("2001:db8::7", 5555, "::1", 1080, tlvs=tlv),
+                           (echo_server.host, echo_server.port))
+    assert r.rep == 0
+    echo_once(s)
+    f = p.wait_log(lambda f: len(f) > 4 and f[3] == "2001:db8::7")[0]
+    assert f[4] == "5555"
+
+
+def test_header_and_greeting_split_byte_by_byte(balanced, echo_server):
+    p = balanced()
+    for header, src, sport in ((v2("198.51.100.20", 2020), "198.51.100.20", 2020),
+                               (v1("198.51.100.21", 2121), "198.51.100.21", 2121)):
+        s, r = connect_through(p.port, header, (echo_server.host, echo_server.port),
+                               slowly=True)
+        assert r.rep == 0
+        echo_once(s)
+        f = p.wait_log(lambda f, src=src: len(f) > 4 and f[3] == src)[0]
+        assert f[4] == str(sport)
+
+
+def test_header_coalesced_with_the_whole_handshake(balanced, echo_server):
+    # Header, greeting and request in one segment: nothing is lost between states.
+    p = balanced()
+    s = connect("127.0.0.1", p.port)
+    s.sendall(v1("198.51.100.30", 3030) + greeting((0x00,)) +
+              request(echo_server.host, echo_server.port))
+    assert recv_exact(s, 2) == b"\x05\x00"
+    assert read_reply(s).rep == 0
+    echo_once(s)
+    p.wait_log(lambda f: len(f) > 4 and f[3] == "198.51.100.30" and f[4] == "3030")
+
+
+def test_missing_header_from_a_trusted_balancer_closes(balanced):
+    p = balanced()
+    s = connect("127.0.0.1", p.port)
+    s.sendall(greeting((0x00,)))
+    assert_closed_silently(s)
+    p.wait_stderr(r"connection from balancer 127\.0\.0\.1 port \d+: not a PROXY protocol header")
+    # a malformed header closes too
+    s = connect("127.0.0.1", p.port)
+    s.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 99999 1080\r\n" + greeting((0x00,)))
+    assert_closed_silently(s)
+
+
+def test_header_from_an_untrusted_address_closes(socks5d, echo_server):
+    # Only 10.99.0.0/16 is trusted: a loopback client is a plain SOCKS client.
+    p = socks5d("--proxy-protocol", "10.99.0.0/16,2001:db8::/32", "--anonymous", "always",
+                "--dns-server", "127.0.0.1")  # loopback clients reach loopback
+    for header in (v1("203.0.113.7", 40123), v2("203.0.113.7", 40123)):
+        s = connect("127.0.0.1", p.port)
+        s.sendall(header + greeting((0x00,)))
+        assert_closed_silently(s)
+    s = connect("127.0.0.1", p.port)
+    s.sendall(greeting((0x00,)))
+    assert recv_exact(s, 2) == b"\x05\x00"
+    s.sendall(request(echo_server.host, echo_server.port))
+    assert read_reply(s).rep == 0
+    port = s.getsockname()[1]
+    echo_once(s)
+    p.wait_log(lambda f: len(f) > 4 and f[3] == "127.0.0.1" and f[4] == str(port))
+
+
+def test_default_policy_sees_the_header_address(socks5d, echo_server):
+    # Without rules a client off loopback may not reach loopback: the
+    # header's client is off loopback even though its balancer is not.
+    p = socks5d(*TRUST, "--anonymous", "always")
+    s, r = connect_through(p.port, v1("203.0.113.7", 40123), (echo_server.host, echo_server.port))
+    assert r.rep == 2
+    s.close()
+    s, r = connect_through(p.port, v1("127.0.0.9", 40123), (echo_server.host, echo_server.port))
+    assert r.rep == 0
+    echo_once(s)
+
+
+def test_anonymous_policy_sees_the_header_address(socks5d):
+    # anonymous auto: only loopback clients, and the client is the header's.
+    p = socks5d(*TRUST)
+    s = connect("127.0.0.1", p.port)
+    s.sendall(v2("203.0.113.7", 40000) + greeting((0x00,)))
+    assert recv_exact(s, 2) == b"\x05\xff"
+    s.close()
+    s = connect("127.0.0.1", p.port)
+    s.sendall(v2("127.0.0.9", 40000) + greeting((0x00,)))
+    assert recv_exact(s, 2) == b"\x05\x00"
+    s.close()
+
+
+def test_local_command_and_unknown_keep_the_connection_address(balanced, echo_server):
+    p = balanced()
+    for header in (v2_local(), b"PROXY UNKNOWN\r\n"):
+        s = connect("127.0.0.1", p.port)
+        port = s.getsockname()[1]
+        s.sendall(header + greeting((0x00,)))
+        assert recv_exact(s, 2) == b"\x05\x00"
+        s.sendall(request(echo_server.host, echo_server.port))
+        assert read_reply(s).rep == 0
+        echo_once(s)
+        p.wait_log(lambda f, port=port: len(f) > 4 and f[3] == "127.0.0.1" and f[4] == str(port))
+
+
+def test_client_rules_are_decided_on_the_header_address(socks5d, echo_server, tmp_path):
+    conf = tmp_path / "socks5d.conf"
+    conf.write_text("proxy-protocol = 127.0.0.0/8\nanonymous = always\n"
+                    "client block from 203.0.113.0/24 log\npass to 127.0.0.0/8\n")
+    p = socks5d("-f", str(conf), "--dns-server", "127.0.0.1")
+    s = connect("127.0.0.1", p.port)
+    s.sendall(v1("203.0.113.7", 40123) + greeting((0x00,)))
+    assert_closed_silently(s)
+    p.wait_stderr(r"client 203\.0\.113\.7 port 40123 blocked by rule 1 \(line 3\)")
+    s, r = connect_through(p.port, v1("198.51.100.7", 40124), (echo_server.host, echo_server.port))
+    assert r.rep == 0
+    echo_once(s)
+    p.wait_log(lambda f: len(f) > 4 and f[3] == "198.51.100.7")
+
+
+def test_per_source_cap_counts_the_header_address(balanced):
+    # Every connection comes from the balancer's address; the cap on sessions
+    # not yet authenticated must count each client apart.
+    p = balanced("", "-u", "alice:pw", "--max-unauth-per-source", "2", workers=1)
+    held = []
+    for _ in range(2):
+        s = connect("127.0.0.1", p.port)
+        s.sendall(v1("203.0.113.7", 1000 + len(held)) + greeting((0x02,)))
+        assert recv_exact(s, 2) == b"\x05\x02"
+        held.append(s)
+    s = connect("127.0.0.1", p.port)
+    s.sendall(v1("203.0.113.7", 1003) + greeting((0x02,)))
+    assert_closed_silently(s)
+    s = connect("127.0.0.1", p.port)
+    s.sendall(v1("203.0.113.8", 1004) + greeting((0x02,)))
+    assert recv_exact(s, 2) == b"\x05\x02"
+    s.close()
+    for h in held:
+        h.close()
+
+
+def test_a_stalled_header_ends_at_the_handshake_timeout(balanced):
+    p = balanced("anonymous = always\n", "--handshake-timeout", "1")
+    s = connect("127.0.0.1", p.port)
+    s.sendall(b"PROXY TCP4 203.0.113.7")
+    got_eof, data, _ = eof_within(s, 10)
+    assert got_eof and data == b""
+
+
+@pytest.mark.parametrize("value", ["10.0.0.0/33", "10.0.0.0/8,", "host.example", "::/129"])
+def test_bad_trust_list_is_refused_at_start(socks5d_bin, value):
+    import subprocess
+    r = subprocess.run([socks5d_bin, "--proxy-protocol", value, "-p", "1"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert "--proxy-protocol: '%s' is not a list of ADDR or ADDR/LEN" % value in r.stderr
