@@ -5,13 +5,15 @@ carrying a made-up client address, then speak SOCKS.  That address must be
 the one socks5d uses: access log, anonymous policy, client rules, the
 per-source cap.  Connections from anyone else are plain SOCKS."""
 
+import os
 import socket
 import struct
+import subprocess
 import time
 
 import pytest
 
-from s5lib import (connect, eof_within, greeting, read_reply, recv_exact, request)
+from s5lib import (connect, eof_within, free_port, greeting, read_reply, recv_exact, request)
 
 TRUST = ("--proxy-protocol", "127.0.0.0/8", "--dns-server", "127.0.0.1")
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -244,8 +246,133 @@ def test_a_stalled_header_ends_at_the_handshake_timeout(balanced):
 
 @pytest.mark.parametrize("value", ["10.0.0.0/33", "10.0.0.0/8,", "host.example", "::/129"])
 def test_bad_trust_list_is_refused_at_start(socks5d_bin, value):
-    import subprocess
     r = subprocess.run([socks5d_bin, "--proxy-protocol", value, "-p", "1"],
                        capture_output=True, text=True, timeout=20)
     assert r.returncode != 0
     assert "--proxy-protocol: '%s' is not a list of ADDR or ADDR/LEN" % value in r.stderr
+
+
+# ---------------------------------------------------------------- real HAProxy
+
+HAPROXY = "/usr/sbin/haproxy"
+
+
+class HAProxy:
+    """HAProxy in TCP mode on loopback in front of socks5d instances, sending
+    a v2 header on every connection and on its health checks."""
+
+    def __init__(self, root, backends):
+        if not os.access(HAPROXY, os.X_OK):
+            pytest.fail("haproxy not installed (make deps installs Debian's haproxy)")
+        self.port = free_port()
+        self.stats = os.path.join(root, "haproxy.sock")
+        servers = "\n".join(
+            "    server s%d 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 300ms "
+            "fall 2 rise 1" % (i, p) for i, p in enumerate(backends))
+        conf = os.path.join(root, "haproxy.cfg")
+        with open(conf, "w") as f:
+            f.write("""global
+    maxconn 512
+    stats socket %s mode 600 level admin
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+frontend socks
+    bind 127.0.0.1:%d
+    default_backend fleet
+backend fleet
+    balance roundrobin
+%s
+""" % (self.stats, self.port, servers))
+        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        end = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > end:
+                    out = self.proc.stdout.read().decode() if self.proc.poll() is not None else ""
+                    raise AssertionError("haproxy did not start: %s" % out)
+                time.sleep(0.05)
+
+    def servers_up(self):
+        """The names of the servers HAProxy holds UP, from its stats socket."""
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(self.stats)
+        s.sendall(b"show stat\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        up = set()
+        for line in data.decode().splitlines():
+            f = line.split(",")
+            if len(f) > 17 and f[0] == "fleet" and f[1].startswith("s") and f[17] == "UP":
+                up.add(f[1])
+        return up
+
+    def wait_up(self, names, timeout=10.0):
+        end = time.monotonic() + timeout
+        while self.servers_up() != set(names):
+            if time.monotonic() > end:
+                raise AssertionError("HAProxy holds %s up, not %s" % (self.servers_up(), names))
+            time.sleep(0.1)
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def curl_through(port, url, source="127.0.0.2"):
+    """curl from `source` through the SOCKS proxy at port; (body, curl's own port)."""
+    r = subprocess.run(["curl", "-sS", "--max-time", "10", "--interface", source,
+                        "--socks5", "127.0.0.1:%d" % port, "-o", "-",
+                        "-w", "\n%{local_port}", url],
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr.decode()
+    body, _, local_port = r.stdout.rpartition(b"\n")
+    return body, int(local_port)
+
+
+def test_behind_haproxy_the_log_shows_curls_address_and_port(socks5d, nginx, tmp_path):
+    # Only HAProxy's address (127.0.0.1) is trusted; curl speaks from 127.0.0.2.
+    backends = [socks5d("--proxy-protocol", "127.0.0.1", "--dns-server", "127.0.0.1")
+                for _ in range(2)]
+    ha = HAProxy(str(tmp_path), [b.port for b in backends])
+    try:
+        ha.wait_up(["s0", "s1"])
+        url = "http://127.0.0.1:%d/index.html" % nginx.port
+        seen = []
+        for _ in range(4):
+            body, port = curl_through(ha.port, url)
+            assert body == nginx.index_body
+            seen.append(port)
+        # Round robin: each instance served two of them, and logged curl's
+        # address and port, not HAProxy's.
+        for b in backends:
+            lines = b.wait_log(lambda f: len(f) > 4 and f[3] == "127.0.0.2", count=2)
+            for f in lines:
+                assert int(f[4]) in seen, (f, seen)
+                assert f[5] == "127.0.0.1" and f[6] == str(nginx.port)
+        logged = sorted(int(f[4]) for b in backends
+                        for f in (l.split("\t") for l in b.log_lines())
+                        if len(f) > 4 and f[3] == "127.0.0.2")
+        assert logged == sorted(seen)
+        # HAProxy's own connections (health checks, LOCAL headers) make no
+        # access record and no complaint.
+        for b in backends:
+            assert "balancer" not in b.stderr_text()
+    finally:
+        ha.close()
