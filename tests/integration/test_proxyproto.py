@@ -6,6 +6,7 @@ the one socks5d uses: access log, anonymous policy, client rules, the
 per-source cap.  Connections from anyone else are plain SOCKS."""
 
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -266,6 +267,7 @@ class HAProxy:
             pytest.fail("haproxy not installed (make deps installs Debian's haproxy)")
         self.port = free_port()
         self.stats = os.path.join(root, "haproxy.sock")
+        self.names = {"s%d" % i for i in range(len(backends))}
         servers = "\n".join(
             "    server s%d 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 300ms "
             "fall 2 rise 1" % (i, p) for i, p in enumerate(backends))
@@ -299,8 +301,9 @@ backend fleet
                     raise AssertionError("haproxy did not start: %s" % out)
                 time.sleep(0.05)
 
-    def servers_up(self):
-        """The names of the servers HAProxy holds UP, from its stats socket."""
+    def status(self):
+        """Server name -> its status in HAProxy's stats ("UP", "UP 1/2"
+        going down and still given sessions, "DOWN"...)."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(5)
         s.connect(self.stats)
@@ -312,16 +315,20 @@ backend fleet
                 break
             data += chunk
         s.close()
-        up = set()
-        for line in data.decode().splitlines():
-            f = line.split(",")
-            if len(f) > 17 and f[0] == "fleet" and f[1].startswith("s") and f[17] == "UP":
-                up.add(f[1])
-        return up
+        return {f[1]: f[17] for f in (line.split(",") for line in data.decode().splitlines())
+                if len(f) > 17 and f[0] == "fleet" and f[1] in self.names}
+
+    def servers_up(self):
+        return {n for n, st in self.status().items() if st == "UP"}
+
+    def servers_down(self):
+        """Servers fully DOWN ("DOWN 1/2" is going up, not given sessions yet)."""
+        return {n for n, st in self.status().items() if st.startswith("DOWN")}
 
     def wait_up(self, names, timeout=10.0):
+        """Wait until exactly these servers are UP and every other one DOWN."""
         end = time.monotonic() + timeout
-        while self.servers_up() != set(names):
+        while self.servers_up() != set(names) or self.servers_down() != self.names - set(names):
             if time.monotonic() > end:
                 raise AssertionError("HAProxy holds %s up, not %s" % (self.servers_up(), names))
             time.sleep(0.1)
@@ -374,5 +381,81 @@ def test_behind_haproxy_the_log_shows_curls_address_and_port(socks5d, nginx, tmp
         # access record and no complaint.
         for b in backends:
             assert "balancer" not in b.stderr_text()
+    finally:
+        ha.close()
+
+
+def open_sessions(port, target, n, source="127.0.0.2"):
+    """n SOCKS sessions through the proxy at port, all held open, each having
+    echoed once; returns the sockets (their own ports are the clients')."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.settimeout(10)
+            s.bind((source, 0))
+            s.connect(("127.0.0.1", port))
+            s.sendall(greeting((0x00,)) + request(target[0], target[1]))
+            assert recv_exact(s, 2) == b"\x05\x00"
+            r = read_reply(s)
+            assert r.rep == 0, r
+            s.sendall(b"ping")
+            assert recv_exact(s, 4) == b"ping"
+    except BaseException as e:
+        for s in socks:
+            s.close()
+        raise AssertionError("session %d of %d: %r" % (len(socks), n, e)) from e
+    return socks
+
+
+def logged_ports(b, source="127.0.0.2"):
+    return [int(f[4]) for f in (l.split("\t") for l in b.log_lines())
+            if len(f) > 4 and f[3] == source]
+
+
+def wait_logged(backends, total, timeout=20.0):
+    """Wait until the instances have logged `total` sessions of the client."""
+    end = time.monotonic() + timeout
+    while sum(len(logged_ports(b)) for b in backends) < total:
+        if time.monotonic() > end:
+            raise AssertionError("%d of %d sessions logged" % (
+                sum(len(logged_ports(b)) for b in backends), total))
+        time.sleep(0.1)
+
+
+def test_fleet_behind_haproxy_outlives_a_killed_instance(socks5d, echo_server, tmp_path):
+    backends = [socks5d("--proxy-protocol", "127.0.0.1", "--dns-server", "127.0.0.1", workers=1)
+                for _ in range(3)]
+    ha = HAProxy(str(tmp_path), [b.port for b in backends])
+    target = (echo_server.host, echo_server.port)
+    try:
+        ha.wait_up(["s0", "s1", "s2"])
+        # 300 concurrent clients are spread over the three.
+        socks = open_sessions(ha.port, target, 300)
+        ports = sorted(s.getsockname()[1] for s in socks)
+        for s in socks:
+            s.close()
+        wait_logged(backends, 300)
+        assert sorted(p for b in backends for p in logged_ports(b)) == ports
+        for b in backends:
+            assert len(logged_ports(b)) >= 50, [len(logged_ports(x)) for x in backends]
+        # One instance dies at once, master and workers.
+        victim = backends.pop(1)
+        pids = [victim.pid] + list(victim.workers())
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        victim.proc.wait(10)
+        victim.stopped = True
+        socks5d.started.remove(victim)
+        # HAProxy's checks mark it down; from then on no client sees an error.
+        ha.wait_up(["s0", "s2"])
+        before = {id(b): len(logged_ports(b)) for b in backends}
+        socks = open_sessions(ha.port, target, 300)
+        ports = sorted(s.getsockname()[1] for s in socks)
+        for s in socks:
+            s.close()
+        wait_logged(backends, sum(before.values()) + 300)
+        assert sorted(p for b in backends for p in logged_ports(b)[before[id(b)]:]) == ports
     finally:
         ha.close()
