@@ -48,6 +48,10 @@ const struct setting_desc settings_table[] = {
      "always or never",
      SETTING_RUNTIME, false, {"allow-anonymous", 0, "always"}, PIPO_Q_ANONYMOUS,
      PIPO_M_ANONYMOUS},
+    {"proxy-protocol", SETTING_CIDRS, 0, F(proxy_protocol), 0, 0, NULL, NULL, "none", 0, "LIST",
+     "load balancers (ADDR[/LEN], comma-separated) whose connections start with a PROXY "
+     "protocol v1 or v2 header giving the client's address; others must not send one",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
     {"handshake-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(handshake_timeout_s), 1, 86400,
      NULL, "15", NULL, 0, "S", "seconds from accept until the request is complete",
      SETTING_RUNTIME, false, {0}, PIPO_Q_HANDSHAKE_TIMEOUT, PIPO_M_HANDSHAKE_TIMEOUT},
@@ -231,6 +235,30 @@ static int is_server(const char *v, size_t len)
 	return !strchr(buf, ':') && is_ip(buf);
 }
 
+/* One network of a list: an IPv4 or IPv6 address, /LEN optional
+ * (0..32 or 0..128, no leading zero). */
+static int is_cidr(const char *v, size_t len)
+{
+	char buf[SETTINGS_ADDR_MAX];
+	unsigned char a[16];
+	if (len == 0 || len >= sizeof buf)
+		return 0;
+	memcpy(buf, v, len);
+	buf[len] = '\0';
+	char *slash = strchr(buf, '/');
+	if (slash)
+		*slash = '\0';
+	uint32_t max = inet_pton(AF_INET, buf, a) == 1 ? 32 : inet_pton(AF_INET6, buf, a) == 1 ? 128 : 0;
+	uint32_t plen;
+	if (!max)
+		return 0;
+	if (!slash)
+		return 1;
+	const char *d = slash + 1;
+	return d[0] && (d[0] != '0' || !d[1]) && strspn(d, "0123456789") == strlen(d) &&
+	       parse_u32(d, 0, max, &plen) == 0;
+}
+
 /* USER or USER:GROUP, each a POSIX portable name ([A-Za-z0-9._-], not
  * starting with '-') or a numeric id. */
 static int is_account(const char *v, size_t len)
@@ -369,6 +397,26 @@ static int store(struct settings *s, const struct setting_desc *d, const char *v
 				break;
 		}
 		goto copy;
+	case SETTING_CIDRS: {
+		size_t nets = 1;
+		for (const char *p = value; *p; p++)
+			nets += *p == ',';
+		if (nets > SETTINGS_MAX_PROXY_NETS) {
+			snprintf(err, errlen, "more than %d networks in '%s'", SETTINGS_MAX_PROXY_NETS,
+			         value);
+			return -EINVAL;
+		}
+		for (const char *p = value, *c; *value; p = c + 1) {
+			c = strchr(p, ',');
+			if (!is_cidr(p, c ? (size_t)(c - p) : strlen(p))) {
+				snprintf(err, errlen, "'%s' is not a list of ADDR or ADDR/LEN", value);
+				return -EINVAL;
+			}
+			if (!c)
+				break;
+		}
+		goto copy;
+	}
 	case SETTING_RUN_AS:
 		if (!is_run_as(value)) {
 			snprintf(err, errlen, "'%s' is not USER or USER:GROUP (names or numeric ids)",

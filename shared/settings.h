@@ -39,6 +39,7 @@ enum udp_filter {
 #define SETTINGS_MAX_LISTEN 16
 #define SETTINGS_ADDR_MAX 64
 #define SETTINGS_MAX_WORKERS 64
+#define SETTINGS_MAX_PROXY_NETS 32 /* networks in proxy-protocol */
 
 struct settings {
 	uint32_t workers;
@@ -80,6 +81,7 @@ struct settings {
 	char dns_server[256]; /* c-ares servers, "" = /etc/resolv.conf */
 	char admin_socket[108]; /* unix-domain admin socket, "" = the default place */
 	char run_as[64]; /* USER[:GROUP] once sockets and segment exist, "" = stay as started */
+	char proxy_protocol[512]; /* balancers that send a PROXY header first, "" = none */
 };
 
 enum setting_type {
@@ -93,6 +95,7 @@ enum setting_type {
 	SETTING_LISTEN,  /* an address, appended to listen[] */
 	SETTING_SERVERS, /* ADDR[:PORT] or [ADDR6]:PORT, comma-separated */
 	SETTING_RUN_AS,  /* USER[:GROUP] */
+	SETTING_CIDRS,   /* ADDR[/LEN], comma-separated; "" = none */
 	SETTING_PORTS,   /* LOW-HIGH into uint16_t[2], or "ephemeral" (0, 0) */
 };
 

@@ -19,6 +19,7 @@
 #include "udp.h"
 #include "worker.h"
 
+static void on_proxy(struct session *s);
 static void on_greeting(struct session *s);
 static void on_auth(struct session *s);
 static void on_request(struct session *s);
@@ -33,8 +34,10 @@ void handshake_begin(struct session *s)
 {
 	socks5_greeting_init(&s->hs->greeting);
 	socks5_request_init(&s->hs->req);
-	s->phase = PH_GREETING;
-	s->on_client = on_greeting;
+	proxyproto_init(&s->hs->proxy);
+	/* The header counts against the handshake timeout like the rest. */
+	s->phase = s->hs->proxied ? PH_PROXY : PH_GREETING;
+	s->on_client = s->hs->proxied ? on_proxy : on_greeting;
 	loop_timer_init(&s->timer, on_handshake_timeout, s);
 	loop_timer_start(&s->wk->loop, &s->wk->handshake_tl, &s->timer);
 }
@@ -111,6 +114,56 @@ static void refuse_login(struct session *s, bool named)
 	session_log_refusal(s->wk, &s->peer, user, SESSION_REFUSED_AUTH, s->start_ms);
 	shm_count(s->wk->slot, M_AUTH_FAIL, 1);
 	session_refuse(s, no, sizeof no);
+}
+
+/* ---- PROXY protocol header (trusted balancers) --------------------------- */
+
+static void on_proxy(struct session *s)
+{
+	struct handshake *hs = s->hs;
+	struct worker *wk = s->wk;
+	size_t used;
+	if (!hs_read(s))
+		return;
+	int rc = proxyproto_feed(&hs->proxy, hs->in, hs->len, &used);
+	/* PROXYPROTO_MORE is SOCKS5_MORE: fed() reads it the same way. */
+	if (!fed(s, rc == PROXYPROTO_MORE ? SOCKS5_MORE : SOCKS5_DONE, used))
+		return;
+	if (rc == PROXYPROTO_ERROR) {
+		/* A balancer that does not send the header is misconfigured:
+		 * said once a second, every one counted at debug. */
+		char addr[64];
+		uint16_t port;
+		session_addr_text(&s->peer, addr, sizeof addr, &port);
+		if (wk->last_proxy_warn + 1000 <= wk->loop.now) {
+			log_warn("connection from balancer %s port %u: %s: closing", addr, port,
+			         proxyproto_error_text((enum proxyproto_error)hs->proxy.error));
+			wk->last_proxy_warn = wk->loop.now;
+		} else {
+			log_debug("session %llu: from %s: %s", (unsigned long long)s->id, addr,
+			          proxyproto_error_text((enum proxyproto_error)hs->proxy.error));
+		}
+		session_finalize(s);
+		return;
+	}
+	/* From here the client is the header's (LOCAL, UNKNOWN: the
+	 * balancer's own connection): rules, the per-source cap, the
+	 * anonymous policy, logs and listings all see it. */
+	if (hs->proxy.has_addr)
+		s->peer = hs->proxy.src;
+	if (!worker_client_allowed(wk, &s->peer)) {
+		session_finalize(s);
+		return;
+	}
+	if (!auth_conn_open(wk->auth, &s->peer, wk->cfg.max_unauth)) {
+		session_log_refusal(wk, &s->peer, NULL, SESSION_REFUSED_UNAUTH_CAP, s->start_ms);
+		session_finalize(s);
+		return;
+	}
+	s->unauth = true;
+	s->phase = PH_GREETING;
+	s->on_client = on_greeting;
+	on_greeting(s);
 }
 
 /* ---- greeting ----------------------------------------------------------- */

@@ -461,10 +461,11 @@ void session_authenticated(struct session *s)
 	s->unauth = false;
 }
 
-int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer)
+int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer, bool proxied)
 {
-	/* A source with too many sessions not yet authenticated gets no more. */
-	if (!auth_conn_open(wk->auth, peer, wk->cfg.max_unauth)) {
+	/* A source with too many sessions not yet authenticated gets no more
+	 * (a balancer's client is counted once its header names it). */
+	if (!proxied && !auth_conn_open(wk->auth, peer, wk->cfg.max_unauth)) {
 		session_log_refusal(wk, peer, NULL, SESSION_REFUSED_UNAUTH_CAP, wk->loop.now);
 		close(fd);
 		return 0;
@@ -474,10 +475,12 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 		s->hs = calloc(1, sizeof *s->hs);
 	if (!s || !s->hs) {
 		free(s);
-		auth_conn_done(wk->auth, peer);
+		if (!proxied)
+			auth_conn_done(wk->auth, peer);
 		return -ENOMEM;
 	}
-	s->unauth = true;
+	s->unauth = !proxied;
+	s->hs->proxied = proxied;
 	s->wk = wk;
 	s->id = (uint64_t)(wk->index + 1) << CTRL_ID_SHIFT | ++wk->next_session_id;
 	s->cfd = fd;
@@ -491,7 +494,8 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 		int e = errno;
 		free(s->hs);
 		free(s);
-		auth_conn_done(wk->auth, peer);
+		if (!proxied)
+			auth_conn_done(wk->auth, peer);
 		return -e;
 	}
 	list_insert_head(&wk->sessions, &s->link);

@@ -46,8 +46,11 @@ void session_log_refusal(struct worker *wk, const struct sockaddr_storage *peer,
                          const char *user, const char *status, int64_t start_ms);
 /* The timer of the unwritten-refusals line (worker.refusal_timer). */
 void session_say_refusals(struct loop *l, struct loop_timer *t);
-/* Take ownership of an accepted client socket (non-blocking). */
-int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer);
+/* Take ownership of an accepted client socket (non-blocking).  proxied:
+ * peer is a trusted balancer, whose PROXY header comes first and gives
+ * the client's address (the client rules and the per-source cap are then
+ * applied to that address, not to peer). */
+int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer, bool proxied);
 /* Close every session now (end of the grace period, shutdown). */
 void session_abort_all(struct worker *wk);
 /* The timer of the failed-login lines (worker.auth_fail_timer). */

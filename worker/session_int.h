@@ -23,6 +23,7 @@
 #include "../shared/loop.h"
 #include "../shared/rules.h"
 #include "../shared/shm.h"
+#include "proxyproto.h"
 #include "resolver.h"
 #include "session.h"
 #include "socks5.h"
@@ -42,6 +43,7 @@ struct udp_assoc;
 #define REP_NONE 0xff
 
 enum phase {
+	PH_PROXY, /* a trusted balancer's PROXY protocol header */
 	PH_GREETING,
 	PH_AUTH,
 	PH_AUTH_WAIT,
@@ -70,6 +72,8 @@ struct attempt {
 struct handshake {
 	uint32_t len;
 	uint8_t in[HS_BUF];
+	bool proxied; /* a PROXY header comes first */
+	struct proxyproto proxy;
 	struct socks5_greeting greeting;
 	struct rfc1929 auth;
 	struct socks5_request req;

@@ -21,6 +21,9 @@
 #include "session.h"
 #include "udp.h"
 
+_Static_assert(PROXYPROTO_TRUST_MAX == SETTINGS_MAX_PROXY_NETS,
+               "every list the settings take fits the trust list");
+
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE_MS 100
 /* Descriptors kept free of sessions and pipes: listeners, control and log
@@ -149,6 +152,22 @@ static void client_blocked(struct worker *wk, const struct sockaddr_storage *pee
 	}
 }
 
+bool worker_client_allowed(struct worker *wk, const struct sockaddr_storage *peer)
+{
+	struct rules_match rm;
+	if (!wk->rules)
+		return true;
+	if (rules_client(wk->rules, (const struct sockaddr *)peer, &rm) == RULES_BLOCK) {
+		client_blocked(wk, peer, &rm);
+		session_log_refusal(wk, peer, NULL, SESSION_REFUSED_CLIENT, wk->loop.now);
+		return false;
+	}
+	/* A client rule that passes counts its hit too (none: the default). */
+	if (rm.number)
+		rules_shm_hit(wk->seg, wk->rules_gen, &rm);
+	return true;
+}
+
 static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)events;
@@ -178,18 +197,15 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 			log_error("accept: %s", strerror(errno));
 			return;
 		}
-		/* Client rules: decided before a byte is read. */
-		struct rules_match rm;
-		if (wk->rules && rules_client(wk->rules, (struct sockaddr *)&peer, &rm) == RULES_BLOCK) {
-			client_blocked(wk, &peer, &rm);
-			session_log_refusal(wk, &peer, NULL, SESSION_REFUSED_CLIENT, l->now);
+		/* Client rules: decided before a byte is read, except for a
+		 * trusted balancer's connection, whose client is known only from
+		 * its PROXY header (the session decides them then). */
+		bool proxied = wk->proxy_trust.n && proxyproto_trusted(&wk->proxy_trust, &peer);
+		if (!proxied && !worker_client_allowed(wk, &peer)) {
 			close(fd);
 			continue;
 		}
-		/* A client rule that passes counts its hit too (none: the default). */
-		if (wk->rules && rm.number)
-			rules_shm_hit(wk->seg, wk->rules_gen, &rm);
-		if (session_start(wk, fd, &peer) < 0) {
+		if (session_start(wk, fd, &peer, proxied) < 0) {
 			log_warn("cannot start a session: out of memory");
 			close(fd);
 		}
@@ -230,6 +246,9 @@ static void apply_settings(struct worker *wk)
 	}
 	if (wk->resolver)
 		resolver_configure(wk->resolver, &wk->cfg); /* DoH endpoint, fallback, cache */
+	if (proxyproto_trust_parse(&wk->proxy_trust, wk->cfg.proxy_protocol) < 0)
+		log_error("worker %u: invalid proxy-protocol list '%s': no balancer trusted",
+		          wk->index, wk->cfg.proxy_protocol);
 	/* New rules apply to the requests decided from now on. */
 	struct rules *rs;
 	char err[512];

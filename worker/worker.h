@@ -12,6 +12,7 @@
 #include "../shared/settings.h"
 #include "../shared/shm.h"
 #include "../shared/loop.h"
+#include "proxyproto.h"
 
 struct resolver;
 struct auth;
@@ -41,6 +42,7 @@ struct worker {
 	struct resolver *resolver;
 	struct auth *auth;
 	struct rules *rules; /* compiled from the segment's text of generation rules_gen */
+	struct proxyproto_trust proxy_trust; /* from cfg.proxy_protocol */
 	uint64_t rules_gen;
 
 	int ctrl_fd;
@@ -56,6 +58,7 @@ struct worker {
 	bool draining;
 	int64_t last_accept_warn;
 	int64_t last_auth_busy_warn;
+	int64_t last_proxy_warn; /* a trusted balancer without a valid PROXY header */
 	/* Failed logins: one line a second; the others are counted, and said
 	 * with the last one's user and address when the second is over. */
 	int64_t auth_fail_said_at;
@@ -108,5 +111,10 @@ struct rbuf *worker_buf_get(struct worker *wk);
 void worker_buf_put(struct worker *wk, struct rbuf *b);
 /* Called by a session when it ends. */
 void worker_session_gone(struct worker *wk);
+/* The client rules on a client's address (counted, a block logged when its
+ * rule says so): false when they block it.  At accept, or once a trusted
+ * balancer's PROXY header has given the address. */
+struct sockaddr_storage;
+bool worker_client_allowed(struct worker *wk, const struct sockaddr_storage *peer);
 
 #endif

@@ -96,6 +96,7 @@ def samples(tmp_path):
         "doh-connections": ("2", 2), "max-unauth-per-source": ("32", 32),
         "bind-timeout": ("90s", 90), "bind-ports": ("20000-20100", "20000-20100"),
         "udp-idle-timeout": ("5m", 300), "udp-filter": ("address-port", "address-port"),
+        "proxy-protocol": ("10.99.0.0/16,2001:db8::/32", "10.99.0.0/16,2001:db8::/32"),
     }
 
 
