@@ -26,6 +26,7 @@
 #include "../worker/worker.h"
 #include "admin.h"
 #include "privs.h"
+#include "sdnotify.h"
 
 #define LISTEN_BACKLOG 4096
 /* A worker that dies sooner than this after its start counts as a crash loop. */
@@ -33,6 +34,8 @@
 #define BACKOFF_MAX_MS 30000
 /* How long after the grace period the master waits before killing workers. */
 #define KILL_AFTER_GRACE_MS 3000
+/* Until the first worker serves, how often the master looks. */
+#define READY_POLL_MS 20
 
 struct wslot {
 	pid_t pid;
@@ -78,6 +81,12 @@ struct master {
 	uint8_t *ctrl_buf;           /* one worker answer */
 	struct rules *rules;         /* the published rules, compiled (listing, rule test) */
 	bool draining;
+	/* The service manager ($NOTIFY_SOCKET): READY=1 once a worker serves,
+	 * WATCHDOG=1 every half period while one does. */
+	struct sdnotify sd;
+	struct loop_timer sd_timer;
+	bool sd_ready;
+	uint32_t sd_serving; /* the count last put in STATUS= */
 };
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -329,12 +338,17 @@ static _Noreturn void run_worker(struct master *m, uint32_t i, size_t row, int c
 	}
 	close(m->sig_fd);
 	m->sig_fd = -1;
+	sdnotify_close(&m->sd);
+	loop_timer_stop(&m->sd_timer);
 	/* Reuseport: the other workers' sockets are not ours to hold (a worker
 	 * that is drained must not stay in its group through us). */
 	for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
 		if (r != row)
 			close_row(m, r);
-	if (m->dropped && privs_drop_all_caps() < 0) {
+	/* Only the master binds: a worker of a switched master, or of one
+	 * started unprivileged with capabilities (systemd's
+	 * AmbientCapabilities=), keeps none. */
+	if ((m->dropped || geteuid() != 0) && privs_drop_all_caps() < 0) {
 		log_error("worker %u: cannot give up its capabilities: %s", i, strerror(errno));
 		exit(EXIT_OSERR);
 	}
@@ -514,6 +528,88 @@ const struct rules *master_rules(struct master *m)
 	return m->rules;
 }
 
+/* ---- the service manager ------------------------------------------------ */
+
+/* Workers that serve: forked by us and past their setup (a worker
+ * publishes its pid in its slot once its listening sockets are in its
+ * epoll set, so a client that connects then is served). */
+static uint32_t serving_workers(const struct master *m)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		pid_t pid = m->workers[i].pid;
+		if (pid > 0 && __atomic_load_n(&m->seg->slots[i].pid, __ATOMIC_RELAXED) == pid)
+			n++;
+	}
+	return n;
+}
+
+static void sd_say(struct master *m, const char *msg)
+{
+	int rc = sdnotify_send(&m->sd, msg);
+	if (rc < 0)
+		log_debug("cannot notify the service manager: %s", strerror(-rc));
+}
+
+/* READY=1 (or the status line) with the serving count. */
+static void sd_status(struct master *m, const char *head, uint32_t serving)
+{
+	char msg[256];
+	snprintf(msg, sizeof msg, "%sSTATUS=serving: %u of %u workers", head, serving,
+	         m->cfg.workers);
+	sd_say(m, msg);
+	m->sd_serving = serving;
+}
+
+static void on_sd_timer(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct master *m = t->data;
+	uint32_t serving = serving_workers(m);
+	if (!m->draining) {
+		if (!m->sd_ready && serving > 0) {
+			m->sd_ready = true;
+			sd_status(m, "READY=1\n", serving);
+		} else if (m->sd_ready && serving != m->sd_serving) {
+			sd_status(m, "", serving);
+		}
+	}
+	/* A master whose workers all died and do not come back says nothing:
+	 * the manager's watchdog then restarts the service.  While draining
+	 * the workers end on purpose. */
+	if (m->sd.watchdog_usec && (serving > 0 || m->draining))
+		sd_say(m, "WATCHDOG=1");
+	int64_t period = m->sd.watchdog_usec ? (int64_t)(m->sd.watchdog_usec / 2000) : 0;
+	if (m->sd.watchdog_usec && period < 1)
+		period = 1;
+	if (!m->sd_ready && !m->draining && (period == 0 || period > READY_POLL_MS))
+		period = READY_POLL_MS;
+	if (period)
+		loop_timer_start_at(&m->misc_tl, &m->sd_timer, m->loop.now + period);
+}
+
+static void sd_start(struct master *m)
+{
+	char err[160];
+	if (sdnotify_open(&m->sd, err, sizeof err) < 0)
+		log_warn("%s: not telling the service manager", err);
+	loop_timer_init(&m->sd_timer, on_sd_timer, m);
+	if (sdnotify_on(&m->sd))
+		loop_timer_start_at(&m->misc_tl, &m->sd_timer, m->loop.now);
+}
+
+/* A reload as the manager sees it: RELOADING=1, then READY=1 when done
+ * (done or refused: either way the service runs on). */
+static void reload_notified(struct master *m)
+{
+	sdnotify_reloading(&m->sd, "reloading the configuration");
+	int rc = master_reload(m);
+	if (rc == -EINVAL)
+		sd_say(m, "READY=1\nSTATUS=reload refused: keeping the running configuration");
+	else
+		sd_status(m, "READY=1\n", serving_workers(m));
+}
+
 /* ---- signals ------------------------------------------------------------ */
 
 int master_reload(struct master *m)
@@ -624,6 +720,9 @@ static void start_drain(struct master *m, int signo)
 		return;
 	m->draining = true;
 	log_info("%s: draining sessions (grace %u s)", strsignal(signo), m->cfg.grace_s);
+	char msg[128];
+	snprintf(msg, sizeof msg, "STOPPING=1\nSTATUS=draining sessions (grace %u s)", m->cfg.grace_s);
+	sd_say(m, msg);
 	close_listeners(m);
 	notify_workers(m, CTRL_DRAIN);
 	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
@@ -646,7 +745,7 @@ static void on_signal(struct loop *l, struct loop_watch *w, uint32_t events)
 			break;
 		case SIGHUP:
 			if (!m->draining)
-				(void)master_reload(m);
+				reload_notified(m);
 			break;
 		case SIGTERM:
 		case SIGINT:
@@ -836,6 +935,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		loop_timer_init(&m->workers[i].respawn, on_respawn, &m->workers[i]);
 	}
 	m->sig_fd = -1;
+	m->sd.fd = -1;
 	int rc = loop_init(&m->loop);
 	if (rc < 0)
 		return rc;
@@ -843,6 +943,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	loop_timer_init(&m->kill_timer, on_kill_timer, m);
 	m->loop.before_sleep = before_sleep;
 	m->loop.before_sleep_arg = m;
+	sd_start(m);
 
 	signal(SIGPIPE, SIG_IGN);
 	sigset_t mask;
@@ -919,6 +1020,7 @@ static void teardown(struct master *m, bool in_child)
 			close(m->workers[i].ctrl_fd);
 	if (m->sig_fd >= 0)
 		close(m->sig_fd);
+	sdnotify_close(&m->sd);
 	loop_free(&m->loop);
 	if (m->seg)
 		shm_destroy(m->seg);
