@@ -602,6 +602,12 @@ static void sd_start(struct master *m)
  * (done or refused: either way the service runs on). */
 static void reload_notified(struct master *m)
 {
+	/* Before the first READY=1 there is nothing to tell: a READY=1 here
+	 * would say a worker serves before one does. */
+	if (!m->sd_ready) {
+		(void)master_reload(m);
+		return;
+	}
 	sdnotify_reloading(&m->sd, "reloading the configuration");
 	int rc = master_reload(m);
 	if (rc == -EINVAL)

@@ -227,6 +227,9 @@ def test_no_ready_while_the_worker_is_still_starting(socks5d, tmp_path, echo_ser
         while time.monotonic() < end and not children(p.pid):
             time.sleep(0.01)
         assert children(p.pid), "no worker forked"
+        # a reload meanwhile must not end in a READY=1 either
+        p.send_signal(signal.SIGHUP)
+        p.wait_stderr(r"reload: no configuration file")
         time.sleep(1.0)
         assert n.times_of("READY") == [], "READY=1 while the only worker was in its setup"
         fifo.released.set()
