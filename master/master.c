@@ -36,6 +36,8 @@
 #define KILL_AFTER_GRACE_MS 3000
 /* Until the first worker serves, how often the master looks. */
 #define READY_POLL_MS 20
+/* Then, how often it looks whether the count of serving workers changed. */
+#define STATUS_POLL_MS 1000
 
 struct wslot {
 	pid_t pid;
@@ -290,6 +292,7 @@ static void notify_workers(struct master *m, enum ctrl_type type)
 /* ---- workers ------------------------------------------------------------ */
 
 static void spawn(struct master *m, uint32_t i);
+static void sd_worker_died(struct master *m);
 static void teardown(struct master *m, bool in_child);
 
 static void on_worker_ctrl(struct loop *l, struct loop_watch *lw, uint32_t events)
@@ -441,6 +444,7 @@ static void reap(struct master *m)
 			log_error("worker %u (pid %d) exited with status %d", i, (int)pid,
 			          WEXITSTATUS(status));
 		__atomic_fetch_add(&m->seg->worker_restarts, 1, __ATOMIC_RELAXED);
+		sd_worker_died(m);
 		if (m->loop.now - w->started < CRASH_WINDOW_MS)
 			w->quick_deaths++;
 		else
@@ -579,13 +583,24 @@ static void on_sd_timer(struct loop *l, struct loop_timer *t)
 	 * the workers end on purpose. */
 	if (m->sd.watchdog_usec && (serving > 0 || m->draining))
 		sd_say(m, "WATCHDOG=1");
-	int64_t period = m->sd.watchdog_usec ? (int64_t)(m->sd.watchdog_usec / 2000) : 0;
-	if (m->sd.watchdog_usec && period < 1)
-		period = 1;
-	if (!m->sd_ready && !m->draining && (period == 0 || period > READY_POLL_MS))
-		period = READY_POLL_MS;
+	int64_t period = m->draining ? 0 : m->sd_ready ? STATUS_POLL_MS : READY_POLL_MS;
+	if (m->sd.watchdog_usec) {
+		int64_t half = (int64_t)(m->sd.watchdog_usec / 2000);
+		if (half < 1)
+			half = 1;
+		if (period == 0 || half < period)
+			period = half;
+	}
 	if (period)
 		loop_timer_start_at(&m->misc_tl, &m->sd_timer, m->loop.now + period);
+}
+
+/* A death is said at once (the comeback at the next look). */
+static void sd_worker_died(struct master *m)
+{
+	uint32_t serving = serving_workers(m);
+	if (m->sd_ready && serving != m->sd_serving)
+		sd_status(m, "", serving);
 }
 
 static void sd_start(struct master *m)

@@ -282,6 +282,17 @@ def test_sighup_with_invalid_file_still_ends_the_reload(socks5d, notify, tmp_pat
     assert "refused" in notify.snapshot()[again][1].get("STATUS", "")
 
 
+def test_status_follows_the_serving_workers(socks5d, notify):
+    p = start(socks5d, notify, workers=2)
+    i = notify.wait_for("READY", "1")
+    notify.wait_for("STATUS", "serving: 2 of 2 workers", start=i)
+    w = wait_worker(p)
+    os.kill(w, signal.SIGSTOP)  # not reaped: still counted
+    os.kill(w, signal.SIGKILL)
+    j = notify.wait_for("STATUS", "serving: 1 of 2 workers", start=i + 1, timeout=10)
+    notify.wait_for("STATUS", "serving: 2 of 2 workers", start=j + 1, timeout=10)
+
+
 def test_sigterm_gives_stopping(socks5d, notify):
     p = start(socks5d, notify)
     notify.wait_for("READY", "1")
