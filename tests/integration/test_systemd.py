@@ -508,6 +508,8 @@ def test_unprivileged_start_with_bind_capability_workers_keep_none(socks5d, tmp_
                 "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service", "--")
         p = start(socks5d, notify, prefix=wrap, port=port, workers=2, wait_ready=False)
         notify.wait_for("READY", "1")
+        # both past their setup (and so past giving up their capabilities)
+        notify.wait_for("STATUS", "serving: 2 of 2 workers")
         s, _ = socks_connect_ok(port, "127.0.0.1", echo_server.port)
         with s:
             echo_roundtrip(s, b"low port")
