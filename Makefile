@@ -89,6 +89,11 @@ build/test/tests/unit/test_conffile: build/test/tests/unit/test_conffile.o $(TES
     build/test/master/conffile.o build/test/master/options.o
 	$(CC) $(TEST_CFLAGS) -o $@ $^ $(LIBS) -lcmocka
 
+# The notification protocol lives in master/.
+build/test/tests/unit/test_sdnotify: build/test/tests/unit/test_sdnotify.o $(TEST_CORE) \
+    build/test/master/sdnotify.o
+	$(CC) $(TEST_CFLAGS) -o $@ $^ $(LIBS) -lcmocka
+
 # The admin request handlers live in master/; the test stands in for the master.
 build/test/tests/unit/test_admin_cmds: build/test/tests/unit/test_admin_cmds.o $(TEST_CORE) \
     build/test/master/admin_cmds.o

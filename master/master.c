@@ -26,6 +26,7 @@
 #include "../worker/worker.h"
 #include "admin.h"
 #include "privs.h"
+#include "sdnotify.h"
 
 #define LISTEN_BACKLOG 4096
 /* A worker that dies sooner than this after its start counts as a crash loop. */
@@ -33,6 +34,10 @@
 #define BACKOFF_MAX_MS 30000
 /* How long after the grace period the master waits before killing workers. */
 #define KILL_AFTER_GRACE_MS 3000
+/* Until the first worker serves, how often the master looks. */
+#define READY_POLL_MS 20
+/* Then, how often it looks whether the count of serving workers changed. */
+#define STATUS_POLL_MS 1000
 
 struct wslot {
 	pid_t pid;
@@ -78,6 +83,12 @@ struct master {
 	uint8_t *ctrl_buf;           /* one worker answer */
 	struct rules *rules;         /* the published rules, compiled (listing, rule test) */
 	bool draining;
+	/* The service manager ($NOTIFY_SOCKET): READY=1 once a worker serves,
+	 * WATCHDOG=1 every half period while one does. */
+	struct sdnotify sd;
+	struct loop_timer sd_timer;
+	bool sd_ready;
+	uint32_t sd_serving; /* the count last put in STATUS= */
 };
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -281,6 +292,7 @@ static void notify_workers(struct master *m, enum ctrl_type type)
 /* ---- workers ------------------------------------------------------------ */
 
 static void spawn(struct master *m, uint32_t i);
+static void sd_worker_died(struct master *m);
 static void teardown(struct master *m, bool in_child);
 
 static void on_worker_ctrl(struct loop *l, struct loop_watch *lw, uint32_t events)
@@ -329,12 +341,17 @@ static _Noreturn void run_worker(struct master *m, uint32_t i, size_t row, int c
 	}
 	close(m->sig_fd);
 	m->sig_fd = -1;
+	sdnotify_close(&m->sd);
+	loop_timer_stop(&m->sd_timer);
 	/* Reuseport: the other workers' sockets are not ours to hold (a worker
 	 * that is drained must not stay in its group through us). */
 	for (size_t r = 0; r < SHM_MAX_WORKERS; r++)
 		if (r != row)
 			close_row(m, r);
-	if (m->dropped && privs_drop_all_caps() < 0) {
+	/* Only the master binds: a worker of a switched master, or of one
+	 * started unprivileged with capabilities (systemd's
+	 * AmbientCapabilities=), keeps none. */
+	if ((m->dropped || geteuid() != 0) && privs_drop_all_caps() < 0) {
 		log_error("worker %u: cannot give up its capabilities: %s", i, strerror(errno));
 		exit(EXIT_OSERR);
 	}
@@ -427,6 +444,7 @@ static void reap(struct master *m)
 			log_error("worker %u (pid %d) exited with status %d", i, (int)pid,
 			          WEXITSTATUS(status));
 		__atomic_fetch_add(&m->seg->worker_restarts, 1, __ATOMIC_RELAXED);
+		sd_worker_died(m);
 		if (m->loop.now - w->started < CRASH_WINDOW_MS)
 			w->quick_deaths++;
 		else
@@ -512,6 +530,105 @@ static int load_rules(struct master *m, char **text, size_t *len, struct rules *
 const struct rules *master_rules(struct master *m)
 {
 	return m->rules;
+}
+
+/* ---- the service manager ------------------------------------------------ */
+
+/* Workers that serve: forked by us and past their setup (a worker
+ * publishes its pid in its slot once its listening sockets are in its
+ * epoll set, so a client that connects then is served). */
+static uint32_t serving_workers(const struct master *m)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		pid_t pid = m->workers[i].pid;
+		if (pid > 0 && __atomic_load_n(&m->seg->slots[i].pid, __ATOMIC_RELAXED) == pid)
+			n++;
+	}
+	return n;
+}
+
+static void sd_say(struct master *m, const char *msg)
+{
+	int rc = sdnotify_send(&m->sd, msg);
+	if (rc < 0)
+		log_debug("cannot notify the service manager: %s", strerror(-rc));
+}
+
+/* READY=1 (or the status line) with the serving count. */
+static void sd_status(struct master *m, const char *head, uint32_t serving)
+{
+	char msg[256];
+	snprintf(msg, sizeof msg, "%sSTATUS=serving: %u of %u workers", head, serving,
+	         m->cfg.workers);
+	sd_say(m, msg);
+	m->sd_serving = serving;
+}
+
+static void on_sd_timer(struct loop *l, struct loop_timer *t)
+{
+	(void)l;
+	struct master *m = t->data;
+	uint32_t serving = serving_workers(m);
+	if (!m->draining) {
+		if (!m->sd_ready && serving > 0) {
+			m->sd_ready = true;
+			sd_status(m, "READY=1\n", serving);
+		} else if (m->sd_ready && serving != m->sd_serving) {
+			sd_status(m, "", serving);
+		}
+	}
+	/* A master whose workers all died and do not come back says nothing:
+	 * the manager's watchdog then restarts the service.  While draining
+	 * the workers end on purpose. */
+	if (m->sd.watchdog_usec && (serving > 0 || m->draining))
+		sd_say(m, "WATCHDOG=1");
+	int64_t period = m->draining ? 0 : m->sd_ready ? STATUS_POLL_MS : READY_POLL_MS;
+	if (m->sd.watchdog_usec) {
+		int64_t half = (int64_t)(m->sd.watchdog_usec / 2000);
+		if (half < 1)
+			half = 1;
+		if (period == 0 || half < period)
+			period = half;
+	}
+	if (period)
+		loop_timer_start_at(&m->misc_tl, &m->sd_timer, m->loop.now + period);
+}
+
+/* A death is said at once (the comeback at the next look). */
+static void sd_worker_died(struct master *m)
+{
+	uint32_t serving = serving_workers(m);
+	if (m->sd_ready && serving != m->sd_serving)
+		sd_status(m, "", serving);
+}
+
+static void sd_start(struct master *m)
+{
+	char err[160];
+	if (sdnotify_open(&m->sd, err, sizeof err) < 0)
+		log_warn("%s: not telling the service manager", err);
+	loop_timer_init(&m->sd_timer, on_sd_timer, m);
+	if (sdnotify_on(&m->sd))
+		loop_timer_start_at(&m->misc_tl, &m->sd_timer, m->loop.now);
+}
+
+/* A reload as the manager sees it: RELOADING=1, then READY=1 when done
+ * (done or refused: either way the service runs on). */
+static void reload_notified(struct master *m)
+{
+	/* Before the first READY=1 there is nothing to tell: a READY=1 here
+	 * would say a worker serves before one does. */
+	if (!m->sd_ready) {
+		(void)master_reload(m);
+		return;
+	}
+	sdnotify_reloading(&m->sd, "reloading the configuration");
+	int rc = master_reload(m);
+	if (rc == -EINVAL)
+		sd_say(m, "READY=1\nSTATUS=reload refused: keeping the running configuration");
+	else
+		sd_status(m, "READY=1\n", serving_workers(m));
 }
 
 /* ---- signals ------------------------------------------------------------ */
@@ -624,6 +741,9 @@ static void start_drain(struct master *m, int signo)
 		return;
 	m->draining = true;
 	log_info("%s: draining sessions (grace %u s)", strsignal(signo), m->cfg.grace_s);
+	char msg[128];
+	snprintf(msg, sizeof msg, "STOPPING=1\nSTATUS=draining sessions (grace %u s)", m->cfg.grace_s);
+	sd_say(m, msg);
 	close_listeners(m);
 	notify_workers(m, CTRL_DRAIN);
 	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
@@ -646,7 +766,7 @@ static void on_signal(struct loop *l, struct loop_watch *w, uint32_t events)
 			break;
 		case SIGHUP:
 			if (!m->draining)
-				(void)master_reload(m);
+				reload_notified(m);
 			break;
 		case SIGTERM:
 		case SIGINT:
@@ -836,6 +956,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		loop_timer_init(&m->workers[i].respawn, on_respawn, &m->workers[i]);
 	}
 	m->sig_fd = -1;
+	m->sd.fd = -1;
 	int rc = loop_init(&m->loop);
 	if (rc < 0)
 		return rc;
@@ -843,6 +964,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	loop_timer_init(&m->kill_timer, on_kill_timer, m);
 	m->loop.before_sleep = before_sleep;
 	m->loop.before_sleep_arg = m;
+	sd_start(m);
 
 	signal(SIGPIPE, SIG_IGN);
 	sigset_t mask;
@@ -919,6 +1041,7 @@ static void teardown(struct master *m, bool in_child)
 			close(m->workers[i].ctrl_fd);
 	if (m->sig_fd >= 0)
 		close(m->sig_fd);
+	sdnotify_close(&m->sd);
 	loop_free(&m->loop);
 	if (m->seg)
 		shm_destroy(m->seg);

@@ -15,6 +15,8 @@ nginx-light dnsmasq-base dnsdist unbound knot-resolver knot-resolver-module-http
 dante-client tnftp nodejs
 haproxy"
 
+# systemd-analyze (the unit file's check) and man (its Documentation= check).
+PKGS="$PKGS systemd man-db"
 missing=""
 for p in $PKGS; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
