@@ -80,6 +80,7 @@ struct settings {
 	char dns_server[256]; /* c-ares servers, "" = /etc/resolv.conf */
 	char admin_socket[108]; /* unix-domain admin socket, "" = the default place */
 	char run_as[64]; /* USER[:GROUP] once sockets and segment exist, "" = stay as started */
+	char metrics[SETTINGS_ADDR_MAX + 8]; /* the Prometheus endpoint ADDR:PORT, "" = none */
 };
 
 enum setting_type {
@@ -94,6 +95,7 @@ enum setting_type {
 	SETTING_SERVERS, /* ADDR[:PORT] or [ADDR6]:PORT, comma-separated */
 	SETTING_RUN_AS,  /* USER[:GROUP] */
 	SETTING_PORTS,   /* LOW-HIGH into uint16_t[2], or "ephemeral" (0, 0) */
+	SETTING_ENDPOINT, /* ADDR:PORT or [ADDR6]:PORT, the port required */
 };
 
 enum setting_unit {
