@@ -41,6 +41,7 @@ struct mbuf {
 	char *p;
 	size_t len, cap;
 	bool oom;
+	bool om; /* OpenMetrics 1.0.0 rather than the text format 0.0.4 */
 };
 
 __attribute__((format(printf, 2, 3))) static void mb_printf(struct mbuf *b, const char *fmt, ...)
@@ -73,9 +74,13 @@ __attribute__((format(printf, 2, 3))) static void mb_printf(struct mbuf *b, cons
 	}
 }
 
+/* OpenMetrics names a counter's family without its _total suffix. */
 static void family(struct mbuf *b, const char *name, const char *type, const char *help)
 {
-	mb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+	int n = (int)strlen(name);
+	if (b->om && !strcmp(type, "counter") && n > 6 && !strcmp(name + n - 6, "_total"))
+		n -= 6;
+	mb_printf(b, "# HELP %.*s %s\n# TYPE %.*s %s\n", n, name, help, n, name, type);
 }
 
 static void one(struct mbuf *b, const char *name, const char *type, const char *help, uint64_t v)
@@ -236,9 +241,9 @@ static void render_users(struct mbuf *b, struct shm_segment *seg)
 	free(copy);
 }
 
-char *metrics_render(struct shm_segment *seg, size_t *len)
+char *metrics_render(struct shm_segment *seg, bool openmetrics, size_t *len)
 {
-	struct mbuf b = {0};
+	struct mbuf b = {.om = openmetrics};
 	for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++)
 		one(&b, counters[i].name, "counter", counters[i].help,
 		    shm_counter_sum(seg, counters[i].c));
@@ -280,9 +285,9 @@ char *metrics_render(struct shm_segment *seg, size_t *len)
 	          (double)shm_counter_sum(seg, M_DNS_LAT_SUM_US) / 1e6);
 	mb_printf(&b, "socks5d_dns_lookup_seconds_count %llu\n", (unsigned long long)cum);
 
-	one(&b, "socks5d_sessions", "gauge", "Sessions open.",
+	one(&b, "socks5d_sessions_open", "gauge", "Sessions open.",
 	    __atomic_load_n(&seg->conns_now, __ATOMIC_RELAXED));
-	one(&b, "socks5d_sessions_max", "gauge", "The most sessions open at once since the start.",
+	one(&b, "socks5d_sessions_open_max", "gauge", "The most sessions open at once since the start.",
 	    __atomic_load_n(&seg->conns_max, __ATOMIC_RELAXED));
 	one(&b, "socks5d_sessions_relaying", "gauge", "Sessions relaying data.",
 	    shm_gauge_sum(seg, G_CONN_RELAYING));
@@ -309,6 +314,8 @@ char *metrics_render(struct shm_segment *seg, size_t *len)
 	              "# TYPE socks5d_uptime_seconds gauge\nsocks5d_uptime_seconds %.3f\n",
 	          (double)up_ms / 1000.0);
 	render_users(&b, seg);
+	if (b.om)
+		mb_printf(&b, "# EOF\n");
 	if (b.oom) {
 		free(b.p);
 		return NULL;
@@ -391,10 +398,11 @@ static void respond(struct metrics_conn *c, enum httpreq_status st)
 	char msg[64];
 	const char *type = "text/plain; charset=utf-8";
 	if (st == HTTPREQ_DONE) {
-		body = metrics_render(c->mx->seg, &blen);
+		body = metrics_render(c->mx->seg, c->req.openmetrics, &blen);
 		if (!body)
 			st = 503;
-		type = "text/plain; version=0.0.4; charset=utf-8";
+		type = c->req.openmetrics ? "application/openmetrics-text; version=1.0.0; charset=utf-8"
+		                          : "text/plain; version=0.0.4; charset=utf-8";
 	}
 	if (!body) {
 		blen = (size_t)snprintf(msg, sizeof msg, "%d %s\n", (int)st,

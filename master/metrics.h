@@ -2,7 +2,8 @@
  * metrics: the Prometheus endpoint of the master (--metrics ADDR:PORT).
  *
  * An HTTP/1.x listener on the master's loop that answers GET and HEAD of
- * /metrics with the text exposition format 0.0.4: the counters and gauges
+ * /metrics with the text exposition format 0.0.4 (OpenMetrics 1.0.0 when
+ * the Accept field names application/openmetrics-text): the counters and gauges
  * of the shared segment summed over the workers, per-worker sessions, the
  * name-lookup latency histogram and per-user byte counters (one series per
  * user and direction: at most SHM_MAX_USERS users).  The request head is
@@ -18,6 +19,7 @@
 #ifndef SOCKS5D_METRICS_H
 #define SOCKS5D_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "../shared/loop.h"
@@ -36,7 +38,8 @@ void metrics_close(struct metrics *mx);
 /* In a forked worker: close the descriptors, free, touch no epoll set. */
 void metrics_forget(struct metrics *mx);
 
-/* The exposition text of the segment, malloc'd (NULL when out of memory). */
-char *metrics_render(struct shm_segment *seg, size_t *len);
+/* The exposition text of the segment, malloc'd (NULL when out of memory):
+ * the text format 0.0.4, or OpenMetrics 1.0.0. */
+char *metrics_render(struct shm_segment *seg, bool openmetrics, size_t *len);
 
 #endif

@@ -87,6 +87,50 @@ static bool name_is(const char *s, size_t n, const char *name)
 	return strlen(name) == n && strncasecmp(s, name, n) == 0;
 }
 
+/* Is the q parameter of one Accept element zero ("q=0", "q=0.000")? */
+static bool q_is_zero(const char *p, size_t n)
+{
+	for (size_t i = 0; i + 2 <= n; i++) {
+		if (p[i] != ';')
+			continue;
+		size_t j = i + 1;
+		while (j < n && (p[j] == ' ' || p[j] == '\t'))
+			j++;
+		if (j + 2 > n || (p[j] != 'q' && p[j] != 'Q') || p[j + 1] != '=')
+			continue;
+		j += 2;
+		if (j >= n || p[j] != '0')
+			return false;
+		for (j++; j < n && p[j] != ';' && p[j] != ' ' && p[j] != '\t'; j++)
+			if (p[j] != '.' && p[j] != '0')
+				return false;
+		return true;
+	}
+	return false;
+}
+
+/* OpenMetrics when an element of Accept names it with a q above 0. */
+static void accept_field(struct httpreq *r, const char *v, size_t n)
+{
+	static const char om[] = "application/openmetrics-text";
+	const size_t omlen = sizeof om - 1;
+	while (n) {
+		const char *comma = memchr(v, ',', n);
+		size_t el = comma ? (size_t)(comma - v) : n;
+		size_t i = 0;
+		while (i < el && (v[i] == ' ' || v[i] == '\t'))
+			i++;
+		if (el - i >= omlen && strncasecmp(v + i, om, omlen) == 0 &&
+		    (el - i == omlen || v[i + omlen] == ';' || v[i + omlen] == ' ') &&
+		    !q_is_zero(v + i + omlen, el - i - omlen))
+			r->openmetrics = true;
+		if (!comma)
+			break;
+		n -= el + 1;
+		v += el + 1;
+	}
+}
+
 /* NAME ":" OWS VALUE OWS */
 static enum httpreq_status field_line(struct httpreq *r, const char *s, size_t n)
 {
@@ -114,12 +158,8 @@ static enum httpreq_status field_line(struct httpreq *r, const char *s, size_t n
 			if (v[i] != '0')
 				return HTTPREQ_BAD_REQUEST;
 	}
-	if (name_is(s, nlen, "accept")) {
-		static const char om[] = "application/openmetrics-text";
-		for (size_t i = 0; i + sizeof om - 1 <= vlen; i++)
-			if (strncasecmp(v + i, om, sizeof om - 1) == 0)
-				r->openmetrics = true;
-	}
+	if (name_is(s, nlen, "accept"))
+		accept_field(r, v, vlen);
 	return HTTPREQ_MORE;
 }
 

@@ -85,11 +85,30 @@ def test_scrape_passes_promtool_check(served, mport):
                        timeout=30)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
     for name in ("socks5d_sessions_total", "socks5d_bytes_total", "socks5d_replies_total",
-                 "socks5d_dns_lookup_seconds", "socks5d_sessions", "socks5d_workers"):
+                 "socks5d_dns_lookup_seconds", "socks5d_sessions_open", "socks5d_workers"):
         assert "# TYPE %s " % name in text
     assert sample(text, "socks5d_workers") == 2
     assert sample(text, "socks5d_dns_lookup_seconds_bucket", {"le": "+Inf"}) == 0
     assert sample(text, "socks5d_dns_lookup_seconds_count") == 0
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(served, mport):
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    accept = (b"Accept: application/openmetrics-text;version=1.0.0,"
+              b"application/openmetrics-text;version=0.0.1;q=0.75,"
+              b"text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\n")
+    resp = exchange(mport, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + accept + b"\r\n")
+    status, fields, body = split(resp)
+    assert status == 200
+    assert fields["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    assert "# TYPE socks5d_sessions counter\n" in text
+    # the reference parser is strict: it raises on anything out of the format
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["socks5d_sessions"].type == "counter"
+    assert families["socks5d_dns_lookup_seconds"].type == "histogram"
+    assert families["socks5d_sessions_open"].type == "gauge"
 
 
 def test_head_answers_the_head_only(served, mport):
@@ -110,7 +129,7 @@ def test_counters_rise_after_traffic_through_the_proxy(socks5d, tmp_path, mport,
     assert r.rep == 0
     echo_roundtrip(s, b"x" * 5000)
     text = scrape(mport)
-    assert sample(text, "socks5d_sessions") >= 1
+    assert sample(text, "socks5d_sessions_open") >= 1
     assert sample(text, "socks5d_user_sessions", {"user": "alice"}) == 1
     s.close()
     # the relay's counters are added as the bytes move; wait for the last of them
@@ -307,3 +326,9 @@ def test_a_real_prometheus_scrapes_socks5d(served, mport, prometheus, echo_serve
     s.close()
     wait_query(prometheus, "socks5d_sessions_total", lambda v: v == [1.0])
     assert prom_query(prometheus, 'up{job="socks5d"}') == [1.0]
+    # Prometheus asked for OpenMetrics and parsed it without an error
+    with urllib.request.urlopen("http://127.0.0.1:%d/api/v1/targets" % prometheus,
+                                timeout=5) as r:
+        targets = json.load(r)["data"]["activeTargets"]
+    assert [t["health"] for t in targets] == ["up"]
+    assert targets[0]["lastError"] == ""

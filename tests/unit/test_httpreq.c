@@ -58,6 +58,31 @@ static void scrape_requests_are_accepted(void **state)
 	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nAccept: application/OpenMetrics-text;"
 	                     "version=1.0.0,text/plain;q=0.5\r\n\r\n");
 	assert_true(req.openmetrics);
+	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nAccept: text/plain, "
+	                     "application/openmetrics-text\r\n\r\n");
+	assert_true(req.openmetrics);
+}
+
+static void openmetrics_only_when_acceptable(void **state)
+{
+	(void)state;
+	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;q=0,"
+	                     "text/plain\r\n\r\n");
+	assert_false(req.openmetrics);
+	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; "
+	                     "version=1.0.0; q=0.000\r\n\r\n");
+	assert_false(req.openmetrics);
+	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;"
+	                     "q=0.1\r\n\r\n");
+	assert_true(req.openmetrics);
+	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-textual,"
+	                     "x/application/openmetrics-text\r\n\r\n");
+	assert_false(req.openmetrics);
+	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nX-Accept: application/openmetrics-text"
+	                     "\r\n\r\n");
+	assert_false(req.openmetrics);
+	EXPECT(HTTPREQ_DONE, "GET /metrics HTTP/1.1\r\nAccept: ;q=0,,\r\n\r\n");
+	assert_false(req.openmetrics);
 }
 
 static void the_head_ends_at_the_blank_line(void **state)
@@ -205,6 +230,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(scrape_requests_are_accepted),
+	    cmocka_unit_test(openmetrics_only_when_acceptable),
 	    cmocka_unit_test(the_head_ends_at_the_blank_line),
 	    cmocka_unit_test(incomplete_heads_need_more),
 	    cmocka_unit_test(other_methods_and_paths_get_their_status),
