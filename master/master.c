@@ -324,6 +324,8 @@ static _Noreturn void run_worker(struct master *m, uint32_t i, size_t row, int c
 	m->loop.epfd = -1;
 	admin_forget(m->admin);
 	m->admin = NULL;
+	metrics_forget(m->metrics);
+	m->metrics = NULL;
 	for (uint32_t j = 0; j < SHM_MAX_WORKERS; j++) {
 		if (m->workers[j].ctrl_fd >= 0)
 			close(m->workers[j].ctrl_fd);

@@ -18,8 +18,8 @@ import urllib.request
 
 import pytest
 
-from s5lib import (connect, echo_roundtrip, eof_within, free_port, hash_password, read_until_eof,
-                   socks_open)
+from s5lib import (_proc_tcp_entries, connect, echo_roundtrip, eof_within, free_port,
+                   hash_password, read_until_eof, socket_inodes, socks_open)
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -181,6 +181,17 @@ def test_hostile_requests_get_their_status_and_a_close(served, mport, request_, 
         assert fields["allow"] == "GET, HEAD"
     scrape(mport)  # the endpoint still serves
     assert served.alive()
+
+
+def test_only_the_master_holds_the_metrics_socket(served, mport):
+    # a worker holding it would keep the port after the master is gone
+    inodes = {ino for lport, rport, ino in _proc_tcp_entries() if lport == mport and rport == 0}
+    assert len(inodes) == 1
+    assert inodes <= socket_inodes(served.pid)
+    workers = served.workers()
+    assert len(workers) == 2
+    for w in workers:
+        assert not inodes & socket_inodes(w), "worker %d holds the metrics socket" % w
 
 
 def test_slowloris_is_closed_after_the_timeout(served, mport):
