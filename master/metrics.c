@@ -32,6 +32,10 @@ struct metrics {
 	int fd;
 	struct loop_watch w;
 	struct loop_tlist tl; /* METRICS_TIMEOUT_MS from accept */
+	/* No descriptor left: the listener is out of epoll for a while (level
+	 * triggered, it would wake the loop again and again). */
+	struct loop_tlist pause_tl;
+	struct loop_timer pause;
 	struct metrics_conn conns[METRICS_CONNS_MAX];
 };
 
@@ -466,8 +470,16 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 	struct metrics *mx = w->data;
 	for (int k = 0; k < 64; k++) {
 		int fd = accept4(mx->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		               errno == ENOMEM)) {
+			log_warn("metrics: cannot accept: %s; paused for %d ms", strerror(errno),
+			         METRICS_PAUSE_MS);
+			if (loop_watch_mod(l, &mx->w, 0) == 0)
+				loop_timer_start(l, &mx->pause_tl, &mx->pause);
+			return;
+		}
 		if (fd < 0)
-			return; /* EAGAIN, or a descriptor shortage: tried again on the next event */
+			return; /* EAGAIN, or a connection gone before it was accepted */
 		struct metrics_conn *c = NULL;
 		for (size_t i = 0; i < METRICS_CONNS_MAX && !c; i++)
 			if (mx->conns[i].fd < 0)
@@ -488,6 +500,12 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 		}
 		loop_timer_start(l, &mx->tl, &c->timer);
 	}
+}
+
+static void on_pause_end(struct loop *l, struct loop_timer *t)
+{
+	struct metrics *mx = t->data;
+	(void)loop_watch_mod(l, &mx->w, EPOLLIN);
 }
 
 static int parse_endpoint(const char *ep, struct sockaddr_storage *ss, socklen_t *sl)
@@ -557,8 +575,11 @@ int metrics_open(struct loop *l, struct shm_segment *seg, const char *endpoint,
 		return rc;
 	}
 	loop_tlist_init(l, &mx->tl, METRICS_TIMEOUT_MS);
+	loop_tlist_init(l, &mx->pause_tl, METRICS_PAUSE_MS);
+	loop_timer_init(&mx->pause, on_pause_end, mx);
 	if ((rc = loop_watch_add(l, &mx->w, mx->fd, EPOLLIN, on_accept, mx)) < 0) {
 		loop_tlist_detach(l, &mx->tl);
+		loop_tlist_detach(l, &mx->pause_tl);
 		close(mx->fd);
 		free(mx);
 		return rc;
@@ -586,7 +607,9 @@ static void release(struct metrics *mx, bool in_child)
 	if (!in_child)
 		loop_watch_del(mx->l, &mx->w);
 	close(mx->fd);
+	loop_timer_stop(&mx->pause);
 	loop_tlist_detach(mx->l, &mx->tl);
+	loop_tlist_detach(mx->l, &mx->pause_tl);
 	free(mx);
 }
 

@@ -27,6 +27,7 @@
 
 #define METRICS_CONNS_MAX 16
 #define METRICS_TIMEOUT_MS 5000
+#define METRICS_PAUSE_MS 1000 /* accepting paused after EMFILE/ENFILE */
 
 struct metrics;
 

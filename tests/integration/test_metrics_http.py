@@ -8,6 +8,7 @@ serving; a real Prometheus scrapes socks5d and sees up == 1.
 
 import json
 import re
+import resource
 import shutil
 import socket
 import subprocess
@@ -18,8 +19,8 @@ import urllib.request
 
 import pytest
 
-from s5lib import (_proc_tcp_entries, connect, echo_roundtrip, eof_within, free_port,
-                   hash_password, read_until_eof, socket_inodes, socks_open)
+from s5lib import (_proc_tcp_entries, connect, count_fds, cpu_seconds, echo_roundtrip, eof_within,
+                   free_port, hash_password, read_until_eof, socket_inodes, socks_open)
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -235,6 +236,30 @@ def test_connections_are_bounded(served, mport):
             break
         time.sleep(0.1)
     assert status == 200
+
+
+def test_no_descriptor_left_pauses_accepting_without_spinning(served, mport):
+    pid = served.pid
+    old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    n = count_fds(pid)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (n, old[1]))
+    waiting = []
+    try:
+        waiting.append(connect("127.0.0.1", mport))  # completed by the kernel, not accepted
+        time.sleep(0.3)
+        t0 = cpu_seconds(pid)
+        time.sleep(2.0)
+        used = cpu_seconds(pid) - t0
+        assert used < 0.5, "the master spun: %.2f s of CPU in 2 s" % used
+        assert served.wait_stderr(r"metrics: cannot accept", timeout=5)
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+    # with descriptors back, the waiting connection and new ones are served
+    waiting[0].sendall(SCRAPE)
+    status, _, _ = split(read_until_eof(waiting[0], 10))
+    waiting[0].close()
+    assert status == 200
+    scrape(mport)
 
 
 def test_an_idle_connection_is_closed_after_the_timeout(served, mport):
