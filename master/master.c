@@ -25,6 +25,7 @@
 #include "../shared/rules.h"
 #include "../worker/worker.h"
 #include "admin.h"
+#include "metrics.h"
 #include "privs.h"
 #include "sdnotify.h"
 
@@ -78,6 +79,7 @@ struct master {
 	struct loop_tlist misc_tl;
 	struct loop_timer kill_timer;
 	struct admin *admin;
+	struct metrics *metrics; /* the Prometheus endpoint, or NULL */
 	struct user_list file_users; /* the users the configuration file holds */
 	struct limit_list limits;    /* the file's limit lines */
 	uint8_t *ctrl_buf;           /* one worker answer */
@@ -334,6 +336,8 @@ static _Noreturn void run_worker(struct master *m, uint32_t i, size_t row, int c
 	m->loop.epfd = -1;
 	admin_forget(m->admin);
 	m->admin = NULL;
+	metrics_forget(m->metrics);
+	m->metrics = NULL;
 	for (uint32_t j = 0; j < SHM_MAX_WORKERS; j++) {
 		if (m->workers[j].ctrl_fd >= 0)
 			close(m->workers[j].ctrl_fd);
@@ -1018,6 +1022,8 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		return -EINVAL; /* a file in the admin socket's place: said, not removed */
 	if (rc < 0)
 		log_error("administration is off: %s", strerror(-rc));
+	if (s->metrics[0] && (rc = metrics_open(&m->loop, m->seg, s->metrics, &m->metrics)) < 0)
+		return rc;
 	return s->run_as[0] ? run_as(m, s) : 0;
 }
 
@@ -1030,6 +1036,11 @@ static void teardown(struct master *m, bool in_child)
 	else
 		admin_close(m->admin);
 	m->admin = NULL;
+	if (in_child)
+		metrics_forget(m->metrics);
+	else
+		metrics_close(m->metrics);
+	m->metrics = NULL;
 	free(m->ctrl_buf);
 	rules_free(m->rules);
 	m->rules = NULL;

@@ -12,7 +12,7 @@ PKGS="make gcc clang libclang-rt-14-dev pkg-config libc-ares-dev libcurl4-openss
 libcrypt-dev libsctp-dev lksctp-tools libcmocka-dev libedit-dev
 dovecot-pop3d dovecot-imapd dovecot-submissiond vsftpd libpam-pwdfile apache2-utils openssl
 nginx-light dnsmasq-base dnsdist unbound knot-resolver knot-resolver-module-http curl python3 python3-pytest python3-socks iproute2 util-linux
-dante-client tnftp nodejs
+dante-client tnftp nodejs prometheus python3-prometheus-client
 haproxy"
 
 # systemd-analyze (the unit file's check) and man (its Documentation= check).

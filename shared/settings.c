@@ -34,6 +34,9 @@ const struct setting_desc settings_table[] = {
     {"admin-socket", SETTING_STR, 0, F(admin_socket), 1, 0, NULL, NULL,
      "$RUNTIME_DIRECTORY, /run/socks5d or ./socks5d.sock", 0, "PATH",
      "administration unix socket", SETTING_START, false, {0}, NOPIPO},
+    {"metrics", SETTING_ENDPOINT, 0, F(metrics), 0, 0, NULL, NULL, "none", 0, "ADDR:PORT",
+     "serve Prometheus metrics over HTTP at ADDR:PORT ([ADDR6]:PORT for IPv6), GET /metrics",
+     SETTING_START, false, {0}, NOPIPO},
     {"run-as", SETTING_RUN_AS, 0, F(run_as), 1, 0, NULL, NULL, "stay as started", 0,
      "USER[:GROUP]",
      "run the master and workers as USER (and GROUP) once sockets and the shared segment exist",
@@ -417,6 +420,12 @@ static int store(struct settings *s, const struct setting_desc *d, const char *v
 		}
 		goto copy;
 	}
+	case SETTING_ENDPOINT:
+		if (is_ip(value) || !is_server(value, strlen(value))) {
+			snprintf(err, errlen, "'%s' is not ADDR:PORT or [ADDR6]:PORT", value);
+			return -EINVAL;
+		}
+		goto copy;
 	case SETTING_RUN_AS:
 		if (!is_run_as(value)) {
 			snprintf(err, errlen, "'%s' is not USER or USER:GROUP (names or numeric ids)",

@@ -82,6 +82,7 @@ struct settings {
 	char admin_socket[108]; /* unix-domain admin socket, "" = the default place */
 	char run_as[64]; /* USER[:GROUP] once sockets and segment exist, "" = stay as started */
 	char proxy_protocol[512]; /* balancers that send a PROXY header first, "" = none */
+	char metrics[SETTINGS_ADDR_MAX + 8]; /* the Prometheus endpoint ADDR:PORT, "" = none */
 };
 
 enum setting_type {
@@ -97,6 +98,7 @@ enum setting_type {
 	SETTING_RUN_AS,  /* USER[:GROUP] */
 	SETTING_CIDRS,   /* ADDR[/LEN], comma-separated; "" = none */
 	SETTING_PORTS,   /* LOW-HIGH into uint16_t[2], or "ephemeral" (0, 0) */
+	SETTING_ENDPOINT, /* ADDR:PORT or [ADDR6]:PORT, the port required */
 };
 
 enum setting_unit {

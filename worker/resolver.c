@@ -323,6 +323,7 @@ static void deliver_ready(struct loop *l, struct loop_timer *t)
 		if (q->cb) {
 			int64_t us = now - q->start_us;
 			count(r, (enum shm_counter)(M_DNS_LAT_0 + resolver_latency_bucket(us < 0 ? 0 : (uint64_t)us)));
+			shm_count(r->slot, M_DNS_LAT_SUM_US, us < 0 ? 0 : (uint64_t)us);
 			q->cb(q->arg, q->status, q->addrs, q->n);
 		}
 		free(q);

@@ -82,6 +82,7 @@ def samples(tmp_path):
         "listen": ("127.0.0.1", None), "port": (str(free_port()), None),
         "admin-addr": ("127.0.0.1", None), "admin-port": (str(free_port()), None),
         "admin-socket": (str(tmp_path / "file.sock"), None), "run-as": (me, me),
+        "metrics": ("127.0.0.1:%d" % free_port(), None),
         "workers": ("1", None), "accept": ("exclusive", "exclusive"),
         "anonymous": ("never", "never"), "handshake-timeout": ("2m", 120),
         "connect-timeout": ("7s", 7), "idle-timeout": ("1h", 3600), "idle-cleanup": ("no", False),
