@@ -53,8 +53,9 @@ build/loadgen: bench/loadgen.c
 	@mkdir -p build
 	$(CC) $(CSTD) $(WARN) -O2 -o $@ $<
 
-# Side-by-side benchmark against direct, Dante and microsocks (about five
-# minutes); writes its table and plot into docs/performance.md.
+# Side-by-side benchmark against direct, Dante and microsocks, then UDP
+# (bench/udp.sh) and access rules (bench/rules.sh), about ten minutes;
+# writes its tables and plot into docs/performance.md.
 bench: build/socks5d build/loadgen
 	bench/run.sh
 

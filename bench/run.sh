@@ -2,7 +2,8 @@
 # Side-by-side benchmark on loopback: direct (no proxy), socks5d, Dante 1.4.2
 # (danted) and microsocks 1.0.3, all against one nginx, driven by
 # bench/loadgen.  Run as root (`make bench`, or bench/run.sh); about five
-# minutes.  It writes:
+# minutes, then bench/udp.sh (UDP=0 skips it) and bench/rules.sh (RULES=0
+# skips it), about five more.  It writes:
 #   build/bench/results.txt   one line per loadgen run (raw loadgen output
 #                             plus the proxy's CPU, memory and descriptors)
 #   build/bench/raw/          every loadgen's stdout/stderr, the proxies' logs
