@@ -23,6 +23,7 @@ struct metrics_conn {
 	struct loop_timer timer;
 	char *out;
 	size_t out_len, out_pos;
+	size_t drained; /* bytes read and dropped after the answer */
 	struct httpreq req;
 };
 
@@ -355,9 +356,12 @@ static void on_linger(struct loop *l, struct loop_watch *w, uint32_t events)
 	(void)events;
 	struct metrics_conn *c = w->data;
 	char buf[4096];
+	/* What a client sends after its answer is read and dropped, but no
+	 * more than METRICS_LINGER_MAX in all: a client that keeps sending
+	 * must not keep the master busy. */
 	for (;;) {
 		ssize_t n = recv(c->fd, buf, sizeof buf, 0);
-		if (n > 0)
+		if (n > 0 && (c->drained += (size_t)n) <= METRICS_LINGER_MAX)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
@@ -492,6 +496,7 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 			continue;
 		}
 		c->fd = fd;
+		c->drained = 0;
 		httpreq_init(&c->req);
 		if (loop_watch_add(l, &c->w, fd, EPOLLIN, on_readable, c) < 0) {
 			close(fd);

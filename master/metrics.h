@@ -28,6 +28,7 @@
 #define METRICS_CONNS_MAX 16
 #define METRICS_TIMEOUT_MS 5000
 #define METRICS_PAUSE_MS 1000 /* accepting paused after EMFILE/ENFILE */
+#define METRICS_LINGER_MAX 65536 /* bytes read and dropped after an answer, then closed */
 
 struct metrics;
 

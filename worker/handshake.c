@@ -146,11 +146,19 @@ static void on_proxy(struct session *s)
 		session_finalize(s);
 		return;
 	}
-	/* From here the client is the header's (LOCAL, UNKNOWN: the
-	 * balancer's own connection): rules, the per-source cap, the
-	 * anonymous policy, logs and listings all see it. */
-	if (hs->proxy.has_addr)
-		s->peer = hs->proxy.src;
+	/* A header that names no client (LOCAL, UNKNOWN, another family or
+	 * transport) ends the connection: the balancer's own address, often
+	 * loopback, must not stand in for an unknown client, and a health
+	 * check needs nothing after the header. */
+	if (!hs->proxy.has_addr) {
+		log_debug("session %llu: PROXY header without a client address: closed",
+		          (unsigned long long)s->id);
+		session_finalize(s);
+		return;
+	}
+	/* From here the client is the header's: rules, the per-source cap,
+	 * the anonymous policy, logs and listings all see it. */
+	s->peer = hs->proxy.src;
 	if (!worker_client_allowed(wk, &s->peer)) {
 		session_finalize(s);
 		return;

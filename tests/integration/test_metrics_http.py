@@ -368,3 +368,18 @@ def test_a_real_prometheus_scrapes_socks5d(served, mport, prometheus, echo_serve
         targets = json.load(r)["data"]["activeTargets"]
     assert [t["health"] for t in targets] == ["up"]
     assert targets[0]["lastError"] == ""
+
+
+def test_a_client_that_keeps_sending_after_its_answer_is_cut_off(served, mport):
+    s = socket.create_connection(("127.0.0.1", mport), timeout=5)
+    s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    block = b"x" * 65536
+    t0 = time.monotonic()
+    sent = 0
+    with pytest.raises(OSError):
+        while time.monotonic() - t0 < 4:
+            sent += s.send(block)
+    # closed after at most 64 KiB more were read, long before the 5 s timeout
+    assert time.monotonic() - t0 < 4, sent
+    s.close()
+    assert scrape(mport)
