@@ -331,23 +331,12 @@ void bind_begin(struct session *s)
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
 	static const uint8_t zeros[16];
 	hs->lfd = -1;
-	hs->naddrs = 1;
-	memset(ss, 0, sizeof *ss);
-	if (r->atyp == SOCKS5_ATYP_IPV4) {
-		s4->sin_family = AF_INET;
-		memcpy(&s4->sin_addr, r->addr, 4);
-	} else if (r->atyp == SOCKS5_ATYP_IPV6) {
-		s6->sin6_family = AF_INET6;
-		memcpy(&s6->sin6_addr, r->addr, 16);
-	} else if (inet_pton(AF_INET, r->host, &s4->sin_addr) == 1) {
-		s4->sin_family = AF_INET;
-	} else if (inet_pton(AF_INET6, r->host, &s6->sin6_addr) == 1) {
-		s6->sin6_family = AF_INET6;
-	} else if (strlen(r->host) != r->alen) {
+	hs->naddrs = handshake_literal_addr(r, ss);
+	if (!hs->naddrs && strlen(r->host) != r->alen) {
 		session_fail(s, SOCKS5_REP_HOST_UNREACH); /* a NUL inside the name */
 		return;
-	} else {
-		hs->naddrs = 0;
+	}
+	if (!hs->naddrs) {
 		if (!connect_name_allowed(s))
 			return;
 		s->phase = PH_RESOLVING;

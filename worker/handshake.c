@@ -328,8 +328,7 @@ static void on_auth(struct session *s)
 
 /* ---- request ------------------------------------------------------------ */
 
-/* The addresses a request names without a lookup; 0 when it needs one. */
-static size_t literal_addrs(const struct socks5_request *r, struct sockaddr_storage *ss)
+size_t handshake_literal_addr(const struct socks5_request *r, struct sockaddr_storage *ss)
 {
 	struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
 	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
@@ -386,7 +385,7 @@ static void start_request(struct session *s)
 	}
 	s->best_fail = SOCKS5_REP_GENERAL_FAILURE;
 	hs->next_addr = 0;
-	hs->naddrs = literal_addrs(r, &hs->addrs[0]);
+	hs->naddrs = handshake_literal_addr(r, &hs->addrs[0]);
 	if (hs->naddrs)
 		connect_begin(s);
 	else if (strlen(r->host) != r->alen)

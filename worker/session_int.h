@@ -199,6 +199,9 @@ bool session_limits_admit_rule(struct session *s, uint32_t rule_number, uint32_t
 
 /* The first state: read and answer the greeting. */
 void handshake_begin(struct session *s);
+/* The address a request names without a lookup (DST.PORT set), into *ss:
+ * 1, or 0 when it names a host that needs one. */
+size_t handshake_literal_addr(const struct socks5_request *r, struct sockaddr_storage *ss);
 /* The waiting states' client handler: read early data, parse nothing. */
 void handshake_read_early(struct session *s);
 
