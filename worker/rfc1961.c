@@ -1,0 +1,96 @@
+#include "rfc1961.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void rfc1961_init(struct rfc1961_msg *m, uint8_t expect)
+{
+	memset(m, 0, sizeof *m);
+	m->expect = expect;
+}
+
+void rfc1961_expect(struct rfc1961_msg *m, uint8_t expect)
+{
+	m->expect = expect;
+}
+
+static int fail(struct rfc1961_msg *m, enum rfc1961_error e)
+{
+	m->error = (uint8_t)e;
+	return RFC1961_ERROR;
+}
+
+int rfc1961_feed(struct rfc1961_msg *m, const uint8_t *in, size_t n, size_t *used)
+{
+	size_t i = 0;
+	*used = 0;
+	if (m->error)
+		return RFC1961_ERROR;
+	/* A message that was complete: this feed starts the next one. */
+	if (m->have == 4 && m->got == m->len)
+		m->have = 0;
+	if (m->have == 2 && m->mtyp == RFC1961_FAILURE)
+		m->have = 0;
+	while (m->have < 4 && i < n) {
+		m->hdr[m->have++] = in[i++];
+		if (m->have == 1 && m->hdr[0] != RFC1961_VERSION) {
+			*used = i;
+			return fail(m, RFC1961_BAD_VERSION);
+		}
+		if (m->have == 2) {
+			m->mtyp = m->hdr[1];
+			if (m->mtyp == RFC1961_FAILURE) {
+				m->len = m->got = 0;
+				*used = i;
+				return RFC1961_DONE;
+			}
+			if (m->mtyp != m->expect) {
+				*used = i;
+				return fail(m, RFC1961_BAD_TYPE);
+			}
+		}
+		if (m->have == 4) {
+			m->len = (uint32_t)m->hdr[2] << 8 | m->hdr[3];
+			m->got = 0;
+			if (m->len == 0) {
+				*used = i;
+				return fail(m, RFC1961_EMPTY_TOKEN);
+			}
+			if (m->len > m->cap) {
+				uint8_t *t = realloc(m->token, m->len);
+				if (!t) {
+					*used = i;
+					return fail(m, RFC1961_NO_MEMORY);
+				}
+				m->token = t;
+				m->cap = m->len;
+			}
+		}
+	}
+	if (m->have < 4) {
+		*used = i;
+		return RFC1961_MORE;
+	}
+	size_t want = m->len - m->got;
+	if (want > n - i)
+		want = n - i;
+	memcpy(m->token + m->got, in + i, want);
+	m->got += (uint32_t)want;
+	*used = i + want;
+	return m->got == m->len ? RFC1961_DONE : RFC1961_MORE;
+}
+
+void rfc1961_free(struct rfc1961_msg *m)
+{
+	free(m->token);
+	m->token = NULL;
+	m->cap = 0;
+}
+
+void rfc1961_header(uint8_t out[4], uint8_t mtyp, size_t len)
+{
+	out[0] = RFC1961_VERSION;
+	out[1] = mtyp;
+	out[2] = (uint8_t)(len >> 8);
+	out[3] = (uint8_t)len;
+}
