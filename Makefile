@@ -7,11 +7,11 @@ CC      ?= cc
 VERSION := 0.1.0
 
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wundef -Werror
-CSTD    := -std=c11 -D_GNU_SOURCE -DSOCKS5D_VERSION='"$(VERSION)"'
+CSTD    := -std=c11 -D_GNU_SOURCE $(shell pkg-config --cflags krb5-gssapi) -DSOCKS5D_VERSION='"$(VERSION)"'
 DEPFLAGS = -MMD -MP
 REL_CFLAGS  := -O2 -g
 TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-LIBS    := -lcares -lcurl -lcrypt -lcrypto -pthread
+LIBS    := -lcares -lcurl -lcrypt -lcrypto $(shell pkg-config --libs krb5-gssapi krb5) -pthread
 
 CORE_SRC   := $(wildcard shared/*.c worker/*.c admin/*.c)
 MASTER_SRC := $(wildcard master/*.c)

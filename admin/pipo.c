@@ -338,6 +338,10 @@ const char *pipo_metric_name(uint16_t id)
 	    [PIPO_MET_UDP_DROP_SEND] = "udp_dropped_send",
 	    [PIPO_MET_UDP_DROP_DENIED] = "udp_dropped_denied",
 	    [PIPO_MET_UDP_DROP_RATE] = "udp_dropped_rate",
+	    [PIPO_MET_GSS_LOGINS] = "gssapi_logins",
+	    [PIPO_MET_GSS_FAILURES] = "gssapi_failures",
+	    [PIPO_MET_GSS_WRAPPED] = "gssapi_bytes_wrapped",
+	    [PIPO_MET_GSS_UNWRAPPED] = "gssapi_bytes_unwrapped",
 	};
 	static const char *const replies[] = {
 	    "replies_succeeded",     "replies_general_failure", "replies_not_allowed",

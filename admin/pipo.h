@@ -162,6 +162,10 @@ enum pipo_metric {
 	PIPO_MET_UDP_DROP_SEND = 44,
 	PIPO_MET_UDP_DROP_DENIED = 45,
 	PIPO_MET_UDP_DROP_RATE = 54, /* datagrams over a rate limit */
+	PIPO_MET_GSS_LOGINS = 60,     /* GSS-API logins with a protection level granted */
+	PIPO_MET_GSS_FAILURES = 61,   /* GSS-API logins failed or abandoned */
+	PIPO_MET_GSS_WRAPPED = 62,    /* plaintext bytes wrapped for GSS-API clients */
+	PIPO_MET_GSS_UNWRAPPED = 63,  /* plaintext bytes unwrapped from GSS-API clients */
 	PIPO_MET_REPLY_0 = 100, /* 100 + reply code 0..8 */
 };
 

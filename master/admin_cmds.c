@@ -108,6 +108,10 @@ static void metrics(const struct admin_ctx *a, struct pipo_buf *b)
 	    {PIPO_MET_UDP_DROP_SEND, M_UDP_DROP_SEND},
 	    {PIPO_MET_UDP_DROP_DENIED, M_UDP_DROP_DENIED},
 	    {PIPO_MET_UDP_DROP_RATE, M_UDP_DROP_RATE},
+	    {PIPO_MET_GSS_LOGINS, M_GSS_LOGINS},
+	    {PIPO_MET_GSS_FAILURES, M_GSS_FAILURES},
+	    {PIPO_MET_GSS_WRAPPED, M_GSS_WRAPPED},
+	    {PIPO_MET_GSS_UNWRAPPED, M_GSS_UNWRAPPED},
 	};
 	size_t n = sizeof counters / sizeof counters[0];
 	/* The counters, 9 replies, 9 gauges and 2 latency percentiles. */

@@ -23,6 +23,7 @@
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "../shared/rules.h"
+#include "../worker/gssapi.h"
 #include "../worker/worker.h"
 #include "admin.h"
 #include "metrics.h"
@@ -637,6 +638,18 @@ static void reload_notified(struct master *m)
 
 /* ---- signals ------------------------------------------------------------ */
 
+/* GSS-API configured: the keytab must be readable and hold a key of the
+ * service, or the method would fail at every login. */
+static int check_gssapi(const struct settings *s)
+{
+	char err[1400];
+	if (!s->gssapi_keytab[0] || gss_check_keytab(s->gssapi_keytab, s->gssapi_service, err,
+	                                             sizeof err) == 0)
+		return 0;
+	log_error("%s", err);
+	return -EINVAL;
+}
+
 int master_reload(struct master *m)
 {
 	if (!m->opts->config_path) {
@@ -667,6 +680,12 @@ int master_reload(struct master *m)
 	if (rc == 0 && (rc = load_limits(m, &limits)) < 0) {
 		user_list_free(&users);
 		user_list_free(&file_users);
+	}
+	if (rc == 0 && check_gssapi(&s) < 0) {
+		user_list_free(&users);
+		user_list_free(&file_users);
+		limit_list_free(&limits);
+		rc = -EINVAL;
 	}
 	if (rc == 0 && users.n > SHM_MAX_USERS) {
 		log_error("%s: %zu users, more than the %d the users table holds",
@@ -1024,7 +1043,10 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		log_error("administration is off: %s", strerror(-rc));
 	if (s->metrics[0] && (rc = metrics_open(&m->loop, m->seg, s->metrics, &m->metrics)) < 0)
 		return rc;
-	return s->run_as[0] ? run_as(m, s) : 0;
+	if (s->run_as[0] && (rc = run_as(m, s)) < 0)
+		return rc;
+	/* Checked as the user the workers run as: they read the keytab. */
+	return check_gssapi(s);
 }
 
 /* in_child: a worker leaving; the admin socket path is the master's to

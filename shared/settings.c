@@ -16,6 +16,8 @@ static const char *const level_choices[] = {"error", "warn", "info", "debug", NU
 static const char *const method_choices[] = {"get", "post", NULL};
 static const char *const accept_choices[] = {"exclusive", "reuseport", NULL};
 static const char *const udp_filter_choices[] = {"any", "address", "address-port", NULL};
+/* Indexed by RFC 1961 protection level (clear is the level 0 of curl and Dante). */
+static const char *const gss_level_choices[] = {"clear", "integrity", "confidentiality", NULL};
 
 #define F(m) offsetof(struct settings, m), sizeof(((struct settings *)0)->m)
 #define NOPIPO SETTING_NO_PIPO, SETTING_NO_PIPO
@@ -54,6 +56,23 @@ const struct setting_desc settings_table[] = {
     {"proxy-protocol", SETTING_CIDRS, 0, F(proxy_protocol), 0, 0, NULL, NULL, "none", 0, "LIST",
      "load balancers (ADDR[/LEN], comma-separated) whose connections start with a PROXY "
      "protocol v1 or v2 header giving the client's address; others must not send one",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
+    {"gssapi-keytab", SETTING_STR, 0, F(gssapi_keytab), 1, 0, NULL, NULL, "none: GSS-API off", 0,
+     "FILE",
+     "offer GSS-API (Kerberos, RFC 1961), accepting the keys of this keytab; it must be "
+     "readable by the workers' user",
+     SETTING_RELOAD, false, {0}, NOPIPO},
+    {"gssapi-service", SETTING_STR, 0, F(gssapi_service), 1, 0, NULL, "rcmd", NULL, 0, "NAME",
+     "GSS-API service name: any host's key of this service in the keytab (NAME/HOST: that "
+     "one only)",
+     SETTING_RELOAD, false, {0}, NOPIPO},
+    {"gssapi-protection", SETTING_CHOICE_SET, 0, F(gssapi_protection), 0, 0, gss_level_choices,
+     "integrity,confidentiality", NULL, 0, "LIST",
+     "GSS-API protection levels granted: some of clear, integrity, confidentiality",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
+    {"gssapi-nec", SETTING_BOOL, 0, F(gssapi_nec), 0, 1, NULL, "no", NULL, 0, "yes|no",
+     "also take the GSS-API protection level unwrapped, as NEC's client (and curl "
+     "--socks5-gssapi-nec) send it",
      SETTING_RUNTIME, false, {0}, NOPIPO},
     {"handshake-timeout", SETTING_U32, SETTING_UNIT_SECONDS, F(handshake_timeout_s), 1, 86400,
      NULL, "15", NULL, 0, "S", "seconds from accept until the request is complete",
@@ -370,6 +389,28 @@ static int store(struct settings *s, const struct setting_desc *d, const char *v
 		*(uint8_t *)field = (uint8_t)i;
 		break;
 	}
+	case SETTING_CHOICE_SET: {
+		unsigned mask = 0;
+		for (const char *p = value, *c;; p = c + 1) {
+			c = strchr(p, ',');
+			size_t len = c ? (size_t)(c - p) : strlen(p), i;
+			for (i = 0; d->choices[i]; i++)
+				if (strlen(d->choices[i]) == len && !strncmp(d->choices[i], p, len))
+					break;
+			if (!d->choices[i]) {
+				char list[128];
+				choice_list(d, list, sizeof list);
+				snprintf(err, errlen, "'%s' is not a comma-separated list of %s", value,
+				         list);
+				return -EINVAL;
+			}
+			mask |= 1u << i;
+			if (!c)
+				break;
+		}
+		*(uint8_t *)field = (uint8_t)mask;
+		break;
+	}
 	case SETTING_ADDR:
 		if (!is_ip(value)) {
 			snprintf(err, errlen, "'%s' is not an IPv4 or IPv6 address", value);
@@ -530,6 +571,7 @@ uint32_t settings_number(const struct settings *s, const struct setting_desc *d)
 		return *(const uint16_t *)field;
 	case SETTING_BOOL:
 	case SETTING_CHOICE:
+	case SETTING_CHOICE_SET:
 		return *(const uint8_t *)field;
 	default:
 		return 0;
@@ -559,6 +601,15 @@ int settings_set_number(struct settings *s, const struct setting_desc *d, uint32
 				return 0;
 			}
 		return -EINVAL;
+	case SETTING_CHOICE_SET: {
+		uint32_t all = 0;
+		for (uint32_t i = 0; d->choices[i]; i++)
+			all |= 1u << i;
+		if (!v || (v & ~all))
+			return -EINVAL;
+		*(uint8_t *)field = (uint8_t)v;
+		return 0;
+	}
 	default:
 		return -EINVAL;
 	}
@@ -584,6 +635,14 @@ void settings_format(const struct settings *s, const struct setting_desc *d, cha
 		snprintf(out, len, "%s", d->choices[i] ? d->choices[i] : "");
 		break;
 	}
+	case SETTING_CHOICE_SET:
+		out[0] = '\0';
+		for (size_t i = 0; d->choices[i]; i++)
+			if (n & (1u << i)) {
+				size_t used = strlen(out);
+				snprintf(out + used, len - used, "%s%s", used ? "," : "", d->choices[i]);
+			}
+		break;
 	case SETTING_LISTEN:
 		out[0] = '\0';
 		for (uint32_t i = 0; i < s->nlisten && i < SETTINGS_MAX_LISTEN; i++) {

@@ -66,6 +66,9 @@ struct settings {
 	uint8_t dns_fallback;
 	uint8_t doh; /* a DoH endpoint was configured: DoH first, else classic DNS alone */
 	uint8_t udp_filter; /* enum udp_filter */
+	uint8_t gssapi_protection; /* GSS-API levels granted: 1 << 0 clear, 1 << 1 integrity,
+	                              1 << 2 confidentiality (RFC 1961 level numbers) */
+	uint8_t gssapi_nec; /* also take the protection level unwrapped (NEC's client) */
 	uint16_t port;
 	uint16_t admin_port;
 	uint16_t doh_port;
@@ -83,6 +86,8 @@ struct settings {
 	char run_as[64]; /* USER[:GROUP] once sockets and segment exist, "" = stay as started */
 	char proxy_protocol[512]; /* balancers that send a PROXY header first, "" = none */
 	char metrics[SETTINGS_ADDR_MAX + 8]; /* the Prometheus endpoint ADDR:PORT, "" = none */
+	char gssapi_keytab[1024]; /* GSS-API (RFC 1961) keytab, "" = method off */
+	char gssapi_service[256]; /* the service (or service/host) of the keys accepted */
 };
 
 enum setting_type {
@@ -99,6 +104,7 @@ enum setting_type {
 	SETTING_CIDRS,   /* ADDR[/LEN], comma-separated; "" = none */
 	SETTING_PORTS,   /* LOW-HIGH into uint16_t[2], or "ephemeral" (0, 0) */
 	SETTING_ENDPOINT, /* ADDR:PORT or [ADDR6]:PORT, the port required */
+	SETTING_CHOICE_SET, /* some of choices[], comma-separated, stored as a bit mask */
 };
 
 enum setting_unit {

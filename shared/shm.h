@@ -30,7 +30,7 @@
 #include "settings.h"
 
 #define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
-#define SHM_LAYOUT_VERSION 8u
+#define SHM_LAYOUT_VERSION 9u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
@@ -102,6 +102,13 @@ enum shm_counter {
 	M_UDP_DROP_SEND,      /* the send failed (buffer full, too big, no socket) */
 	M_UDP_DROP_DENIED,    /* a destination the access decision refused */
 	M_UDP_DROP_RATE,      /* over the user's rate limit (datagrams are not queued) */
+	/* GSS-API (worker/gssapi.c): logins with a level granted, failures
+	 * (01 FF sent, or the client's), and plaintext bytes wrapped for the
+	 * client and unwrapped from it. */
+	M_GSS_LOGINS,
+	M_GSS_FAILURES,
+	M_GSS_WRAPPED,
+	M_GSS_UNWRAPPED,
 	M_DNS_LAT_SUM_US,   /* the lookup latencies added up, microseconds (histogram sum) */
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,

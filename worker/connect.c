@@ -28,7 +28,7 @@ static void question(const struct session *s, struct rules_request *q,
 {
 	const struct socks5_request *r = &s->hs->req;
 	q->client = (const struct sockaddr *)&s->peer;
-	q->user = s->user_slot >= 0 ? s->user : NULL;
+	q->user = s->user_slot >= 0 || s->gss_user ? s->user : NULL;
 	q->cmd = r->cmd;
 	q->port = r->port;
 	q->name = r->atyp == SOCKS5_ATYP_DOMAIN ? r->host : NULL;

@@ -15,6 +15,7 @@
 
 #include "../shared/auth.h"
 #include "../shared/log.h"
+#include "gssapi.h"
 #include "session_int.h"
 #include "udp.h"
 #include "worker.h"
@@ -56,9 +57,7 @@ static bool fed(struct session *s, int rc, size_t used)
 	return false;
 }
 
-/* Flush queued replies and read what the client sent into the buffer.
- * Returns false when the session ended. */
-static bool hs_read(struct session *s)
+bool handshake_read(struct session *s)
 {
 	struct handshake *hs = s->hs;
 	if (s->down && s->c_writable && session_send(s, "", 0) < 0) {
@@ -94,7 +93,7 @@ static bool hs_read(struct session *s)
 
 void handshake_read_early(struct session *s)
 {
-	if (!hs_read(s))
+	if (!handshake_read(s))
 		return;
 	/* A client gone while its password is checked, with no request sent
 	 * ahead, can never be served: its check leaves the queue now rather
@@ -111,7 +110,7 @@ static void refuse_login(struct session *s, bool named)
 	char user[RFC1929_FIELD_MAX * 4 + 1] = "";
 	if (named)
 		log_escape(user, sizeof user, (const uint8_t *)s->hs->auth.user, s->hs->auth.ulen);
-	session_log_refusal(s->wk, &s->peer, user, SESSION_REFUSED_AUTH, s->start_ms);
+	session_log_refusal(s->wk, &s->peer, user, SESSION_REFUSED_AUTH, "password", s->start_ms);
 	shm_count(s->wk->slot, M_AUTH_FAIL, 1);
 	session_refuse(s, no, sizeof no);
 }
@@ -123,7 +122,7 @@ static void on_proxy(struct session *s)
 	struct handshake *hs = s->hs;
 	struct worker *wk = s->wk;
 	size_t used;
-	if (!hs_read(s))
+	if (!handshake_read(s))
 		return;
 	int rc = proxyproto_feed(&hs->proxy, hs->in, hs->len, &used);
 	/* PROXYPROTO_MORE is SOCKS5_MORE: fed() reads it the same way. */
@@ -164,7 +163,7 @@ static void on_proxy(struct session *s)
 		return;
 	}
 	if (!auth_conn_open(wk->auth, &s->peer, wk->cfg.max_unauth)) {
-		session_log_refusal(wk, &s->peer, NULL, SESSION_REFUSED_UNAUTH_CAP, s->start_ms);
+		session_log_refusal(wk, &s->peer, NULL, SESSION_REFUSED_UNAUTH_CAP, NULL, s->start_ms);
 		session_finalize(s);
 		return;
 	}
@@ -180,7 +179,7 @@ static void on_greeting(struct session *s)
 {
 	struct handshake *hs = s->hs;
 	size_t used;
-	if (!hs_read(s))
+	if (!handshake_read(s))
 		return;
 	int rc = socks5_greeting_feed(&hs->greeting, hs->in, hs->len, &used);
 	if (!fed(s, rc, used))
@@ -192,18 +191,25 @@ static void on_greeting(struct session *s)
 	}
 	uint8_t method = rc != SOCKS5_DONE
 	                     ? SOCKS5_METHOD_NO_ACCEPTABLE
-	                     : socks5_choose_method(&hs->greeting, shm_user_count(s->wk->seg) > 0,
+	                     : socks5_choose_method(&hs->greeting,
+	                                            s->wk->gss && s->wk->cfg.gssapi_keytab[0],
+	                                            shm_user_count(s->wk->seg) > 0,
 	                                            s->wk->cfg.anonymous,
 	                                            socks5_is_loopback((struct sockaddr *)&s->peer));
 	uint8_t msg[2] = {SOCKS5_VERSION, method};
 	if (method == SOCKS5_METHOD_NO_ACCEPTABLE) {
 		shm_count(s->wk->slot, M_NO_METHOD, 1);
-		session_log_refusal(s->wk, &s->peer, NULL, SESSION_REFUSED_NO_METHOD, s->start_ms);
+		session_log_refusal(s->wk, &s->peer, NULL, SESSION_REFUSED_NO_METHOD, NULL, s->start_ms);
 		session_refuse(s, msg, 2);
 		return;
 	}
 	if (session_send(s, msg, 2) < 0) {
 		session_finalize(s);
+		return;
+	}
+	s->method = method;
+	if (method == SOCKS5_METHOD_GSSAPI) {
+		gss_begin(s);
 		return;
 	}
 	if (method == SOCKS5_METHOD_USERPASS) {
@@ -313,7 +319,7 @@ static void on_auth(struct session *s)
 {
 	struct handshake *hs = s->hs;
 	size_t used;
-	if (!hs_read(s))
+	if (!handshake_read(s))
 		return;
 	int rc = socks5_auth_feed(&hs->auth, hs->in, hs->len, &used);
 	if (!fed(s, rc, used))
@@ -376,6 +382,12 @@ static void start_request(struct session *s)
 		return;
 	}
 	if (r->cmd == SOCKS5_CMD_UDP_ASSOCIATE) {
+		/* Datagrams would need RFC 1961's encapsulation too: not served
+		 * under GSS-API protection. */
+		if (gss_protected(s)) {
+			session_fail(s, SOCKS5_REP_CMD_NOT_SUPPORTED);
+			return;
+		}
 		udp_begin(s);
 		return;
 	}
@@ -394,19 +406,41 @@ static void start_request(struct session *s)
 		connect_resolve(s);
 }
 
+static void request_parsed(struct session *s, int rc)
+{
+	if (rc == SOCKS5_ERROR) {
+		session_request_begin(s);
+		session_fail(s, s->hs->req.rep);
+	} else {
+		start_request(s);
+	}
+}
+
 static void on_request(struct session *s)
 {
 	struct handshake *hs = s->hs;
 	size_t used;
-	if (!hs_read(s))
+	if (!handshake_read(s))
 		return;
 	int rc = socks5_request_feed(&hs->req, hs->in, hs->len, &used);
 	if (!fed(s, rc, used))
 		return;
-	if (rc == SOCKS5_ERROR) {
-		session_request_begin(s);
-		session_fail(s, hs->req.rep);
-	} else {
-		start_request(s);
-	}
+	request_parsed(s, rc);
+}
+
+void handshake_request_begin(struct session *s)
+{
+	s->phase = PH_REQUEST;
+	s->on_client = on_request;
+	on_request(s);
+}
+
+int handshake_feed_request(struct session *s, const uint8_t *p, size_t n, size_t *pos)
+{
+	size_t used;
+	int rc = socks5_request_feed(&s->hs->req, p + *pos, n - *pos, &used);
+	*pos += used;
+	if (rc != SOCKS5_MORE)
+		request_parsed(s, rc);
+	return rc;
 }

@@ -49,7 +49,7 @@ static void cred_record(void *arg, const struct sniff_cred *c)
 
 /* Bytes just read from one side go to the dissector; when it has nothing
  * more to find it is freed and the relay runs without it. */
-static void sniff_input(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n)
+void relay_sniff(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n)
 {
 	/* The state is allocated with the first byte relayed, so that a
 	 * session that never carries any costs nothing for it. */
@@ -116,7 +116,7 @@ static uint64_t take_from(struct session *s, uint8_t i, enum limit_dir d, uint64
  * back when the bucket should have refilled.  The readable flag stays set,
  * so the resumed relay reads what waited; meanwhile the edge-triggered
  * watch stays quiet and the peer's TCP window closes. */
-static uint64_t rate_allowance(struct session *s, enum limit_dir d)
+uint64_t relay_rate_allowance(struct session *s, enum limit_dir d)
 {
 	if (s->lim_allow[d])
 		return s->lim_allow[d];
@@ -159,6 +159,11 @@ static uint64_t rate_allowance(struct session *s, enum limit_dir d)
 	return s->lim_allow[d] = got;
 }
 
+void relay_rate_spent(struct session *s, enum limit_dir d, uint64_t n)
+{
+	s->lim_allow[d] = s->lim_allow[d] > n ? s->lim_allow[d] - n : 0;
+}
+
 bool relay_rate_admit(struct session *s, enum limit_dir d, uint64_t n)
 {
 	if (!s->lim_n)
@@ -168,7 +173,7 @@ bool relay_rate_admit(struct session *s, enum limit_dir d, uint64_t n)
 	uint64_t have = s->lim_allow[d];
 	s->lim_allow[d] = 0;
 	while (have < n) {
-		uint64_t got = rate_allowance(s, d);
+		uint64_t got = relay_rate_allowance(s, d);
 		s->lim_allow[d] = 0;
 		if (!got)
 			break;
@@ -306,7 +311,7 @@ static int fill_buf(struct session *s, const struct flow *f, uint64_t allow)
 			if (s->lim_n)
 				s->lim_allow[f->ldir] -= (uint64_t)r;
 			if (s->sniff || s->sniff_wanted)
-				sniff_input(s, f->dir, b->data + b->last, (size_t)r);
+				relay_sniff(s, f->dir, b->data + b->last, (size_t)r);
 			b->last += (uint32_t)r;
 			rc = 1;
 			if ((size_t)r == space)
@@ -348,7 +353,7 @@ static int pump(struct session *s, const struct flow *f, bool *moved)
 		}
 		/* Unlimited sessions pay the lim_n test only. */
 		uint64_t allow = UINT64_MAX;
-		if (!*f->eof && *f->readable && (!s->lim_n || (allow = rate_allowance(s, f->ldir)))) {
+		if (!*f->eof && *f->readable && (!s->lim_n || (allow = relay_rate_allowance(s, f->ldir)))) {
 			uint64_t max = splice_allowance(s, f);
 			if (max > allow)
 				max = allow;
@@ -390,19 +395,39 @@ static void relay(struct session *s)
 		session_finalize(s);
 		return;
 	}
-	if (moved) {
-		relay_touch_idle(s);
-		if (s->user_slot >= 0) {
-			uint64_t *ub = s->wk->slot->user_bytes[s->user_slot];
-			__atomic_store_n(&ub[0], ub[0] + (s->bytes_up - up0), __ATOMIC_RELAXED);
-			__atomic_store_n(&ub[1], ub[1] + (s->bytes_down - down0), __ATOMIC_RELAXED);
-		}
+	if (moved)
+		relay_moved(s, up0, down0);
+}
+
+void relay_moved(struct session *s, uint64_t up0, uint64_t down0)
+{
+	relay_touch_idle(s);
+	if (s->user_slot >= 0) {
+		uint64_t *ub = s->wk->slot->user_bytes[s->user_slot];
+		__atomic_store_n(&ub[0], ub[0] + (s->bytes_up - up0), __ATOMIC_RELAXED);
+		__atomic_store_n(&ub[1], ub[1] + (s->bytes_down - down0), __ATOMIC_RELAXED);
 	}
+}
+
+void relay_enter(struct session *s, session_fn *fn)
+{
+	s->phase = PH_RELAY;
+	s->on_client = fn;
+	s->on_target = fn;
+	s->timer.fn = on_idle_timeout;
+	shm_gauge_add(s->wk->slot, G_CONN_RELAYING, 1);
+	relay_touch_idle(s);
+	fn(s);
 }
 
 void relay_begin(struct session *s)
 {
 	struct handshake *hs = s->hs;
+	/* Encapsulated sessions cannot splice: they relay message by message. */
+	if (gss_protected(s)) {
+		gss_relay_begin(s);
+		return;
+	}
 	/* Early data the client sent behind its request goes first. */
 	if (hs->len) {
 		s->up = worker_buf_get(s->wk);
@@ -418,13 +443,7 @@ void relay_begin(struct session *s)
 	s->sniff_wanted = s->wk->cfg.dissectors;
 	s->splice = s->wk->cfg.splice;
 	if (hs->len)
-		sniff_input(s, SNIFF_UP, hs->in, hs->len);
+		relay_sniff(s, SNIFF_UP, hs->in, hs->len);
 	session_free_handshake(s);
-	s->phase = PH_RELAY;
-	s->on_client = relay;
-	s->on_target = relay;
-	s->timer.fn = on_idle_timeout;
-	shm_gauge_add(s->wk->slot, G_CONN_RELAYING, 1);
-	relay_touch_idle(s);
-	relay(s);
+	relay_enter(s, relay);
 }

@@ -22,6 +22,7 @@
 #include "../shared/ctrl.h"
 #include "../shared/log.h"
 #include "pipes.h"
+#include "gssapi.h"
 #include "session_int.h"
 #include "sniff.h"
 #include "udp.h"
@@ -71,7 +72,7 @@ void session_close_target(struct session *s)
 	s->tfd = -1;
 }
 
-int session_send(struct session *s, const void *p, size_t n)
+int session_send_raw(struct session *s, const void *p, size_t n)
 {
 	if (!s->down) {
 		s->down = worker_buf_get(s->wk);
@@ -101,6 +102,13 @@ int session_send(struct session *s, const void *p, size_t n)
 		s->down = NULL;
 	}
 	return 0;
+}
+
+int session_send(struct session *s, const void *p, size_t n)
+{
+	if (n && gss_protected(s))
+		return gss_send_reply(s, p, n);
+	return session_send_raw(s, p, n);
 }
 
 void session_request_begin(struct session *s)
@@ -338,19 +346,37 @@ static const char *cmd_text(uint8_t cmd)
 	}
 }
 
+const char *session_method_text(const struct session *s, char *out, size_t len)
+{
+	switch (s->method) {
+	case SOCKS5_METHOD_NO_AUTH:
+		return "none";
+	case SOCKS5_METHOD_USERPASS:
+		return "password";
+	case SOCKS5_METHOD_GSSAPI:
+		return gss_method_text(s, out, len);
+	default:
+		return "-";
+	}
+}
+
 static void access_log(struct session *s)
 {
 	char date[21], src[INET6_ADDRSTRLEN], user[SESSION_USER_TEXT_MAX], line[LOG_LINE_MAX];
+	char method[32];
 	uint16_t sport;
 	log_iso8601(date, s->start_wall);
 	session_addr_text(&s->peer, src, sizeof src, &sport);
 	session_user_text(s, user);
+	/* A Kerberos login is named by its principal (escaped already). */
+	const char *who = s->gss_user ? gss_principal(s) : user;
 	int n = snprintf(line, sizeof line,
-	                 "%s\t%s\tA\t%s\t%u\t%s\t%u\t%u\t%llu\t%llu\t%lld\t%s\t%llu\t%llu", date, user,
-	                 src, sport, s->dest[0] ? s->dest : "-", s->dport, s->rep,
+	                 "%s\t%s\tA\t%s\t%u\t%s\t%u\t%u\t%llu\t%llu\t%lld\t%s\t%llu\t%llu\t%s", date,
+	                 who, src, sport, s->dest[0] ? s->dest : "-", s->dport, s->rep,
 	                 (unsigned long long)s->bytes_up, (unsigned long long)s->bytes_down,
 	                 (long long)(s->wk->loop.now - s->start_ms), cmd_text(s->cmd),
-	                 (unsigned long long)s->dgrams_up, (unsigned long long)s->dgrams_down);
+	                 (unsigned long long)s->dgrams_up, (unsigned long long)s->dgrams_down,
+	                 session_method_text(s, method, sizeof method));
 	if (n > 0)
 		log_record(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -368,7 +394,8 @@ void session_say_refusals(struct loop *l, struct loop_timer *t)
 }
 
 void session_log_refusal(struct worker *wk, const struct sockaddr_storage *peer,
-                         const char *user, const char *status, int64_t start_ms)
+                         const char *user, const char *status, const char *method,
+                         int64_t start_ms)
 {
 	if (wk->refusal_window + 1000 <= wk->loop.now) {
 		/* The last second's count is said before this one's records. */
@@ -390,9 +417,9 @@ void session_log_refusal(struct worker *wk, const struct sockaddr_storage *peer,
 	uint16_t sport;
 	log_iso8601(date, (int64_t)time(NULL));
 	session_addr_text(peer, src, sizeof src, &sport);
-	int n = snprintf(line, sizeof line, "%s\t%s\tA\t%s\t%u\t-\t-\t%s\t0\t0\t%lld\t-\t0\t0", date,
-	                 user && user[0] ? user : "-", src, sport, status,
-	                 (long long)(wk->loop.now - start_ms));
+	int n = snprintf(line, sizeof line, "%s\t%s\tA\t%s\t%u\t-\t-\t%s\t0\t0\t%lld\t-\t0\t0\t%s",
+	                 date, user && user[0] ? user : "-", src, sport, status,
+	                 (long long)(wk->loop.now - start_ms), method ? method : "-");
 	if (n > 0)
 		log_record(line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
@@ -407,7 +434,9 @@ void session_finalize(struct session *s)
 		 * gets one, sent best-effort. */
 		uint8_t out[SOCKS5_REPLY_MAX];
 		size_t n = socks5_reply_encode(out, SOCKS5_REP_GENERAL_FAILURE, NULL);
-		if (!s->down)
+		if (gss_protected(s))
+			(void)session_send(s, out, n); /* encapsulated, as far as it goes now */
+		else if (!s->down)
 			(void)send(s->cfd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 		s->rep = SOCKS5_REP_GENERAL_FAILURE;
 		shm_count(wk->slot, (enum shm_counter)(M_REPLY_0 + s->rep), 1);
@@ -440,6 +469,7 @@ void session_finalize(struct session *s)
 	pipes_discard(s->down_pipe);
 	s->up_pipe = s->down_pipe = NULL;
 	session_free_handshake(s);
+	gss_session_free(s);
 	sniff_free(s->sniff);
 	s->sniff = NULL;
 	list_remove(&s->link);
@@ -454,6 +484,18 @@ void session_abort_all(struct worker *wk)
 		session_finalize(list_entry(wk->sessions.next, struct session, link));
 }
 
+void session_bind_user(struct session *s)
+{
+	struct shm_user u;
+	int slot = shm_user_get(s->wk->seg, s->user, &u);
+	if (slot < 0)
+		return;
+	s->user_slot = slot;
+	s->user_id = u.id;
+	s->user_gen = u.cred_gen;
+	__atomic_fetch_add(&s->wk->slot->user_conns[slot], 1, __ATOMIC_RELAXED);
+}
+
 void session_authenticated(struct session *s)
 {
 	if (s->unauth)
@@ -466,7 +508,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	/* A source with too many sessions not yet authenticated gets no more
 	 * (a balancer's client is counted once its header names it). */
 	if (!proxied && !auth_conn_open(wk->auth, peer, wk->cfg.max_unauth)) {
-		session_log_refusal(wk, peer, NULL, SESSION_REFUSED_UNAUTH_CAP, wk->loop.now);
+		session_log_refusal(wk, peer, NULL, SESSION_REFUSED_UNAUTH_CAP, NULL, wk->loop.now);
 		close(fd);
 		return 0;
 	}
@@ -486,6 +528,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	s->cfd = fd;
 	s->tfd = -1;
 	s->user_slot = -1;
+	s->method = 0xff;
 	s->rep = REP_NONE;
 	s->peer = *peer;
 	s->start_ms = wk->loop.now;

@@ -41,9 +41,12 @@ struct ctrl_session;
 #define SESSION_REFUSED_UNAUTH_CAP "unauth-cap"
 
 /* Write one refusal record for a connection from peer accepted at start_ms
- * (loop time): user is the escaped name the client offered, or NULL. */
+ * (loop time): user is the escaped name the client offered, or NULL;
+ * method the access log's method field ("password", "gssapi"), or NULL
+ * before one was chosen. */
 void session_log_refusal(struct worker *wk, const struct sockaddr_storage *peer,
-                         const char *user, const char *status, int64_t start_ms);
+                         const char *user, const char *status, const char *method,
+                         int64_t start_ms);
 /* The timer of the unwritten-refusals line (worker.refusal_timer). */
 void session_say_refusals(struct loop *l, struct loop_timer *t);
 /* Take ownership of an accepted client socket (non-blocking).  proxied:

@@ -2,9 +2,10 @@
  * session_int: what the parts of a session share — the session struct, the
  * handshake state, and the functions each part offers the others.  Private
  * to worker/session.c (life cycle, finalize, failure replies), handshake.c
- * (greeting, login, request), connect.c (resolution results and connection
- * attempts), bind.c (the BIND command up to its relay) and relay.c (moving
- * bytes).  Nothing outside those includes it.
+ * (greeting, login, request), gssapi.c (the GSS-API method), connect.c
+ * (resolution results and connection attempts), bind.c (the BIND command
+ * up to its relay) and relay.c (moving bytes).  Nothing outside those
+ * includes it.
  *
  * The state is the handler: s->on_client (and s->on_target) is the
  * function that runs on the next event of that socket, swapped at each
@@ -26,6 +27,7 @@
 #include "proxyproto.h"
 #include "resolver.h"
 #include "session.h"
+#include "sniff.h"
 #include "socks5.h"
 
 struct worker;
@@ -35,6 +37,7 @@ struct sniff;
 struct auth_job;
 struct resolver_query;
 struct udp_assoc;
+struct gss_sess;
 
 /* Greeting (<= 257) + auth (<= 513) + request (<= 262) fit, with room for
  * early data sent before the reply. */
@@ -124,7 +127,10 @@ struct session {
 	struct auth_job *auth_job;
 	struct resolver_query *query;
 
-	int user_slot; /* -1: anonymous or none yet */
+	uint8_t method;       /* the method chosen (enum socks5_method); 0xff before */
+	struct gss_sess *gss; /* GSS-API (worker/gssapi.c), or NULL */
+	bool gss_user;        /* user is a Kerberos principal's local name */
+	int user_slot; /* -1: anonymous, not in the user table, or none yet */
 	uint64_t user_id;
 	uint64_t user_gen; /* credential generation the login was checked under */
 	bool unauth;       /* counted by auth_conn_open until authenticated or gone */
@@ -172,6 +178,13 @@ void session_fail(struct session *s, uint8_t rep);
 /* Queue bytes for the client and send what it takes now (n may be 0 to
  * flush).  Returns 0 or a negative errno. */
 int session_send(struct session *s, const void *p, size_t n);
+/* The same, never encapsulated: session_send encapsulates SOCKS replies
+ * of a GSS-API session with protection. */
+int session_send_raw(struct session *s, const void *p, size_t n);
+/* After a login that names a user without a password check (GSS-API):
+ * the user table's entry of that name, when there is one, is the
+ * session's (its limits, counters, and its removal ends the session). */
+void session_bind_user(struct session *s);
 /* The request is read (or found malformed): from here it is logged and
  * counted, and always answered. */
 void session_request_begin(struct session *s);
@@ -181,6 +194,9 @@ void session_close_target(struct session *s);
 /* The target watch's callback (installed on the winning attempt's fd). */
 void session_target_event(struct loop *l, struct loop_watch *w, uint32_t events);
 void session_addr_text(const struct sockaddr_storage *ss, char *out, size_t len, uint16_t *port);
+/* The method as the access log shows it: none, password, gssapi/LEVEL,
+ * or - before one is chosen (out: room for the GSS-API text). */
+const char *session_method_text(const struct session *s, char *out, size_t len);
 /* The user name as logs show it (escaped), or "anonymous". */
 #define SESSION_USER_TEXT_MAX (SHM_USER_NAME_MAX * 4 + 6)
 void session_user_text(const struct session *s, char out[SESSION_USER_TEXT_MAX]);
@@ -204,6 +220,34 @@ void handshake_begin(struct session *s);
 size_t handshake_literal_addr(const struct socks5_request *r, struct sockaddr_storage *ss);
 /* The waiting states' client handler: read early data, parse nothing. */
 void handshake_read_early(struct session *s);
+/* Flush queued replies, read what the client sent into hs->in.  False
+ * when the session ended. */
+bool handshake_read(struct session *s);
+/* Authentication is over: read the request (unencapsulated). */
+void handshake_request_begin(struct session *s);
+/* Feed request bytes from p[*pos..n) (the plaintext of an encapsulated
+ * message), advancing *pos; on a whole or bad request it is acted on and
+ * the codec's status (SOCKS5_DONE or SOCKS5_ERROR) returned, else
+ * SOCKS5_MORE. */
+int handshake_feed_request(struct session *s, const uint8_t *p, size_t n, size_t *pos);
+
+/* ---- gssapi.c (worker/gssapi.h has the worker's side) ---- */
+
+/* Method 0x01 was chosen: context establishment, protection level, then
+ * the request (encapsulated at levels 1 and 2). */
+void gss_begin(struct session *s);
+/* The session is GSS-API with integrity or confidentiality. */
+bool gss_protected(const struct session *s);
+/* A SOCKS reply, encapsulated, queued for the client (session_send's
+ * part for protected sessions).  0 or a negative errno. */
+int gss_send_reply(struct session *s, const void *p, size_t n);
+/* relay_begin's part for protected sessions. */
+void gss_relay_begin(struct session *s);
+/* "gssapi/integrity" and so on, for logs and listings. */
+const char *gss_method_text(const struct session *s, char *out, size_t len);
+/* The client principal ("" before it is known). */
+const char *gss_principal(const struct session *s);
+void gss_session_free(struct session *s);
 
 /* ---- connect.c ---- */
 
@@ -246,6 +290,16 @@ void relay_begin(struct session *s);
 bool relay_rate_admit(struct session *s, enum limit_dir d, uint64_t n);
 /* Restart the idle timer (when the idle clean-up is on). */
 void relay_touch_idle(struct session *s);
+/* Enter the relay state with fn as the handler of both sides, and run it. */
+void relay_enter(struct session *s, session_fn *fn);
+/* Bytes relayed since up0/down0: restart the idle timer, count per user. */
+void relay_moved(struct session *s, uint64_t up0, uint64_t down0);
+/* Bytes just read from one side, for the credential dissector. */
+void relay_sniff(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n);
+/* Rate limits: the bytes direction d may read now (0: paused, a timer
+ * resumes the relay), and the bytes it read. */
+uint64_t relay_rate_allowance(struct session *s, enum limit_dir d);
+void relay_rate_spent(struct session *s, enum limit_dir d, uint64_t n);
 /* lim_timer's callback: a paused direction reads again. */
 void relay_rate_resume(struct loop *l, struct loop_timer *t);
 

@@ -43,6 +43,8 @@ int socks5_greeting_feed(struct socks5_greeting *g, const uint8_t *p, size_t n, 
 				g->offers_no_auth = 1;
 			else if (b == SOCKS5_METHOD_USERPASS)
 				g->offers_userpass = 1;
+			else if (b == SOCKS5_METHOD_GSSAPI)
+				g->offers_gssapi = 1;
 			if (++g->seen == g->nmethods) {
 				g->state = G_DONE;
 				rc = SOCKS5_DONE;
@@ -228,15 +230,18 @@ uint8_t socks5_rep_worst(uint8_t a, uint8_t b)
 	return rep_rank(b) > rep_rank(a) ? b : a;
 }
 
-uint8_t socks5_choose_method(const struct socks5_greeting *g, bool users_exist, uint8_t policy,
-                             bool client_loopback)
+uint8_t socks5_choose_method(const struct socks5_greeting *g, bool gssapi, bool users_exist,
+                             uint8_t policy, bool client_loopback)
 {
+	if (g->offers_gssapi && gssapi)
+		return SOCKS5_METHOD_GSSAPI;
 	if (g->offers_userpass && users_exist)
 		return SOCKS5_METHOD_USERPASS;
 	if (!g->offers_no_auth)
 		return SOCKS5_METHOD_NO_ACCEPTABLE;
+	/* A server with GSS-API has accounts as much as one with users. */
 	bool allowed = policy == ANON_ALWAYS ||
-	               (policy == ANON_AUTO && !users_exist && client_loopback);
+	               (policy == ANON_AUTO && !users_exist && !gssapi && client_loopback);
 	return allowed ? SOCKS5_METHOD_NO_AUTH : SOCKS5_METHOD_NO_ACCEPTABLE;
 }
 

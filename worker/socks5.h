@@ -78,6 +78,7 @@ struct socks5_greeting {
 	uint8_t error; /* enum socks5_greeting_error */
 	uint8_t offers_no_auth;
 	uint8_t offers_userpass;
+	uint8_t offers_gssapi;
 };
 
 /* Username/password: VER ULEN UNAME PLEN PASSWD (RFC 1929), parsed by the
@@ -116,12 +117,13 @@ static inline int socks5_auth_feed(struct rfc1929 *a, const uint8_t *p, size_t n
 void socks5_request_init(struct socks5_request *r);
 int socks5_request_feed(struct socks5_request *r, const uint8_t *p, size_t n, size_t *used);
 
-/* The method for a complete greeting: username/password when offered and
- * users exist; no authentication when the anonymous policy (enum
- * anon_policy: auto, always, never) allows it — auto only while no users
- * exist and only for a loopback client; otherwise 0xFF. */
-uint8_t socks5_choose_method(const struct socks5_greeting *g, bool users_exist, uint8_t policy,
-                             bool client_loopback);
+/* The method for a complete greeting, in this order: GSS-API when offered
+ * and configured (gssapi); username/password when offered and users
+ * exist; no authentication when the anonymous policy (enum anon_policy:
+ * auto, always, never) allows it — auto only while no users exist, GSS-API
+ * is not configured, and the client is on loopback; otherwise 0xFF. */
+uint8_t socks5_choose_method(const struct socks5_greeting *g, bool gssapi, bool users_exist,
+                             uint8_t policy, bool client_loopback);
 /* 127.0.0.0/8, ::1 and IPv4-mapped 127.0.0.0/8. */
 bool socks5_is_loopback(const struct sockaddr *sa);
 

@@ -299,7 +299,7 @@ static enum rules_action udp_rules(struct session *s, struct udp_assoc *a, const
 {
 	struct rules_request q = {
 	    .client = (const struct sockaddr *)&s->peer,
-	    .user = s->user_slot >= 0 ? s->user : NULL,
+	    .user = s->user_slot >= 0 || s->gss_user ? s->user : NULL,
 	    .cmd = RULES_CMD_UDP,
 	    .port = port,
 	    .name = name,

@@ -16,6 +16,7 @@
 #include "../shared/log.h"
 #include "../shared/auth.h"
 #include "../shared/rules.h"
+#include "gssapi.h"
 #include "pipes.h"
 #include "resolver.h"
 #include "session.h"
@@ -159,7 +160,7 @@ bool worker_client_allowed(struct worker *wk, const struct sockaddr_storage *pee
 		return true;
 	if (rules_client(wk->rules, (const struct sockaddr *)peer, &rm) == RULES_BLOCK) {
 		client_blocked(wk, peer, &rm);
-		session_log_refusal(wk, peer, NULL, SESSION_REFUSED_CLIENT, wk->loop.now);
+		session_log_refusal(wk, peer, NULL, SESSION_REFUSED_CLIENT, NULL, wk->loop.now);
 		return false;
 	}
 	/* A client rule that passes counts its hit too (none: the default). */
@@ -249,6 +250,14 @@ static void apply_settings(struct worker *wk)
 	if (proxyproto_trust_parse(&wk->proxy_trust, wk->cfg.proxy_protocol) < 0)
 		log_error("worker %u: invalid proxy-protocol list '%s': no balancer trusted",
 		          wk->index, wk->cfg.proxy_protocol);
+	/* GSS-API: the helper thread from the first time it is configured
+	 * (it stays: logins in progress hold its jobs); an empty keytab
+	 * stops offering the method. */
+	if (wk->cfg.gssapi_keytab[0] && !wk->gss && gss_worker_new(&wk->loop, &wk->gss) < 0)
+		log_error("worker %u: cannot start the GSS-API thread: method 0x01 not offered",
+		          wk->index);
+	if (wk->gss)
+		gss_worker_configure(wk->gss, &wk->cfg);
 	/* New rules apply to the requests decided from now on. */
 	struct rules *rs;
 	char err[512];
@@ -452,6 +461,8 @@ static void teardown(struct worker *wk)
 	session_abort_all(wk);
 	close_listeners(wk);
 	pipes_drain();
+	gss_worker_free(wk->gss);
+	wk->gss = NULL;
 	auth_free(wk->auth);
 	resolver_free(wk->resolver);
 	rules_free(wk->rules);

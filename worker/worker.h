@@ -17,6 +17,7 @@
 struct resolver;
 struct auth;
 struct rules;
+struct gss_worker;
 
 /* A relay buffer: start/end of the allocation, pos/last of the data. */
 struct rbuf {
@@ -41,6 +42,7 @@ struct worker {
 	uint64_t cfg_gen;
 	struct resolver *resolver;
 	struct auth *auth;
+	struct gss_worker *gss; /* GSS-API's helper thread, once configured */
 	struct rules *rules; /* compiled from the segment's text of generation rules_gen */
 	struct proxyproto_trust proxy_trust; /* from cfg.proxy_protocol */
 	uint64_t rules_gen;

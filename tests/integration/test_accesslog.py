@@ -14,12 +14,13 @@ HTTP_REQ = b"GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
 def check_fields(f):
-    assert len(f) == 14, "expected 14 tab-separated fields: %r" % (f,)
+    assert len(f) == 15, "expected 15 tab-separated fields: %r" % (f,)
     assert LOG_DATE_RE.match(f[0]), f[0]
     assert f[2] == "A", f
     for i in (4, 6, 7, 8, 9, 10, 12, 13):
         assert re.fullmatch(r"\d+", f[i]), (i, f)
     assert f[11] in ("connect", "bind", "udp", "-"), f
+    assert f[14] in ("none", "password") or f[14].startswith("gssapi/"), f
     # the date is "now" (UTC)
     t = time.strptime(f[0], "%Y-%m-%dT%H:%M:%SZ")
     ts = time.mktime(t) - time.timezone

@@ -95,7 +95,7 @@ def curl(proxy, mode, url, *args, input=None, proxy_user=None):
 
 def a_lines(proxy, port):
     return [f for f in (l.split("\t") for l in proxy.log_lines())
-            if len(f) == 14 and f[2] == "A" and f[6] == str(port)]
+            if len(f) == 15 and f[2] == "A" and f[6] == str(port)]
 
 
 def p_lines(proxy, port=None):
@@ -106,7 +106,7 @@ def p_lines(proxy, port=None):
 def sessions_done(proxy, port, count, timeout=10.0):
     """Wait for `count` access records to port: a session's P records are
     queued before its A record, so after this the P records are all in."""
-    proxy.wait_log(lambda f: len(f) == 14 and f[2] == "A" and f[6] == str(port), count=count,
+    proxy.wait_log(lambda f: len(f) == 15 and f[2] == "A" and f[6] == str(port), count=count,
                    timeout=timeout)
 
 

@@ -21,7 +21,7 @@ def connect_from(src, port, timeout=10.0):
 
 
 def check_refusal(f, status, src, sport, user="-"):
-    assert len(f) == 14, "expected 14 tab-separated fields: %r" % (f,)
+    assert len(f) == 15, "expected 15 tab-separated fields: %r" % (f,)
     assert LOG_DATE_RE.match(f[0]), f
     assert f[1] == user, f
     assert f[2] == "A", f
@@ -30,7 +30,8 @@ def check_refusal(f, status, src, sport, user="-"):
     assert f[7] == status, f
     assert (f[8], f[9]) == ("0", "0"), f
     assert re.fullmatch(r"\d+", f[10]), f
-    assert f[11:] == ["-", "0", "0"], f
+    # the method: the login's for a failed login, none chosen otherwise
+    assert f[11:] == ["-", "0", "0", "password" if status == "auth-failed" else "-"], f
 
 
 def records_from(p, sport):
@@ -152,7 +153,7 @@ def test_login_flood_writes_at_most_the_rate_then_a_count(socks5d):
     # every refusal is either a record or counted in a line on stderr
     def tally():
         recs = [f for f in (l.split("\t") for l in p.log_lines())
-                if len(f) == 14 and f[7] == "auth-failed"]
+                if len(f) == 15 and f[7] == "auth-failed"]
         said = [int(m.group(1)) for m in
                 re.finditer(r"(\d+) refusal record\(s\) not written in the last second "
                             r"\(over %d a second\)" % RATE, p.stderr_text())]

@@ -282,14 +282,14 @@ def test_overlong_domain_name_fails_cleanly(ns_env):
 def test_unresolvable_name_logged_with_rep_4(ns_env):
     name = "logged-nxdomain.invalid"
     assert_ns_failure(ns_probe(ns_env, name, 4321), 4)
-    f = ns_env.srv.wait_log(lambda f: len(f) == 14 and f[5] == name)[0]
+    f = ns_env.srv.wait_log(lambda f: len(f) == 15 and f[5] == name)[0]
     assert f[6] == "4321" and f[7] == "4"
     assert f[8] == "0" and f[9] == "0"
 
 
 def test_network_unreachable_logged_with_rep_3(ns_env):
     assert_ns_failure(ns_probe(ns_env, "127.0.0.5", 4322, atyp=1), 3)
-    f = ns_env.srv.wait_log(lambda f: len(f) == 14 and f[6] == "4322")[0]
+    f = ns_env.srv.wait_log(lambda f: len(f) == 15 and f[6] == "4322")[0]
     assert f[5] == "127.0.0.5" and f[7] == "3"
 
 

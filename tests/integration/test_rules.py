@@ -257,7 +257,7 @@ def test_default_blocks_loopback_link_local_and_own_address(net, server):
     # an ordinary destination passes
     assert_rep(s.probe(SRV_IP, net.p1), 0)
     # one access-log record with reply 2
-    f = s.srv.wait_log(lambda f: len(f) == 14 and f[5] == LINK_LOCAL)[0]
+    f = s.srv.wait_log(lambda f: len(f) == 15 and f[5] == LINK_LOCAL)[0]
     assert f[7] == "2" and f[3] == CLI_IP, f
 
 
@@ -274,7 +274,7 @@ def test_default_blocks_loopback_under_translated_ipv6_forms(net, server):
             res = s.probe(a, net.p1)
             assert_rep(res, 2)
             assert res["elapsed"] < 2, res
-            s.srv.wait_log(lambda f, a=a: len(f) == 14 and f[5] == a and f[3] == CLI_IP and
+            s.srv.wait_log(lambda f, a=a: len(f) == 15 and f[5] == a and f[3] == CLI_IP and
                            f[7] == "2")
     finally:
         for a in forms:
@@ -291,7 +291,7 @@ def test_first_address_blocked_second_used(net, server):
     s = server(ANON)
     # multi.test: 127.0.0.1 (blocked by default) and 10.77.0.1
     assert_rep(s.probe("multi.test", net.p1), 0)
-    s.srv.wait_log(lambda f: len(f) == 14 and f[5] == "multi.test" and f[7] == "0")
+    s.srv.wait_log(lambda f: len(f) == 15 and f[5] == "multi.test" and f[7] == "0")
 
 
 def test_loopback_client_keeps_everything(net, server):

@@ -832,11 +832,11 @@ static void userpass_chosen_when_offered_and_users_exist(void **state)
 	(void)state;
 	struct socks5_greeting both = offers(1, 1), up = offers(0, 1);
 	for (uint8_t pol = ANON_AUTO; pol <= ANON_NEVER; pol++) {
-		assert_int_equal(socks5_choose_method(&both, true, pol, true), SOCKS5_METHOD_USERPASS);
-		assert_int_equal(socks5_choose_method(&up, true, pol, false), SOCKS5_METHOD_USERPASS);
+		assert_int_equal(socks5_choose_method(&both, false, true, pol, true), SOCKS5_METHOD_USERPASS);
+		assert_int_equal(socks5_choose_method(&up, false, true, pol, false), SOCKS5_METHOD_USERPASS);
 	}
 	/* No users: offering only username/password cannot succeed. */
-	assert_int_equal(socks5_choose_method(&up, false, ANON_ALWAYS, true),
+	assert_int_equal(socks5_choose_method(&up, false, false, ANON_ALWAYS, true),
 	                 SOCKS5_METHOD_NO_ACCEPTABLE);
 }
 
@@ -844,10 +844,10 @@ static void auto_policy_admits_only_loopback_and_only_without_users(void **state
 {
 	(void)state;
 	struct socks5_greeting none = offers(1, 0);
-	assert_int_equal(socks5_choose_method(&none, false, ANON_AUTO, true), SOCKS5_METHOD_NO_AUTH);
-	assert_int_equal(socks5_choose_method(&none, false, ANON_AUTO, false),
+	assert_int_equal(socks5_choose_method(&none, false, false, ANON_AUTO, true), SOCKS5_METHOD_NO_AUTH);
+	assert_int_equal(socks5_choose_method(&none, false, false, ANON_AUTO, false),
 	                 SOCKS5_METHOD_NO_ACCEPTABLE);
-	assert_int_equal(socks5_choose_method(&none, true, ANON_AUTO, true),
+	assert_int_equal(socks5_choose_method(&none, false, true, ANON_AUTO, true),
 	                 SOCKS5_METHOD_NO_ACCEPTABLE);
 }
 
@@ -855,15 +855,35 @@ static void always_and_never_ignore_the_client_address(void **state)
 {
 	(void)state;
 	struct socks5_greeting none = offers(1, 0), both = offers(1, 1);
-	assert_int_equal(socks5_choose_method(&none, true, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
-	assert_int_equal(socks5_choose_method(&none, false, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
-	assert_int_equal(socks5_choose_method(&none, false, ANON_NEVER, true),
+	assert_int_equal(socks5_choose_method(&none, false, true, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
+	assert_int_equal(socks5_choose_method(&none, false, false, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
+	assert_int_equal(socks5_choose_method(&none, false, false, ANON_NEVER, true),
 	                 SOCKS5_METHOD_NO_ACCEPTABLE);
 	/* Both offered, no users, anonymous allowed: no authentication. */
-	assert_int_equal(socks5_choose_method(&both, false, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
+	assert_int_equal(socks5_choose_method(&both, false, false, ANON_ALWAYS, false), SOCKS5_METHOD_NO_AUTH);
 	struct socks5_greeting gssapi_only = offers(0, 0);
-	assert_int_equal(socks5_choose_method(&gssapi_only, false, ANON_ALWAYS, true),
+	gssapi_only.offers_gssapi = 1;
+	assert_int_equal(socks5_choose_method(&gssapi_only, false, false, ANON_ALWAYS, true),
 	                 SOCKS5_METHOD_NO_ACCEPTABLE);
+}
+
+static void gssapi_comes_first_when_configured(void **state)
+{
+	(void)state;
+	struct socks5_greeting all = offers(1, 1), gss = offers(0, 0), none = offers(1, 0);
+	all.offers_gssapi = gss.offers_gssapi = 1;
+	for (uint8_t pol = ANON_AUTO; pol <= ANON_NEVER; pol++) {
+		assert_int_equal(socks5_choose_method(&all, true, true, pol, true), SOCKS5_METHOD_GSSAPI);
+		assert_int_equal(socks5_choose_method(&gss, true, false, pol, false), SOCKS5_METHOD_GSSAPI);
+	}
+	/* Not configured: offered GSS-API is passed over. */
+	assert_int_equal(socks5_choose_method(&all, false, true, ANON_NEVER, true),
+	                 SOCKS5_METHOD_USERPASS);
+	/* Configured, not offered: the auto policy counts it as accounts. */
+	assert_int_equal(socks5_choose_method(&none, true, false, ANON_AUTO, true),
+	                 SOCKS5_METHOD_NO_ACCEPTABLE);
+	assert_int_equal(socks5_choose_method(&none, true, false, ANON_ALWAYS, false),
+	                 SOCKS5_METHOD_NO_AUTH);
 }
 
 static void loopback_addresses_are_recognised(void **state)
@@ -938,6 +958,7 @@ int main(void)
 		cmocka_unit_test(userpass_chosen_when_offered_and_users_exist),
 		cmocka_unit_test(auto_policy_admits_only_loopback_and_only_without_users),
 		cmocka_unit_test(always_and_never_ignore_the_client_address),
+		cmocka_unit_test(gssapi_comes_first_when_configured),
 		cmocka_unit_test(loopback_addresses_are_recognised),
 	};
 	return cmocka_run_group_tests_name("socks5", tests, NULL, NULL);
