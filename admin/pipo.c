@@ -146,6 +146,8 @@ void pipo_put_session_ex(struct pipo_buf *b, const struct pipo_session *s)
 	pipo_put_u8(b, s->cmd);
 	pipo_put_u64(b, s->dgrams_up);
 	pipo_put_u64(b, s->dgrams_down);
+	pipo_put_u8(b, s->method);
+	pipo_put_u8(b, s->protection);
 }
 
 void pipo_session_from_ctrl(struct pipo_session *out, const struct ctrl_session *in)
@@ -170,6 +172,8 @@ void pipo_session_from_ctrl(struct pipo_session *out, const struct ctrl_session 
 	out->cmd = in->cmd;
 	out->dgrams_up = in->dgrams_up;
 	out->dgrams_down = in->dgrams_down;
+	out->method = in->method;
+	out->protection = in->protection;
 }
 
 static const uint8_t *take(struct pipo_cur *c, size_t n)
@@ -257,6 +261,8 @@ void pipo_get_session_ex(struct pipo_cur *c, struct pipo_session *s)
 	s->cmd = pipo_get_u8(c);
 	s->dgrams_up = pipo_get_u64(c);
 	s->dgrams_down = pipo_get_u64(c);
+	s->method = pipo_get_u8(c);
+	s->protection = pipo_get_u8(c);
 }
 
 const char *pipo_status_name(uint8_t status)

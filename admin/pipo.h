@@ -191,7 +191,10 @@ enum pipo_session_cmd {
  *   u64 id, u8 state, u8 family (4|6), addr (4|16), u16 sport,
  *   u8 len, user, u8 len, dest, u16 dport, u64 up, u64 down, u64 age_ms
  * and in PIPO_Q_SESSIONS_EX the same followed by
- *   u8 cmd, u64 datagrams up, u64 datagrams down */
+ *   u8 cmd, u64 datagrams up, u64 datagrams down, u8 method (RFC 1928:
+ *   0 none, 1 GSS-API, 2 username/password; 0xff before one is chosen),
+ *   u8 protection (GSS-API level 0 clear, 1 integrity, 2 confidentiality;
+ *   0xff without GSS-API or before one is granted) */
 struct pipo_session {
 	uint64_t id;
 	uint8_t state;
@@ -204,6 +207,7 @@ struct pipo_session {
 	uint64_t up, down, age_ms;
 	uint8_t cmd; /* enum pipo_session_cmd (Q_SESSIONS_EX only) */
 	uint64_t dgrams_up, dgrams_down;
+	uint8_t method, protection; /* Q_SESSIONS_EX only */
 };
 
 /* ---- authentication ----------------------------------------------------- */

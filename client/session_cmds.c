@@ -42,6 +42,30 @@ static const char *cmd_name(uint8_t cmd)
 	return cmd < sizeof names / sizeof names[0] ? names[cmd] : "unknown";
 }
 
+/* The authentication method (RFC 1928 numbers; 0xff: not chosen yet). */
+static const char *method_name(uint8_t m)
+{
+	switch (m) {
+	case 0x00:
+		return "none";
+	case 0x01:
+		return "gssapi";
+	case 0x02:
+		return "password";
+	case 0xff:
+		return "-";
+	default:
+		return "unknown";
+	}
+}
+
+/* A GSS-API protection level (RFC 1961, with 0 for none). */
+static const char *level_name(uint8_t l)
+{
+	static const char *const names[] = {"clear", "integrity", "confidentiality"};
+	return l < sizeof names / sizeof names[0] ? names[l] : "unknown";
+}
+
 static const char *state_name(uint8_t st)
 {
 	return st < sizeof state_names / sizeof state_names[0] ? state_names[st] : "unknown";
@@ -91,8 +115,9 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 			break;
 		}
 		if (page == 0 && !x->json && n > 0)
-			printf("%-8s %-10s %-7s %-24s %-16s %-30s %10s %10s %10s %s\n", "ID", "STATE",
-			       "CMD", "CLIENT", "USER", "DESTINATION", "UP", "DOWN", "AGE", "DATAGRAMS");
+			printf("%-8s %-10s %-7s %-24s %-16s %-22s %-30s %10s %10s %10s %s\n", "ID",
+			       "STATE", "CMD", "CLIENT", "USER", "METHOD", "DESTINATION", "UP", "DOWN", "AGE",
+			       "DATAGRAMS");
 		for (uint16_t i = 0; i < n; i++) {
 			struct pipo_session s;
 			if (query == PIPO_Q_SESSIONS_EX)
@@ -126,6 +151,9 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 					pj_str(&j, "command", cmd_name(s.cmd));
 					pj_u64(&j, "datagrams_up", s.dgrams_up);
 					pj_u64(&j, "datagrams_down", s.dgrams_down);
+					pj_str(&j, "method", method_name(s.method));
+					if (s.protection != 0xff)
+						pj_str(&j, "protection", level_name(s.protection));
 				}
 				pj_end_obj(&j);
 			} else {
@@ -143,9 +171,17 @@ int cmd_sessions(struct pc_ctx *x, char **args)
 				if (s.cmd == PIPO_CMD_UDP)
 					snprintf(dg, sizeof dg, "%" PRIu64 "/%" PRIu64, s.dgrams_up,
 					         s.dgrams_down);
-				printf("%-8" PRIu64 " %-10s %-7s %-24s %-16s %-30s %10s %10s %10s %s\n", s.id,
-				       state_name(s.state), query == PIPO_Q_SESSIONS_EX ? cmd_name(s.cmd) : "?",
-				       cl, s.user[0] ? pc_text(ut, sizeof ut, s.user) : "-", dest, pc_bytes(ub, sizeof ub, s.up),
+				char meth[48] = "?";
+				if (query == PIPO_Q_SESSIONS_EX && s.protection != 0xff)
+					snprintf(meth, sizeof meth, "%s/%s", method_name(s.method),
+					         level_name(s.protection));
+				else if (query == PIPO_Q_SESSIONS_EX)
+					snprintf(meth, sizeof meth, "%s", method_name(s.method));
+				printf("%-8" PRIu64 " %-10s %-7s %-24s %-16s %-22s %-30s %10s %10s %10s %s\n",
+				       s.id, state_name(s.state),
+				       query == PIPO_Q_SESSIONS_EX ? cmd_name(s.cmd) : "?", cl,
+				       s.user[0] ? pc_text(ut, sizeof ut, s.user) : "-", meth, dest,
+				       pc_bytes(ub, sizeof ub, s.up),
 				       pc_bytes(db, sizeof db, s.down),
 				       pc_duration(ab, sizeof ab, s.age_ms / 1000), dg);
 			}

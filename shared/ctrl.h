@@ -54,6 +54,8 @@ struct ctrl_session {
 	char dest[CTRL_NAME_MAX + 1]; /* as requested (escaped), "" before a request */
 	uint64_t up, down, age_ms;
 	uint64_t dgrams_up, dgrams_down; /* UDP ASSOCIATE: datagrams each way */
+	uint8_t method;     /* RFC 1928 method chosen (0 none, 1 GSS-API, 2 password), 0xff: none yet */
+	uint8_t protection; /* GSS-API: the level granted (0-2), 0xff: none (yet) */
 };
 
 /* Session ids carry their worker: (index + 1) << CTRL_ID_SHIFT | sequence. */

@@ -402,6 +402,7 @@ struct gss_sess {
 	uint8_t level;
 	bool protect; /* level 1 or 2: everything from the request on is encapsulated */
 	bool established;
+	bool level_granted;
 	OM_uint32 flags; /* the context's services (GSS_C_INTEG_FLAG, GSS_C_CONF_FLAG) */
 	uint32_t max_plain; /* the most plaintext one token carries */
 	char principal[256];
@@ -454,12 +455,15 @@ void gss_begin(struct session *s)
 
 /* Read and parse one client message of the expected type: 1 when
  * s->gss->msg holds it, 0 while more is needed, -1 when the session ended
- * or the message was bad (then answered 01 FF: bad says so). */
+ * (a bad message is answered 01 FF first). */
 static int read_msg(struct session *s)
 {
 	struct handshake *hs = s->hs;
 	struct gss_sess *g = s->gss;
 	for (;;) {
+		/* Flushes what waits for the client too. */
+		if (!handshake_read(s))
+			return -1;
 		size_t used;
 		int rc = rfc1961_feed(&g->msg, hs->in, hs->len, &used);
 		memmove(hs->in, hs->in + used, hs->len - used);
@@ -480,17 +484,12 @@ static int read_msg(struct session *s)
 			}
 			return 1;
 		}
-		if (hs->len)
-			continue;
+		/* Everything buffered was taken: the rest is still to come. */
 		if (s->c_eof) {
 			session_finalize(s);
 			return -1;
 		}
 		if (!s->c_readable)
-			return 0;
-		if (!handshake_read(s))
-			return -1;
-		if (!hs->len && !s->c_eof)
 			return 0;
 	}
 }
@@ -670,6 +669,7 @@ static void on_protection(struct session *s)
 		return;
 	}
 	g->level = level;
+	g->level_granted = true;
 	g->protect = level != GSS_LEVEL_CLEAR;
 	shm_count(s->wk->slot, M_GSS_LOGINS, 1);
 	session_bind_user(s);
@@ -739,11 +739,16 @@ int gss_send_reply(struct session *s, const void *p, size_t n)
 
 const char *gss_method_text(const struct session *s, char *out, size_t len)
 {
-	if (!s->gss || !s->gss->established)
+	if (!s->gss || !s->gss->level_granted)
 		snprintf(out, len, "gssapi");
 	else
 		snprintf(out, len, "gssapi/%s", gss_level_name(s->gss->level));
 	return out;
+}
+
+uint8_t gss_level(const struct session *s)
+{
+	return s->gss && s->gss->established && s->gss->level_granted ? s->gss->level : 0xff;
 }
 
 const char *gss_principal(const struct session *s)

@@ -87,7 +87,7 @@ void relay_rate_resume(struct loop *l, struct loop_timer *t)
 	struct session *s = t->data;
 	s->lim_paused[0] = s->lim_paused[1] = false;
 	if (s->phase == PH_RELAY)
-		relay(s);
+		s->on_client(s); /* the relay's handler: this file's, or GSS-API's */
 }
 
 /* Take up to want bytes from entry i's bucket for direction d; UINT64_MAX

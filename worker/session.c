@@ -635,6 +635,8 @@ size_t session_list(struct worker *wk, uint64_t after, size_t max, struct ctrl_s
 		o->cmd = s->cmd;
 		o->dgrams_up = s->dgrams_up;
 		o->dgrams_down = s->dgrams_down;
+		o->method = s->method;
+		o->protection = gss_level(s);
 		o->up = s->bytes_up;
 		o->down = s->bytes_down;
 		o->age_ms = (uint64_t)(wk->loop.now - s->start_ms);

@@ -245,6 +245,8 @@ int gss_send_reply(struct session *s, const void *p, size_t n);
 void gss_relay_begin(struct session *s);
 /* "gssapi/integrity" and so on, for logs and listings. */
 const char *gss_method_text(const struct session *s, char *out, size_t len);
+/* The protection level granted, 0xff before (or without GSS-API). */
+uint8_t gss_level(const struct session *s);
 /* The client principal ("" before it is known). */
 const char *gss_principal(const struct session *s);
 void gss_session_free(struct session *s);

@@ -629,8 +629,9 @@ static void test_session_from_ctrl_record(void **state)
 	assert_int_equal(strlen(o.dest), PIPO_MAX_NAME);
 }
 
-/* The extended record is the original one followed by cmd and the
- * datagram counts; the original decoder reads its prefix unchanged. */
+/* The extended record is the original one followed by cmd, the datagram
+ * counts, the method and the protection; the original decoder reads its
+ * prefix unchanged. */
 static void test_session_ex_record(void **state)
 {
 	(void)state;
@@ -638,20 +639,24 @@ static void test_session_ex_record(void **state)
 	s.cmd = PIPO_CMD_UDP;
 	s.dgrams_up = 10000;
 	s.dgrams_down = 0x0102030405060708ull;
+	s.method = 0x01;
+	s.protection = 0x02;
 	uint8_t p[700], q[700];
 	struct pipo_buf b = {.p = p, .cap = sizeof p}, ob = {.p = q, .cap = sizeof q};
 	pipo_put_session_ex(&b, &s);
 	pipo_put_session(&ob, &s);
-	assert_int_equal(b.len, ob.len + 17);
+	assert_int_equal(b.len, ob.len + 19);
 	assert_memory_equal(p, q, ob.len);
-	assert_memory_equal(p + ob.len, "\x03\0\0\0\0\0\0\x27\x10\x01\x02\x03\x04\x05\x06\x07\x08",
-	                    17);
+	assert_memory_equal(p + ob.len,
+	                    "\x03\0\0\0\0\0\0\x27\x10\x01\x02\x03\x04\x05\x06\x07\x08\x01\x02", 19);
 	struct pipo_cur c = {.p = p, .len = b.len};
 	pipo_get_session_ex(&c, &t);
 	assert_true(pipo_cur_done(&c));
 	assert_int_equal(t.cmd, PIPO_CMD_UDP);
 	assert_int_equal(t.dgrams_up, 10000);
 	assert_int_equal(t.dgrams_down, s.dgrams_down);
+	assert_int_equal(t.method, 0x01);
+	assert_int_equal(t.protection, 0x02);
 	struct pipo_cur c2 = {.p = p, .len = ob.len};
 	pipo_get_session(&c2, &u);
 	assert_true(pipo_cur_done(&c2));
