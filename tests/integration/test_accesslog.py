@@ -43,7 +43,7 @@ def test_success_line_fields_and_byte_counts(proxy, nginx):
     assert int(f[8]) == len(HTTP_REQ)
     assert int(f[9]) == len(resp)
     assert int(f[10]) >= 0
-    assert f[11:] == ["connect", "0", "0"]  # the command; no datagrams on a CONNECT
+    assert f[11:] == ["connect", "0", "0", "none"]  # no datagrams on a CONNECT; no login
 
 
 def test_username_and_domain_destination_logged(socks5d, nginx):

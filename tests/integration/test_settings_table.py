@@ -74,10 +74,20 @@ def test_every_row_is_in_help_man_page_and_readme(key, type_, when, flags, short
         assert re.search(r"-%s, --" % c, text), "-%s missing from --help" % c
 
 
+def make_keytab(path, principal):
+    """A keytab with one key of principal, made offline by MIT's ktutil."""
+    script = ("addent -password -p %s -k 1 -e aes256-cts-hmac-sha1-96\nsample-key-pw\n"
+              "wkt %s\nquit\n" % (principal, path))
+    subprocess.run(["ktutil"], input=script.encode(), check=True, capture_output=True, timeout=20)
+    assert os.path.getsize(path) > 0
+
+
 # A value for every row: not the default where that is safe, with units
 # where the row has them.  A row added without a sample fails here.
 def samples(tmp_path):
     me = pwd.getpwuid(os.getuid()).pw_name
+    keytab = str(tmp_path / "socks.keytab")
+    make_keytab(keytab, "rcmd/localhost@SOCKS.TEST")
     return {
         "listen": ("127.0.0.1", None), "port": (str(free_port()), None),
         "admin-addr": ("127.0.0.1", None), "admin-port": (str(free_port()), None),
@@ -98,6 +108,8 @@ def samples(tmp_path):
         "bind-timeout": ("90s", 90), "bind-ports": ("20000-20100", "20000-20100"),
         "udp-idle-timeout": ("5m", 300), "udp-filter": ("address-port", "address-port"),
         "proxy-protocol": ("10.99.0.0/16,2001:db8::/32", "10.99.0.0/16,2001:db8::/32"),
+        "gssapi-keytab": (keytab, keytab), "gssapi-service": ("rcmd/localhost", "rcmd/localhost"),
+        "gssapi-protection": ("confidentiality", "confidentiality"), "gssapi-nec": ("yes", True),
     }
 
 
