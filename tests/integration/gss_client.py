@@ -77,6 +77,32 @@ def corrupt(token, where=None):
     return bytes(b)
 
 
+def _creds(ccache):
+    if ccache is None:
+        return None
+    cc = str(ccache)
+    if ":" not in cc:
+        cc = "FILE:" + cc
+    return gssapi.Credentials(usage="initiate", store={"ccache": cc})
+
+
+def new_context(service="rcmd@localhost", creds=None, flags=None):
+    """An initiator gssapi.SecurityContext for the host-based service name,
+    with mutual authentication, integrity and confidentiality by default."""
+    name = gssapi.Name(service, gssapi.NameType.hostbased_service)
+    rf = gssapi.RequirementFlag
+    if flags is None:
+        flags = [rf.mutual_authentication, rf.integrity, rf.confidentiality]
+    return gssapi.SecurityContext(name=name, usage="initiate", creds=creds, flags=flags)
+
+
+def first_token(service="rcmd@localhost", ccache=None):
+    """The first context token for service from ccache, made now, with no
+    connection: kept and sent later (establish_context(first_token=...)),
+    it presents a ticket that has expired meanwhile."""
+    return new_context(service, _creds(ccache)).step()
+
+
 class GssSocksClient:
     """One SOCKS5 connection with RFC 1961 GSS-API authentication.
 
@@ -101,12 +127,7 @@ class GssSocksClient:
         self.split_pause = split_pause
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.creds = None
-        if ccache is not None:
-            cc = str(ccache)
-            if ":" not in cc:
-                cc = "FILE:" + cc
-            self.creds = gssapi.Credentials(usage="initiate", store={"ccache": cc})
+        self.creds = _creds(ccache)
         self.ctx = None
         self.level = None  # granted protection level
         self.context_rounds = 0
@@ -172,19 +193,26 @@ class GssSocksClient:
             raise ProtocolError("method reply version %d" % ver)
         return meth
 
-    def establish_context(self, corrupt_first=False, stop_after=None, flags=None):
+    def make_context(self, flags=None):
+        """A fresh initiator context for the service; returns its first
+        token without sending it."""
+        self.ctx = new_context(self.service, self.creds, flags)
+        return self.ctx.step()
+
+    def establish_context(self, corrupt_first=False, stop_after=None, flags=None,
+                          first_token=None):
         """Context establishment (RFC 1961 section 3) until both sides are
         complete. corrupt_first: flip a byte of the first token.
         stop_after: send only that many bytes of the first message
         (header included) and return False without waiting (a client that
-        stops mid-negotiation). Returns True when established."""
-        name = gssapi.Name(self.service, gssapi.NameType.hostbased_service)
-        rf = gssapi.RequirementFlag
-        if flags is None:
-            flags = [rf.mutual_authentication, rf.integrity, rf.confidentiality]
-        self.ctx = gssapi.SecurityContext(name=name, usage="initiate", creds=self.creds,
-                                          flags=flags)
-        tok = self.ctx.step()
+        stops mid-negotiation). first_token: send this (made earlier by
+        first_token() while the ticket was still valid) instead of a new
+        one; a server that answers it is a ProtocolError (this client has
+        no context for it). Returns True when established."""
+        if first_token is not None:
+            tok = first_token
+        else:
+            tok = self.make_context(flags)
         if corrupt_first:
             tok = corrupt(tok)
         if stop_after is not None:
@@ -194,6 +222,10 @@ class GssSocksClient:
         while True:
             self.send_message(MTYP_CONTEXT, tok)
             self.context_rounds += 1
+            if self.ctx is None:
+                reply = self.recv_message(MTYP_CONTEXT)
+                raise ProtocolError("server answered a token of another context (%d bytes)"
+                                    % len(reply))
             if self.ctx.complete:
                 break
             tok = self.ctx.step(self.recv_message(MTYP_CONTEXT))

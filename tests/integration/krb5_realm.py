@@ -18,12 +18,14 @@ keytab). krb5.conf turns off DNS and reverse lookups, so a host-based
 service name rcmd@HOST names the principal rcmd/HOST literally: both
 rcmd/localhost and rcmd/127.0.0.1 exist.
 
-Tickets: the KDC allows lifetimes down to a few seconds, so
-``kinit("alice", lifetime="5s")`` gets a ticket that expires soon; note that
-an acceptor tolerates a clock skew (300 s by default, ``clockskew`` in
-[libdefaults]) past the ticket's end time, and that the initiator's own
-library refuses to use an expired ticket (GSS_S_CREDENTIALS_EXPIRED /
-"Ticket expired") before anything reaches the server.
+Tickets: the KDC grants lifetimes down to a second, so
+``kinit("bob", lifetime="2s")`` gets a ticket that expires soon. The
+initiator's own library refuses to use an expired ticket (gssapi raises
+"Ticket expired") before anything reaches the server, so a test of a server
+rejecting one makes the first context token while the ticket is valid
+(gss_client's make_context()) and sends it once the ticket has expired
+plus the clock skew an acceptor tolerates, Krb5Realm.CLOCKSKEW (3 s in
+krb5.conf instead of MIT's 300): realm.wait_expired(ccache).
 """
 
 import os
@@ -83,6 +85,9 @@ class Krb5Realm:
     env        os.environ plus the four KRB5_* variables above
     """
 
+    # Seconds an acceptor tolerates past a ticket's end (MIT's default is
+    # 300): small, so that a test can present an expired ticket soon.
+    CLOCKSKEW = 3
     PASSWORDS = {"alice": "alice-pw-1961", "bob": "bob-pw-1961"}
     SERVICES = ("rcmd/localhost", "rcmd/127.0.0.1")
     # A service of the realm that is not in the keytab: a client that asks
@@ -121,6 +126,7 @@ class Krb5Realm:
     dns_canonicalize_hostname = false
     rdns = false
     udp_preference_limit = 1
+    clockskew = {skew}
     ticket_lifetime = 10h
     forwardable = false
 
@@ -135,7 +141,7 @@ class Krb5Realm:
 
 [logging]
     default = FILE:{d}/krb5lib.log
-""".format(realm=REALM, port=self.port, d=d))
+""".format(realm=REALM, port=self.port, d=d, skew=self.CLOCKSKEW))
         self.kdc_conf.write_text("""[kdcdefaults]
     kdc_ports = {port}
     kdc_tcp_ports = {port}
@@ -243,6 +249,22 @@ class Krb5Realm:
         argv.append(self.principal(principal))
         self.run(argv, input=pw + "\n")
         return ccache
+
+    def ticket_end(self, ccache):
+        """The end time (epoch seconds) of the TGT in ccache."""
+        import gssapi  # python3-gssapi; only this helper needs it here
+        cc = "FILE:%s" % ccache
+        creds = gssapi.Credentials(usage="initiate", store={"ccache": cc})
+        return time.time() + creds.lifetime
+
+    def wait_expired(self, ccache, end=None):
+        """Sleep until a ticket of ccache that ends at end (default: the
+        TGT's end, read now) is past end + CLOCKSKEW for any acceptor."""
+        if end is None:
+            end = self.ticket_end(ccache)
+        left = end + self.CLOCKSKEW + 1 - time.time()
+        if left > 0:
+            time.sleep(left)
 
     def env_for(self, ccache):
         """The realm's environment with KRB5CCNAME set to ccache."""

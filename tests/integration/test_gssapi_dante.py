@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import gssapi
 import pytest
 
 import gss_client
@@ -323,3 +324,37 @@ def test_danted_drops_a_client_that_stops_mid_token(danted, krb5_realm):
         c.sock.settimeout(1.0)
         with pytest.raises(OSError):  # socket.timeout: nothing comes back
             c.sock.recv(1)
+
+
+def test_danted_rejects_an_expired_ticket(danted, krb5_realm):
+    """The first token made while bob's 2-second ticket was valid, sent
+    once it is past its end and the realm's clock skew."""
+    d = danted("integrity")
+    cc = krb5_realm.kinit("bob", lifetime="2s")
+    end = krb5_realm.ticket_end(cc)
+    tok = gss_client.first_token("rcmd@localhost", cc)
+    krb5_realm.wait_expired(cc, end)
+    with _negotiated(d, krb5_realm) as c:
+        with pytest.raises((ServerClosed, ServerAbort)):
+            c.establish_context(first_token=tok)
+
+
+def test_an_expired_ticket_is_refused_by_the_client_library(krb5_realm):
+    """What a client without the trick above gets: nothing is sent."""
+    cc = krb5_realm.kinit("bob", lifetime="1s")
+    krb5_realm.wait_expired(cc)
+    with pytest.raises(gssapi.exceptions.GSSError, match="expired"):
+        gss_client.first_token("rcmd@localhost", cc)
+
+
+def test_a_fresh_first_token_is_accepted(danted, krb5_realm, echo_server):
+    """The control of the expired-ticket test: the same path with a valid
+    ticket establishes the context (the failure above is the expiry)."""
+    d = danted("integrity")
+    cc = krb5_realm.kinit("bob")
+    c = GssSocksClient("127.0.0.1", d.port, ccache=cc)
+    with c:
+        assert c.negotiate_method() == 0x01
+        tok = c.make_context()
+        assert c.establish_context(first_token=tok)
+        assert c.negotiate_protection(1) == 1
