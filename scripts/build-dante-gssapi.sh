@@ -31,7 +31,7 @@ start=$(date +%s)
 APT="$OUT/apt"
 SRC="$OUT/src"
 LOG="$OUT/log"
-mkdir -p "$APT/sources.list.d" "$APT/lists/partial" "$SRC" "$LOG"
+mkdir -p "$APT/sourceparts" "$APT/lists/partial" "$SRC" "$LOG"
 
 # deb-src twins of the system's deb entries, one-line and deb822 formats.
 : >"$APT/sources.list"
@@ -41,12 +41,13 @@ for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
 done
 for f in /etc/apt/sources.list.d/*.sources; do
 	[ -f "$f" ] || continue
-	sed 's/^Types:.*$/Types: deb-src/' "$f" >"$APT/sources.list.d/$(basename "$f")"
+	sed 's/^Types:.*$/Types: deb-src/' "$f" >"$APT/sourceparts/$(basename "$f")"
 done
 
 # A private list state: apt-get update here fetches only the Sources indexes.
+# (No name under build/ may end in .d: the Makefile includes those.)
 set -- -o Dir::Etc::SourceList="$APT/sources.list" \
-	-o Dir::Etc::SourceParts="$APT/sources.list.d" \
+	-o Dir::Etc::SourceParts="$APT/sourceparts" \
 	-o Dir::State::Lists="$APT/lists" \
 	-o Dir::Cache::pkgcache="" -o Dir::Cache::srcpkgcache="" \
 	-o APT::Sandbox::User=root -o Acquire::Languages=none
