@@ -579,7 +579,7 @@ static void token_done(struct session *s, struct gss_job *j)
 	on_protection(s);
 }
 
-/* Wrap n bytes (conf: confidentiality) into out (gss-allocated). */
+/* Wrap n bytes (conf: confidentiality) into out (gss-allocated); counted. */
 static bool wrap(struct session *s, bool conf, const void *p, size_t n, gss_buffer_desc *out)
 {
 	OM_uint32 minor;
@@ -591,11 +591,12 @@ static bool wrap(struct session *s, bool conf, const void *p, size_t n, gss_buff
 		gss_release_buffer(&minor, out);
 		return false;
 	}
+	shm_count(s->wk->slot, M_GSS_WRAPPED, n);
 	return true;
 }
 
 /* Unwrap the message in s->gss->msg into out; the protection used must
- * be the granted level's. */
+ * be the granted level's.  Counted. */
 static bool unwrap(struct session *s, gss_buffer_desc *out, bool want_conf)
 {
 	struct gss_sess *g = s->gss;
@@ -607,6 +608,7 @@ static bool unwrap(struct session *s, gss_buffer_desc *out, bool want_conf)
 		gss_release_buffer(&minor, out);
 		return false;
 	}
+	shm_count(s->wk->slot, M_GSS_UNWRAPPED, out->length);
 	return true;
 }
 
@@ -717,7 +719,6 @@ static void on_request_wrapped(struct session *s)
 			session_finalize(s);
 			return;
 		}
-		shm_count(s->wk->slot, M_GSS_UNWRAPPED, g->up.length);
 	}
 }
 
@@ -830,8 +831,7 @@ static int pump_up(struct session *s, bool *moved)
 					         (unsigned long long)s->id);
 					return -1;
 				}
-				shm_count(s->wk->slot, M_GSS_UNWRAPPED, g->up.length);
-				if (s->sniff || s->sniff_wanted)
+						if (s->sniff || s->sniff_wanted)
 					relay_sniff(s, SNIFF_UP, g->up.value, g->up.length);
 				continue;
 			}
@@ -939,7 +939,6 @@ static int pump_down(struct session *s, bool *moved)
 				relay_sniff(s, SNIFF_DOWN, g->plain, (size_t)r);
 			if (!wrap(s, g->level == GSS_LEVEL_CONFIDENTIALITY, g->plain, (size_t)r, &g->down))
 				return -1;
-			shm_count(s->wk->slot, M_GSS_WRAPPED, (uint64_t)r);
 			rfc1961_header(g->hdr, RFC1961_ENCAPSULATED, g->down.length);
 			g->down_plain = (size_t)r;
 			progress = 1;

@@ -1,0 +1,423 @@
+"""GSS-API authentication (RFC 1961) in socks5d against a real MIT KDC on
+loopback: Dante's socksify (Debian's source rebuilt with GSS-API) at levels
+0, 1 and 2 with 1 MB both ways, byte for byte; the tests' own client
+(gss_client.py, python3-gssapi) for what socksify cannot do: byte-by-byte
+messages, level 3, bad tokens, a ticket for another service, an expired
+ticket, a client that stops mid-negotiation, NEC mode; the identity in the
+access log, the rules, the user table and pipoClient; the keytab checks.
+"""
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+import gss_client
+from gss_client import GssSocksClient, ServerAbort, ServerClosed
+from s5lib import free_port, recv_exact
+from test_gssapi_dante import dante_gss, socksify_echo  # noqa: F401 (a fixture)
+
+LEVELS = {0: "clear", 1: "integrity", 2: "confidentiality"}
+MB = 1 << 20
+ADMIN, ADMIN_PW = "admin", "gss-admin-pw"
+
+
+@pytest.fixture
+def gss_proxy(socks5d, krb5_realm, tmp_path):
+    """socks5d(*args, protection=..., config_lines=...) with GSS-API on the
+    realm's keytab.  The environment's KRB5_KTNAME leads nowhere: only
+    --gssapi-keytab may give the keys."""
+    def start(*args, protection="clear,integrity,confidentiality", config_lines=(), **kw):
+        env = dict(krb5_realm.env)
+        env["KRB5_KTNAME"] = "FILE:/nonexistent/keytab"
+        argv = ["--gssapi-keytab", str(krb5_realm.keytab), "--gssapi-protection", protection,
+                "--dns-server", "127.0.0.1:9"]
+        if config_lines:
+            conf = tmp_path / "gss.conf"
+            conf.write_text("\n".join(config_lines) + "\n")
+            argv += ["-f", str(conf)]
+        return socks5d(*(argv + list(args)), env=env, **kw)
+    return start
+
+
+def gss_records(proxy, port=None, count=1, timeout=10):
+    return proxy.wait_log(lambda f: len(f) == 15 and f[14].startswith("gssapi")
+                          and (port is None or f[6] == str(port)), count=count, timeout=timeout)
+
+
+# ------------------------------------------------------------ real clients
+
+
+@pytest.mark.parametrize("level", [0, 1, 2], ids=["clear", "integrity", "confidentiality"])
+def test_socksify_moves_a_megabyte_both_ways(level, gss_proxy, dante_gss, krb5_realm,  # noqa: F811
+                                              echo_server):
+    p = gss_proxy()
+    payload = os.urandom(MB)
+    got = socksify_echo("127.0.0.1", p.port, level, echo_server.host, echo_server.port, payload,
+                        krb5_realm)
+    assert len(got) == len(payload)
+    assert got == payload
+    f = gss_records(p, echo_server.port)[0]
+    # The access log names the principal and the method with its level.
+    assert f[1] == "alice@SOCKS.TEST", f
+    assert f[14] == "gssapi/" + LEVELS[level], f
+    assert (f[7], int(f[8]), int(f[9])) == ("0", MB, MB), f
+
+
+def test_socksify_reaches_an_http_server(gss_proxy, dante_gss, krb5_realm, nginx,  # noqa: F811
+                                          tmp_path):
+    """Done means: socksify reaches an HTTP server through socks5d with a
+    ticket, at integrity and at confidentiality."""
+    p = gss_proxy(protection="integrity,confidentiality")
+    req = b"GET /index.html HTTP/1.0\r\nHost: localhost\r\n\r\n"
+    for level in (1, 2):
+        got = socksify_echo("127.0.0.1", p.port, level, "127.0.0.1", nginx.port, req, krb5_realm)
+        assert got.startswith(b"HTTP/1.1 200"), got[:200]
+    recs = gss_records(p, nginx.port, count=2)
+    assert sorted(f[14] for f in recs) == ["gssapi/confidentiality", "gssapi/integrity"]
+
+
+@pytest.mark.parametrize("level", [1, 2], ids=["integrity", "confidentiality"])
+def test_own_client_megabyte_in_small_and_large_messages(level, gss_proxy, krb5_realm,
+                                                        echo_server):
+    p = gss_proxy()
+    payload = os.urandom(MB)
+    for chunk in (1000, 65000):
+        got = gss_client.echo_transfer("127.0.0.1", p.port, echo_server.host, echo_server.port,
+                                       level, payload, chunk=chunk, ccache=krb5_realm.ccache)
+        assert got == payload
+
+
+def test_messages_cut_at_every_byte(gss_proxy, krb5_realm, echo_server):
+    """Every message of the negotiation, the request and the data arrive
+    one byte per segment."""
+    p = gss_proxy()
+    with GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache, split_writes=True) as c:
+        assert c.negotiate_method() == 0x01
+        assert c.establish_context()
+        assert c.negotiate_protection(2) == 2
+        assert c.connect(echo_server.host, echo_server.port)[0] == 0
+        c.wrap_send(b"hello through a split stream", split=True)
+        assert c.recv_exact(28) == b"hello through a split stream"
+
+
+def test_clear_level_relays_raw_bytes(gss_proxy, krb5_realm, echo_server):
+    p = gss_proxy()
+    got = gss_client.echo_transfer("127.0.0.1", p.port, echo_server.host, echo_server.port, 0,
+                                   b"x" * 300000, ccache=krb5_realm.ccache)
+    assert got == b"x" * 300000
+    assert gss_records(p, echo_server.port)[0][14] == "gssapi/clear"
+
+
+# ------------------------------------------------------------ protection levels
+
+
+def negotiated(port, krb5_realm, **kw):
+    c = GssSocksClient("127.0.0.1", port, ccache=krb5_realm.ccache, **kw)
+    assert c.negotiate_method() == 0x01
+    assert c.establish_context()
+    return c
+
+
+def assert_refused(c, fn, *a):
+    """The server answers 01 FF (or has closed right after it)."""
+    with pytest.raises((ServerAbort, ServerClosed)):
+        fn(*a)
+    c.close()
+
+
+def test_level_3_is_refused(gss_proxy, krb5_realm):
+    p = gss_proxy()
+    c = negotiated(p.port, krb5_realm)
+    assert_refused(c, c.negotiate_protection, 3)
+    p.wait_stderr(r"GSS-API login from 127\.0\.0\.1 failed: alice@SOCKS\.TEST asked for "
+                  r"protection level 3, not granted")
+
+
+def test_clear_is_refused_unless_configured(gss_proxy, krb5_realm):
+    p = gss_proxy(protection="integrity,confidentiality")
+    c = negotiated(p.port, krb5_realm)
+    assert_refused(c, c.negotiate_protection, 0)
+    # The default grants integrity and confidentiality.
+    for level in (1, 2):
+        c = negotiated(p.port, krb5_realm)
+        assert c.negotiate_protection(level) == level
+        c.close()
+
+
+def test_only_listed_levels_are_granted(gss_proxy, krb5_realm):
+    p = gss_proxy(protection="confidentiality")
+    c = negotiated(p.port, krb5_realm)
+    assert_refused(c, c.negotiate_protection, 1)
+    c = negotiated(p.port, krb5_realm)
+    assert c.negotiate_protection(2) == 2
+    c.close()
+
+
+def test_nec_mode_only_when_configured(gss_proxy, krb5_realm, echo_server):
+    p = gss_proxy()
+    c = negotiated(p.port, krb5_realm, nec=True)
+    assert_refused(c, c.negotiate_protection, 0)
+    p2 = gss_proxy("--gssapi-nec", "yes")
+    got = gss_client.echo_transfer("127.0.0.1", p2.port, echo_server.host, echo_server.port, 0,
+                                   b"nec" * 1000, ccache=krb5_realm.ccache, nec=True)
+    assert got == b"nec" * 1000
+
+
+def test_a_corrupted_protection_token_is_refused(gss_proxy, krb5_realm):
+    p = gss_proxy()
+    c = negotiated(p.port, krb5_realm)
+    assert_refused(c, c.negotiate_protection, 1, True)
+
+
+# ------------------------------------------------------------ hostile and failing logins
+
+
+def test_a_corrupted_context_token_is_refused_and_logged(gss_proxy, krb5_realm):
+    p = gss_proxy()
+    c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache)
+    sport = c.sock.getsockname()[1]
+    assert c.negotiate_method() == 0x01
+    assert_refused(c, c.establish_context, True)
+    f = p.wait_log(lambda f: len(f) == 15 and f[4] == str(sport))[0]
+    assert (f[7], f[14]) == ("auth-failed", "gssapi"), f
+
+
+def test_a_ticket_for_another_service_is_refused(gss_proxy, krb5_realm):
+    """host/localhost exists in the realm but not in the keytab."""
+    p = gss_proxy()
+    c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache, service="host@localhost")
+    assert c.negotiate_method() == 0x01
+    assert_refused(c, c.establish_context)
+    p.wait_stderr(r"GSS-API login from 127\.0\.0\.1 failed")
+
+
+def test_a_key_of_another_service_in_the_keytab_is_not_taken(gss_proxy, krb5_realm, tmp_path):
+    """A keytab holding host/localhost too: a ticket for it decrypts, but
+    the service is not gssapi-service."""
+    kt = tmp_path / "mixed.keytab"
+    krb5_realm.kadmin("ktadd -k %s -norandkey rcmd/localhost host/localhost" % kt)
+    p = gss_proxy("--gssapi-keytab", str(kt))
+    c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache, service="host@localhost")
+    assert c.negotiate_method() == 0x01
+    assert_refused(c, c.establish_context)
+    p.wait_stderr(r"the ticket is for host/localhost@SOCKS\.TEST, not the service rcmd")
+
+
+def test_an_expired_ticket_is_refused(gss_proxy, krb5_realm):
+    p = gss_proxy()
+    cc = krb5_realm.kinit("bob", lifetime="2s")
+    end = krb5_realm.ticket_end(cc)
+    tok = gss_client.first_token("rcmd@localhost", ccache=cc)
+    krb5_realm.wait_expired(cc, end)
+    c = GssSocksClient("127.0.0.1", p.port, ccache=cc)
+    assert c.negotiate_method() == 0x01
+    assert_refused(c, c.establish_context, False, None, None, tok)
+    p.wait_stderr(r"GSS-API login from 127\.0\.0\.1 failed: .*(expired|skew)")
+
+
+def test_a_client_that_stops_mid_token_meets_the_handshake_timeout(gss_proxy, krb5_realm):
+    p = gss_proxy("--handshake-timeout", "2")
+    c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache)
+    assert c.negotiate_method() == 0x01
+    assert c.establish_context(stop_after=40) is False
+    c.sock.settimeout(10)
+    t0 = time.monotonic()
+    assert c.sock.recv(16) == b""  # closed, nothing answered
+    assert time.monotonic() - t0 < 8
+    c.close()
+
+
+def test_a_bad_token_after_negotiation_ends_the_session(gss_proxy, krb5_realm, echo_server):
+    p = gss_proxy()
+    c = gss_client.open_tunnel("127.0.0.1", p.port, echo_server.host, echo_server.port, 1,
+                               ccache=krb5_realm.ccache)
+    c.wrap_send(b"good", chunk=4)
+    assert c.recv_exact(4) == b"good"
+    c.wrap_send(b"evil", chunk=4, corrupt_token=True)
+    c.sock.settimeout(10)
+    with pytest.raises((ServerClosed, ConnectionError)):
+        c.recv_exact(1)
+    c.close()
+    p.wait_stderr(r"GSS-API: bad token from the client")
+
+
+@pytest.mark.parametrize("msg", [
+    b"\x02\x01\x00\x01x",        # version 2
+    b"\x01\x02\x00\x01x",        # a protection message first
+    b"\x01\x01\x00\x00",         # an empty token
+    b"\x01\x01\x00\x05junk!",    # not a GSS-API token
+], ids=["version", "type", "empty", "junk"])
+def test_malformed_messages_get_01_ff(gss_proxy, msg):
+    p = gss_proxy()
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"\x05\x01\x01")
+    assert recv_exact(s, 2) == b"\x05\x01"
+    s.sendall(msg)
+    assert recv_exact(s, 2) == b"\x01\xff"
+    s.close()
+
+
+def test_the_client_giving_up_is_counted(gss_proxy, krb5_realm, tmp_path):
+    p = gss_proxy("-a", "%s:%s" % (ADMIN, ADMIN_PW))
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"\x05\x01\x01")
+    assert recv_exact(s, 2) == b"\x05\x01"
+    s.sendall(b"\x01\xff")
+    s.settimeout(10)
+    assert s.recv(4) == b""
+    s.close()
+    m = stats(p)
+    assert m["gssapi_failures"] >= 1
+
+
+def test_a_two_component_principal_has_no_local_name(gss_proxy, krb5_realm):
+    """auth_to_local's default maps one-component principals of the default
+    realm only: alice/admin is refused."""
+    krb5_realm.kadmin("addprinc -pw admin-pw-1961 alice/admin")
+    cc = krb5_realm.kinit("alice/admin", ccache=krb5_realm.ccache_path("alice_admin"),
+                          password="admin-pw-1961")
+    p = gss_proxy()
+    c = GssSocksClient("127.0.0.1", p.port, ccache=cc)
+    assert c.negotiate_method() == 0x01
+    with pytest.raises((ServerAbort, ServerClosed)):
+        c.establish_context()
+        c.negotiate_protection(1)
+    c.close()
+    p.wait_stderr(r"alice/admin@SOCKS\.TEST has no local name")
+
+
+# ------------------------------------------------------------ methods, identity, rules
+
+
+def test_gssapi_is_preferred_over_password(gss_proxy):
+    p = gss_proxy("-u", "carol:carol-pw")
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"\x05\x03\x00\x02\x01")
+    assert recv_exact(s, 2) == b"\x05\x01"
+    s.close()
+    # A client without GSS-API still logs in with a password.
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"\x05\x02\x00\x02")
+    assert recv_exact(s, 2) == b"\x05\x02"
+    s.close()
+
+
+def test_no_anonymous_access_under_the_auto_policy(gss_proxy):
+    p = gss_proxy()
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"\x05\x01\x00")
+    assert recv_exact(s, 2) == b"\x05\xff"
+    s.close()
+
+
+def test_rules_match_the_local_name(gss_proxy, krb5_realm, echo_server):
+    p = gss_proxy(config_lines=["block user bob", "pass user alice"])
+    c = gss_client.open_tunnel("127.0.0.1", p.port, echo_server.host, echo_server.port, 1,
+                               ccache=krb5_realm.ccache)
+    c.close()
+    cc = krb5_realm.kinit("bob")
+    c = negotiated(p.port, krb5_realm)
+    c.close()
+    c = GssSocksClient("127.0.0.1", p.port, ccache=cc)
+    assert c.negotiate_method() == 0x01
+    assert c.establish_context()
+    assert c.negotiate_protection(2) == 2
+    assert c.connect(echo_server.host, echo_server.port)[0] == 0x02  # wrapped reply
+    c.close()
+    f = p.wait_log(lambda f: len(f) == 15 and f[1] == "bob@SOCKS.TEST")[0]
+    assert (f[7], f[14]) == ("2", "gssapi/confidentiality"), f
+
+
+def test_udp_associate_under_protection_is_not_supported(gss_proxy, krb5_realm):
+    p = gss_proxy()
+    c = negotiated(p.port, krb5_realm)
+    assert c.negotiate_protection(1) == 1
+    assert c.request(3, "0.0.0.0", 0)[0] == 0x07
+    c.close()
+
+
+def pipo(p, *args, env=None):
+    env = dict(os.environ, PIPO_PASSWORD=ADMIN_PW, **(env or {}))
+    r = subprocess.run([os.environ.get("PIPOCLIENT", "build/test/pipoClient"), "-S",
+                        os.path.join(p.runtime_dir, "socks5d.sock"), "-u", ADMIN] + list(args),
+                       capture_output=True, text=True, env=env, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def stats(p):
+    return json.loads(pipo(p, "--json", "stats"))["metrics"]
+
+
+def test_pipoclient_and_metrics_show_gssapi_sessions(gss_proxy, krb5_realm, echo_server):
+    p = gss_proxy("-a", "%s:%s" % (ADMIN, ADMIN_PW))
+    before = stats(p)
+    c = gss_client.open_tunnel("127.0.0.1", p.port, echo_server.host, echo_server.port, 2,
+                               ccache=krb5_realm.ccache)
+    c.wrap_send(b"x" * 5000)
+    assert c.recv_exact(5000) == b"x" * 5000
+    sessions = json.loads(pipo(p, "--json", "sessions"))["sessions"]
+    mine = [x for x in sessions if x["port"] == echo_server.port]
+    assert len(mine) == 1, sessions
+    assert (mine[0]["user"], mine[0]["method"], mine[0]["protection"]) == \
+        ("alice", "gssapi", "confidentiality"), mine
+    table = pipo(p, "sessions")
+    assert "gssapi/confidentiality" in table, table
+    c.close()
+    after = stats(p)
+    assert after["gssapi_logins"] == before["gssapi_logins"] + 1
+    assert after["gssapi_bytes_wrapped"] >= before["gssapi_bytes_wrapped"] + 5000 + 10
+    assert after["gssapi_bytes_unwrapped"] >= before["gssapi_bytes_unwrapped"] + 5000 + 10
+
+
+def test_a_user_table_entry_binds_and_its_removal_closes(gss_proxy, krb5_realm, echo_server):
+    p = gss_proxy("-a", "%s:%s" % (ADMIN, ADMIN_PW))
+    pipo(p, "user", "add", "alice", env={"PIPO_NEW_PASSWORD": "unused-password"})
+    c = gss_client.open_tunnel("127.0.0.1", p.port, echo_server.host, echo_server.port, 1,
+                               ccache=krb5_realm.ccache)
+    c.wrap_send(b"ping")
+    assert c.recv_exact(4) == b"ping"
+    users = json.loads(pipo(p, "--json", "users"))
+    alice = [u for u in users["users"] if u["name"] == "alice"][0]
+    assert alice["connections"] == 1, users
+    pipo(p, "user", "del", "alice")
+    c.sock.settimeout(10)
+    with pytest.raises((ServerClosed, ConnectionError)):
+        c.recv_exact(1)
+    c.close()
+
+
+# ------------------------------------------------------------ configuration
+
+
+def test_bad_keytabs_stop_the_start_with_one_line(socks5d_bin, krb5_realm, tmp_path):
+    empty = tmp_path / "empty.keytab"
+    empty.write_bytes(b"")
+    other = tmp_path / "other.keytab"
+    krb5_realm.kadmin("ktadd -k %s -norandkey host/localhost" % other)
+    cases = [
+        (str(tmp_path / "missing.keytab"), "rcmd", "No such file"),
+        (str(empty), "rcmd", "holds no key"),
+        (str(other), "rcmd", "no key of the service rcmd"),
+        (str(krb5_realm.keytab), "ftp", "no key of the service ftp"),
+    ]
+    for kt, svc, why in cases:
+        r = subprocess.run([socks5d_bin, "-l", "127.0.0.1", "-p", str(free_port()), "-P",
+                            str(free_port()), "--admin-socket", str(tmp_path / "a.sock"),
+                            "--gssapi-keytab", kt, "--gssapi-service", svc],
+                           capture_output=True, text=True, env=krb5_realm.env, timeout=30)
+        assert r.returncode == 78, (kt, r.stderr)
+        errs = [l for l in r.stderr.splitlines() if "error" in l]
+        assert len(errs) == 1 and kt in errs[0] and why in errs[0], r.stderr
+
+
+def test_bad_protection_list_is_refused(socks5d_bin, tmp_path):
+    r = subprocess.run([socks5d_bin, "--gssapi-protection", "integrity,strong"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    assert "gssapi-protection" in r.stderr and "strong" in r.stderr, r.stderr
