@@ -7,9 +7,11 @@ serving; a real Prometheus scrapes socks5d and sees up == 1.
 """
 
 import json
+import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -221,6 +223,38 @@ def test_per_worker_series_add_up_to_the_totals(served, mport, echo_server):
         assert total >= 21000
         assert sum(per.values()) == total
     assert sum(series(text, "socks5d_worker_sessions_open").values()) == 0
+
+
+def test_a_restarted_worker_counts_again_from_zero_and_the_totals_keep(socks5d, mport,
+                                                                        echo_server):
+    p = socks5d("--metrics", "127.0.0.1:%d" % mport, workers=1)
+    for i in range(3):
+        s, r = socks_open(p.port, "127.0.0.1", echo_server.port)
+        assert r.rep == 0
+        echo_roundtrip(s, b"z" * 100)
+        s.close()
+    text = wait_sample(mport, "socks5d_session_duration_seconds_count", None, lambda v: v == 3)
+    assert series(text, "socks5d_worker_sessions_total") == {frozenset({("worker", "0")}): 3}
+    [old] = p.workers()
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = scrape(mport)
+        pids = [int(dict(k)["pid"]) for k in series(text, "socks5d_worker_info")]
+        if pids and old not in pids:
+            break
+        time.sleep(0.05)
+    assert [dict(k)["worker"] for k in series(text, "socks5d_worker_info")] == ["0"]
+    assert pids == p.workers() and old not in pids
+    assert sample(text, "socks5d_worker_restarts_total") == 1
+    # the new worker's series start again; the totals and histograms keep the exited one's
+    assert sample(text, "socks5d_worker_sessions_total", {"worker": "0"}) == 0
+    assert sample(text, "socks5d_worker_bytes_total", {"worker": "0", "direction": "up"}) == 0
+    assert sample(text, "socks5d_sessions_total") == 3
+    assert sample(text, "socks5d_bytes_total", {"direction": "up"}) == 300
+    assert sample(text, "socks5d_session_duration_seconds_count") == 3
+    assert sample(text, "socks5d_connect_seconds_count") == 3
+    promtool_check(text)
 
 
 def test_openmetrics_when_the_scraper_asks_for_it(served, mport):
