@@ -253,6 +253,71 @@ static void render_users(struct mbuf *b, struct shm_segment *seg)
 	free(copy);
 }
 
+/* A histogram kept as per-bucket counters (first .. first + n - 1, upper
+ * bounds in units of 1/scale second) and a sum in the same units:
+ * cumulative buckets, bounds and sum in seconds, _count the +Inf bucket. */
+static void histogram(struct mbuf *b, const struct shm_segment *seg, const char *name,
+                      const char *help, enum shm_counter first, const uint64_t *bounds,
+                      unsigned n, enum shm_counter sum, double scale)
+{
+	family(b, name, "histogram", help);
+	uint64_t cum = 0;
+	for (unsigned i = 0; i < n; i++) {
+		cum += shm_counter_sum(seg, (enum shm_counter)(first + i));
+		if (bounds[i] == UINT64_MAX)
+			mb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+		else
+			mb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bounds[i] / scale,
+			          (unsigned long long)cum);
+	}
+	mb_printf(b, "%s_sum %.6f\n", name, (double)shm_counter_sum(seg, sum) / scale);
+	mb_printf(b, "%s_count %llu\n", name, (unsigned long long)cum);
+}
+
+/* The per-worker view: one series per running worker, labelled with its
+ * slot index.  A worker's counters start again from 0 when it is
+ * restarted in its slot (a counter reset); the totals keep what exited
+ * workers counted.  Returns the workers running. */
+static uint32_t render_workers(struct mbuf *b, const struct shm_segment *seg)
+{
+	int32_t pids[SHM_MAX_WORKERS];
+	uint32_t running = 0;
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		pids[i] = __atomic_load_n(&seg->slots[i].pid, __ATOMIC_RELAXED);
+		running += pids[i] > 0;
+	}
+	family(b, "socks5d_worker_info", "gauge", "A running worker (1), with its process id.");
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		if (pids[i] > 0)
+			mb_printf(b, "socks5d_worker_info{worker=\"%u\",pid=\"%d\"} 1\n", i, (int)pids[i]);
+	family(b, "socks5d_worker_sessions_open", "gauge", "Sessions open, by worker.");
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		if (pids[i] > 0)
+			mb_printf(b, "socks5d_worker_sessions_open{worker=\"%u\"} %llu\n", i,
+			          (unsigned long long)__atomic_load_n(
+			              &seg->slots[i].gauges[G_CONN_CURRENT], __ATOMIC_RELAXED));
+	family(b, "socks5d_worker_sessions_total", "counter",
+	       "Client connections accepted, by worker (since the worker started).");
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+		if (pids[i] > 0)
+			mb_printf(b, "socks5d_worker_sessions_total{worker=\"%u\"} %llu\n", i,
+			          (unsigned long long)__atomic_load_n(
+			              &seg->slots[i].counters[M_CONN_TOTAL], __ATOMIC_RELAXED));
+	family(b, "socks5d_worker_bytes_total", "counter",
+	       "Bytes relayed, by worker (since the worker started) and direction.");
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
+		if (pids[i] <= 0)
+			continue;
+		for (int d = 0; d < 2; d++)
+			mb_printf(b, "socks5d_worker_bytes_total{worker=\"%u\",direction=\"%s\"} %llu\n",
+			          i, d ? "down" : "up",
+			          (unsigned long long)__atomic_load_n(
+			              &seg->slots[i].counters[d ? M_BYTES_DOWN : M_BYTES_UP],
+			              __ATOMIC_RELAXED));
+	}
+	return running;
+}
+
 char *metrics_render(struct shm_segment *seg, bool openmetrics, size_t *len)
 {
 	struct mbuf b = {.om = openmetrics};
@@ -280,22 +345,19 @@ char *metrics_render(struct shm_segment *seg, bool openmetrics, size_t *len)
 		mb_printf(&b, "socks5d_udp_dropped_total{reason=\"%s\"} %llu\n", udp_drops[i].reason,
 		          (unsigned long long)shm_counter_sum(seg, udp_drops[i].c));
 
-	/* The lookup latency histogram: cumulative buckets, bounds in seconds. */
-	static const uint64_t bounds[] = SHM_DNS_LAT_BOUNDS_US;
-	family(&b, "socks5d_dns_lookup_seconds", "histogram", "Name lookup latency.");
-	uint64_t cum = 0;
-	for (int i = 0; i < M_DNS_LAT_END - M_DNS_LAT_0; i++) {
-		cum += shm_counter_sum(seg, (enum shm_counter)(M_DNS_LAT_0 + i));
-		if (bounds[i] == UINT64_MAX)
-			mb_printf(&b, "socks5d_dns_lookup_seconds_bucket{le=\"+Inf\"} %llu\n",
-			          (unsigned long long)cum);
-		else
-			mb_printf(&b, "socks5d_dns_lookup_seconds_bucket{le=\"%g\"} %llu\n",
-			          (double)bounds[i] / 1e6, (unsigned long long)cum);
-	}
-	mb_printf(&b, "socks5d_dns_lookup_seconds_sum %.6f\n",
-	          (double)shm_counter_sum(seg, M_DNS_LAT_SUM_US) / 1e6);
-	mb_printf(&b, "socks5d_dns_lookup_seconds_count %llu\n", (unsigned long long)cum);
+	static const uint64_t dns_bounds[] = SHM_DNS_LAT_BOUNDS_US;
+	histogram(&b, seg, "socks5d_dns_lookup_seconds", "Name lookup latency.", M_DNS_LAT_0,
+	          dns_bounds, M_DNS_LAT_END - M_DNS_LAT_0, M_DNS_LAT_SUM_US, 1e6);
+	static const uint64_t connect_bounds[] = SHM_CONNECT_LAT_BOUNDS_US;
+	histogram(&b, seg, "socks5d_connect_seconds",
+	          "Time from a CONNECT's first outbound attempt to its target connected "
+	          "(successful connects).",
+	          M_CONNECT_LAT_0, connect_bounds, M_CONNECT_LAT_END - M_CONNECT_LAT_0,
+	          M_CONNECT_LAT_SUM_US, 1e6);
+	static const uint64_t session_bounds[] = SHM_SESSION_DUR_BOUNDS_MS;
+	histogram(&b, seg, "socks5d_session_duration_seconds",
+	          "Time from accept to close of the sessions that relayed.", M_SESSION_DUR_0,
+	          session_bounds, M_SESSION_DUR_END - M_SESSION_DUR_0, M_SESSION_DUR_SUM_MS, 1e3);
 
 	one(&b, "socks5d_sessions_open", "gauge", "Sessions open.",
 	    __atomic_load_n(&seg->conns_now, __ATOMIC_RELAXED));
@@ -305,16 +367,7 @@ char *metrics_render(struct shm_segment *seg, bool openmetrics, size_t *len)
 	    shm_gauge_sum(seg, G_CONN_RELAYING));
 	one(&b, "socks5d_sessions_limited", "gauge", "Sessions holding a place in a limit entry.",
 	    shm_gauge_sum(seg, G_CONN_LIMITED));
-	family(&b, "socks5d_worker_sessions", "gauge", "Sessions open, by worker.");
-	uint32_t running = 0;
-	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
-		if (__atomic_load_n(&seg->slots[i].pid, __ATOMIC_RELAXED) <= 0)
-			continue;
-		running++;
-		mb_printf(&b, "socks5d_worker_sessions{worker=\"%u\"} %llu\n", i,
-		          (unsigned long long)__atomic_load_n(&seg->slots[i].gauges[G_CONN_CURRENT],
-		                                              __ATOMIC_RELAXED));
-	}
+	uint32_t running = render_workers(&b, seg);
 	one(&b, "socks5d_workers", "gauge", "Worker processes running.", running);
 	one(&b, "socks5d_worker_restarts_total", "counter", "Workers started again after an exit.",
 	    __atomic_load_n(&seg->worker_restarts, __ATOMIC_RELAXED));

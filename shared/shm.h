@@ -113,7 +113,17 @@ enum shm_counter {
 	M_DNS_LAT_0,        /* latency histogram, M_DNS_LAT_0 + bucket (SHM_DNS_LAT_BOUNDS_US) */
 	M_DNS_LAT_END = M_DNS_LAT_0 + 12,
 	M_REPLY_0 = M_DNS_LAT_END, /* M_REPLY_0 + code, codes 0..8 */
-	M_COUNTERS = M_REPLY_0 + 9,
+	M_REPLY_END = M_REPLY_0 + 9,
+	/* CONNECT: from the first outbound attempt to the first connection
+	 * established (worker/connect.c), successful connects only. */
+	M_CONNECT_LAT_SUM_US = M_REPLY_END, /* microseconds (histogram sum) */
+	M_CONNECT_LAT_0,    /* M_CONNECT_LAT_0 + bucket (SHM_CONNECT_LAT_BOUNDS_US) */
+	M_CONNECT_LAT_END = M_CONNECT_LAT_0 + 12,
+	/* Sessions that relayed (TCP or UDP): from accept to close. */
+	M_SESSION_DUR_SUM_MS = M_CONNECT_LAT_END, /* milliseconds (histogram sum) */
+	M_SESSION_DUR_0,    /* M_SESSION_DUR_0 + bucket (SHM_SESSION_DUR_BOUNDS_MS) */
+	M_SESSION_DUR_END = M_SESSION_DUR_0 + 15,
+	M_COUNTERS = M_SESSION_DUR_END,
 };
 
 enum shm_gauge {
@@ -226,6 +236,38 @@ static inline void shm_gauge_add(struct shm_worker_slot *w, enum shm_gauge g, in
  * bucket, M_DNS_LAT_END - 1, takes everything slower than the one before. */
 #define SHM_DNS_LAT_BOUNDS_US                                                                      \
 	{100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000, 3000000, 10000000, UINT64_MAX}
+/* Upper bounds of the connect latency buckets (microseconds) and of the
+ * session duration buckets (milliseconds); the last takes the rest. */
+#define SHM_CONNECT_LAT_BOUNDS_US                                                                  \
+	{100, 300, 1000, 3000, 10000, 30000, 100000, 300000, 1000000, 3000000, 10000000, UINT64_MAX}
+#define SHM_SESSION_DUR_BOUNDS_MS                                                                  \
+	{10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 900000, 3600000,       \
+	 UINT64_MAX}
+
+_Static_assert(sizeof((const uint64_t[])SHM_CONNECT_LAT_BOUNDS_US) / sizeof(uint64_t) ==
+                   M_CONNECT_LAT_END - M_CONNECT_LAT_0,
+               "one connect latency counter per bucket");
+_Static_assert(sizeof((const uint64_t[])SHM_SESSION_DUR_BOUNDS_MS) / sizeof(uint64_t) ==
+                   M_SESSION_DUR_END - M_SESSION_DUR_0,
+               "one session duration counter per bucket");
+
+/* The bucket of v among n upper bounds (inclusive, as Prometheus' le):
+ * the first bound >= v; the last bucket takes anything above the others. */
+static inline unsigned shm_bucket(const uint64_t *bounds, unsigned n, uint64_t v)
+{
+	for (unsigned i = 0; i + 1 < n; i++)
+		if (v <= bounds[i])
+			return i;
+	return n - 1;
+}
+/* One observation of a histogram kept in the owner's slot: its bucket
+ * (counters first .. first + n - 1) and its sum. */
+static inline void shm_observe(struct shm_worker_slot *w, enum shm_counter first,
+                               const uint64_t *bounds, unsigned n, enum shm_counter sum, uint64_t v)
+{
+	shm_count(w, (enum shm_counter)(first + shm_bucket(bounds, n, v)), 1);
+	shm_count(w, sum, v);
+}
 uint64_t shm_counter_sum(const struct shm_segment *seg, enum shm_counter c);
 uint64_t shm_gauge_sum(const struct shm_segment *seg, enum shm_gauge g);
 uint64_t shm_user_conns_sum(const struct shm_segment *seg, uint32_t user_slot);

@@ -443,8 +443,12 @@ void session_finalize(struct session *s)
 	}
 	if (s->requested)
 		access_log(s);
-	if (s->phase == PH_RELAY || s->phase == PH_UDP)
+	if (s->phase == PH_RELAY || s->phase == PH_UDP) {
+		static const uint64_t bounds[] = SHM_SESSION_DUR_BOUNDS_MS;
 		shm_gauge_add(wk->slot, G_CONN_RELAYING, -1);
+		shm_observe(wk->slot, M_SESSION_DUR_0, bounds, sizeof bounds / sizeof bounds[0],
+		            M_SESSION_DUR_SUM_MS, (uint64_t)(wk->loop.now - s->start_ms));
+	}
 	if (s->user_slot >= 0)
 		__atomic_fetch_sub(&wk->slot->user_conns[s->user_slot], 1, __ATOMIC_RELAXED);
 	limits_release(s);

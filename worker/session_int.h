@@ -87,6 +87,7 @@ struct handshake {
 	size_t natt; /* attempts started */
 	unsigned in_flight;
 	struct loop_timer next_timer; /* start the next attempt (worker's attempt list) */
+	int64_t connect_start_us;     /* connect_begin, monotonic (connect latency) */
 	/* BIND (bind.c): the listening socket while it waits for the peer;
 	 * addrs[0..naddrs) are the addresses it may come from (none: any). */
 	struct loop_watch lw;

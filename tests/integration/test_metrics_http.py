@@ -7,9 +7,11 @@ serving; a real Prometheus scrapes socks5d and sees up == 1.
 """
 
 import json
+import os
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -19,8 +21,9 @@ import urllib.request
 
 import pytest
 
-from s5lib import (_proc_tcp_entries, connect, count_fds, cpu_seconds, echo_roundtrip, eof_within,
-                   free_port, hash_password, read_until_eof, socket_inodes, socks_open)
+from s5lib import (_proc_tcp_entries, closed_port, connect, count_fds, cpu_seconds, echo_roundtrip,
+                   eof_within, free_port, hash_password, read_until_eof, socket_inodes,
+                   socks_open)
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -93,6 +96,167 @@ def test_scrape_passes_promtool_check(served, mport):
     assert sample(text, "socks5d_dns_lookup_seconds_count") == 0
 
 
+def promtool_check(text):
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def series(text, name):
+    """{frozenset of label pairs: value} for every sample of name."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, val = line.rpartition(" ")
+        base, _, labels = key.partition("{")
+        if base != name:
+            continue
+        pairs = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels)
+        out[frozenset(pairs)] = float(val)
+    return out
+
+
+def wait_sample(port, name, labels, pred, timeout=10.0):
+    """Scrape until the sample satisfies pred (the workers record when a
+    session closes, a moment after the client's close); the last text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = scrape(port)
+        if pred(sample(text, name, labels)) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
+def test_histograms_are_empty_at_the_start(served, mport):
+    text = scrape(mport)
+    promtool_check(text)
+    for name in ("socks5d_connect_seconds", "socks5d_session_duration_seconds"):
+        assert "# TYPE %s histogram\n" % name in text
+        assert sample(text, name + "_count") == 0
+        assert sample(text, name + "_bucket", {"le": "+Inf"}) == 0
+        assert sample(text, name + "_sum") == 0
+    # the session buckets span a click to an hour
+    les = [k for k in series(text, "socks5d_session_duration_seconds_bucket")]
+    bounds = sorted(float(dict(k)["le"]) for k in les)
+    assert bounds[0] == 0.01 and bounds[-2] == 3600 and bounds[-1] == float("inf")
+
+
+def test_a_held_session_is_observed_in_the_duration_histogram(served, mport, echo_server):
+    name = "socks5d_session_duration_seconds"
+    # a connection that never reaches the relay is not a relayed session
+    c = connect("127.0.0.1", served.port)
+    c.sendall(b"\x05\x01\x00")
+    assert c.recv(2) == b"\x05\x00"
+    c.close()
+    s, r = socks_open(served.port, "127.0.0.1", echo_server.port)
+    assert r.rep == 0
+    echo_roundtrip(s, b"held")
+    time.sleep(0.3)
+    echo_roundtrip(s, b"held")
+    s.close()
+    text = wait_sample(mport, name + "_count", None, lambda v: v >= 1)
+    assert sample(text, name + "_count") == 1
+    # from accept to close: at least the 0.3 s it was held
+    assert sample(text, name + "_bucket", {"le": "0.25"}) == 0
+    assert sample(text, name + "_bucket", {"le": "+Inf"}) == 1
+    assert sample(text, name + "_sum") >= 0.3
+    # both sessions are closed by now: only the relayed one was observed
+    deadline = time.monotonic() + 10
+    while sample(text, "socks5d_sessions_open") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = scrape(mport)
+    assert sample(text, "socks5d_sessions_open") == 0
+    assert sample(text, "socks5d_sessions_total") == 2
+    assert sample(text, name + "_count") == 1
+    promtool_check(text)
+
+
+def test_connect_latency_counts_successful_connects_only(served, mport, echo_server):
+    name = "socks5d_connect_seconds"
+    s, r = socks_open(served.port, "127.0.0.1", closed_port())
+    s.close()
+    assert r.rep == 5  # connection refused: not observed
+    text = scrape(mport)
+    assert sample(text, name + "_count") == 0
+    assert sample(text, "socks5d_replies_total", {"code": "5"}) == 1
+    s, r = socks_open(served.port, "127.0.0.1", echo_server.port)
+    assert r.rep == 0
+    # observed when the target connected, before the success reply
+    text = scrape(mport)
+    s.close()
+    assert sample(text, name + "_count") == 1
+    assert sample(text, name + "_bucket", {"le": "+Inf"}) == 1
+    # a loopback connect takes well under the connect timeout (10 s)
+    assert sample(text, name + "_bucket", {"le": "10"}) == 1
+    assert 0 < sample(text, name + "_sum") < 10
+    promtool_check(text)
+
+
+def test_per_worker_series_add_up_to_the_totals(served, mport, echo_server):
+    held = []
+    for i in range(6):
+        s, r = socks_open(served.port, "127.0.0.1", echo_server.port)
+        assert r.rep == 0
+        echo_roundtrip(s, b"y" * (1000 * (i + 1)))
+        held.append(s)
+    text = scrape(mport)
+    promtool_check(text)
+    workers = sorted(served.workers())
+    info = series(text, "socks5d_worker_info")
+    assert sorted(int(dict(k)["pid"]) for k in info) == workers
+    assert sorted(dict(k)["worker"] for k in info) == ["0", "1"]
+    assert set(info.values()) == {1.0}
+    opened = series(text, "socks5d_worker_sessions_open")
+    assert len(opened) == 2 and sum(opened.values()) == sample(text, "socks5d_sessions_open") == 6
+    for s in held:
+        s.close()
+    # once every session is closed, the byte counters are final
+    text = wait_sample(mport, "socks5d_sessions_open", None, lambda v: v == 0)
+    totals = series(text, "socks5d_worker_sessions_total")
+    assert len(totals) == 2 and sum(totals.values()) == sample(text, "socks5d_sessions_total") == 6
+    for d in ("up", "down"):
+        per = {k: v for k, v in series(text, "socks5d_worker_bytes_total").items()
+               if ("direction", d) in k}
+        assert len(per) == 2
+        total = sample(text, "socks5d_bytes_total", {"direction": d})
+        assert total >= 21000
+        assert sum(per.values()) == total
+    assert sum(series(text, "socks5d_worker_sessions_open").values()) == 0
+
+
+def test_a_restarted_worker_counts_again_from_zero_and_the_totals_keep(socks5d, mport,
+                                                                        echo_server):
+    p = socks5d("--metrics", "127.0.0.1:%d" % mport, workers=1)
+    for i in range(3):
+        s, r = socks_open(p.port, "127.0.0.1", echo_server.port)
+        assert r.rep == 0
+        echo_roundtrip(s, b"z" * 100)
+        s.close()
+    text = wait_sample(mport, "socks5d_session_duration_seconds_count", None, lambda v: v == 3)
+    assert series(text, "socks5d_worker_sessions_total") == {frozenset({("worker", "0")}): 3}
+    [old] = p.workers()
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        text = scrape(mport)
+        pids = [int(dict(k)["pid"]) for k in series(text, "socks5d_worker_info")]
+        if pids and old not in pids:
+            break
+        time.sleep(0.05)
+    assert [dict(k)["worker"] for k in series(text, "socks5d_worker_info")] == ["0"]
+    assert pids == p.workers() and old not in pids
+    assert sample(text, "socks5d_worker_restarts_total") == 1
+    # the new worker's series start again; the totals and histograms keep the exited one's
+    assert sample(text, "socks5d_worker_sessions_total", {"worker": "0"}) == 0
+    assert sample(text, "socks5d_worker_bytes_total", {"worker": "0", "direction": "up"}) == 0
+    assert sample(text, "socks5d_sessions_total") == 3
+    assert sample(text, "socks5d_bytes_total", {"direction": "up"}) == 300
+    assert sample(text, "socks5d_session_duration_seconds_count") == 3
+    assert sample(text, "socks5d_connect_seconds_count") == 3
+    promtool_check(text)
+
+
 def test_openmetrics_when_the_scraper_asks_for_it(served, mport):
     from prometheus_client.openmetrics.parser import text_string_to_metric_families
     accept = (b"Accept: application/openmetrics-text;version=1.0.0,"
@@ -110,6 +274,11 @@ def test_openmetrics_when_the_scraper_asks_for_it(served, mport):
     assert families["socks5d_sessions"].type == "counter"
     assert families["socks5d_dns_lookup_seconds"].type == "histogram"
     assert families["socks5d_sessions_open"].type == "gauge"
+    assert families["socks5d_connect_seconds"].type == "histogram"
+    assert families["socks5d_session_duration_seconds"].type == "histogram"
+    assert families["socks5d_worker_sessions"].type == "counter"
+    assert families["socks5d_worker_sessions_open"].type == "gauge"
+    assert families["socks5d_worker_info"].type == "gauge"
 
 
 def test_head_answers_the_head_only(served, mport):

@@ -384,6 +384,48 @@ static void counters_sum_across_slots(void **state)
 	assert_true(shm_counter_sum(seg, M_BYTES_DOWN) == 0);
 }
 
+/* A bound is inclusive (Prometheus' le); the last bucket takes the rest. */
+static void a_value_falls_in_the_first_bucket_whose_bound_holds_it(void **state)
+{
+	(void)state;
+	static const uint64_t b[] = SHM_SESSION_DUR_BOUNDS_MS;
+	unsigned n = sizeof b / sizeof b[0];
+	assert_int_equal(shm_bucket(b, n, 0), 0);
+	assert_int_equal(shm_bucket(b, n, 10), 0);
+	assert_int_equal(shm_bucket(b, n, 11), 1);
+	assert_int_equal(shm_bucket(b, n, 250), 3);
+	assert_int_equal(shm_bucket(b, n, 300), 4);
+	assert_int_equal(shm_bucket(b, n, 3600000), n - 2);
+	assert_int_equal(shm_bucket(b, n, 3600001), n - 1);
+	assert_int_equal(shm_bucket(b, n, UINT64_MAX), n - 1);
+	/* bounds that are all finite: the last still takes what is above */
+	static const uint64_t two[] = {5, 7};
+	assert_int_equal(shm_bucket(two, 2, 6), 1);
+	assert_int_equal(shm_bucket(two, 2, 1000), 1);
+}
+
+static void an_observation_counts_its_bucket_and_adds_to_the_sum(void **state)
+{
+	struct shm_segment *seg = *state;
+	static const uint64_t b[] = SHM_CONNECT_LAT_BOUNDS_US;
+	unsigned n = sizeof b / sizeof b[0];
+	shm_observe(&seg->slots[1], M_CONNECT_LAT_0, b, n, M_CONNECT_LAT_SUM_US, 250);
+	shm_observe(&seg->slots[2], M_CONNECT_LAT_0, b, n, M_CONNECT_LAT_SUM_US, 300);
+	shm_observe(&seg->slots[2], M_CONNECT_LAT_0, b, n, M_CONNECT_LAT_SUM_US, 20000000);
+	assert_true(shm_counter_sum(seg, M_CONNECT_LAT_0 + 1) == 2);
+	assert_true(shm_counter_sum(seg, (enum shm_counter)(M_CONNECT_LAT_END - 1)) == 1);
+	assert_true(shm_counter_sum(seg, M_CONNECT_LAT_SUM_US) == 20000550);
+	uint64_t all = 0;
+	for (int c = M_CONNECT_LAT_0; c < M_CONNECT_LAT_END; c++)
+		all += shm_counter_sum(seg, (enum shm_counter)c);
+	assert_true(all == 3);
+	/* the other histograms and the replies are untouched */
+	for (int c = M_SESSION_DUR_SUM_MS; c < M_SESSION_DUR_END; c++)
+		assert_true(shm_counter_sum(seg, (enum shm_counter)c) == 0);
+	for (int c = M_REPLY_0; c < M_REPLY_END; c++)
+		assert_true(shm_counter_sum(seg, (enum shm_counter)c) == 0);
+}
+
 static void gauges_go_up_and_down_per_slot_and_sum(void **state)
 {
 	struct shm_segment *seg = *state;
@@ -699,6 +741,8 @@ int main(void)
 		T(settings_publish_bumps_generation_and_read_returns_it),
 		T(settings_published_by_a_child_are_seen_by_the_parent),
 		T(counters_sum_across_slots),
+		T(a_value_falls_in_the_first_bucket_whose_bound_holds_it),
+		T(an_observation_counts_its_bucket_and_adds_to_the_sum),
 		T(gauges_go_up_and_down_per_slot_and_sum),
 		T(user_conns_sum_across_slots),
 		T(retire_folds_counters_and_zeroes_gauges_and_user_conns),
