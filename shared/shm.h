@@ -30,7 +30,7 @@
 #include "settings.h"
 
 #define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
-#define SHM_LAYOUT_VERSION 9u
+#define SHM_LAYOUT_VERSION 10u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
