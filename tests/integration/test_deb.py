@@ -8,6 +8,7 @@ The package is installed for this module only and always purged at its end
 (the tests need root; a machine where socks5d is installed already is
 refused rather than overwritten)."""
 
+import fcntl
 import grp
 import os
 import pwd
@@ -205,7 +206,29 @@ def test_lintian_reports_no_errors(deb):
 # ---------------------------------------------------------------- installed
 
 @pytest.fixture(scope="module")
-def installed(deb):
+def machine_lock():
+    """One run of these tests at a time on a machine (several checkouts may
+    run their suites at once): the package, its user and /etc/socks5d are
+    the machine's."""
+    f = open("/run/lock/socks5d-test-deb.lock", "w")
+    end = time.monotonic() + 900
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > end:
+                f.close()
+                pytest.fail("another run of test_deb.py holds /run/lock/socks5d-test-deb.lock")
+            time.sleep(1)
+    try:
+        yield
+    finally:
+        f.close()
+
+
+@pytest.fixture(scope="module")
+def installed(deb, machine_lock):
     if package_state():
         pytest.fail("socks5d is installed on this machine already (%s): this test installs and "
                     "purges its own; purge it first" % package_state())
