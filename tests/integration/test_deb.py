@@ -389,6 +389,13 @@ def test_install_creates_the_system_user_and_a_conffile_only_it_and_root_read(in
     assert WANTS.is_symlink() and os.readlink(WANTS) == str(UNIT)
 
 
+def test_installed_unit_passes_systemd_analyze_verify(installed):
+    # its binary, its user and its man:socks5d(8) are all the package's now
+    r = run(["systemd-analyze", "verify", UNIT], timeout=60)
+    said = [l for l in (r.stdout + r.stderr).splitlines() if "socks5d" in l]
+    assert r.returncode == 0 and not said, r.stdout + r.stderr
+
+
 def test_installed_default_conffile_is_accepted_and_listens_on_loopback(installed, service_dir):
     port = free_port()
     svc = AsServiceUser(["/usr/sbin/socks5d", "-f", CONF, "-p", port, "-w", "1",
