@@ -35,7 +35,7 @@ FUZZ_BIN   := $(FUZZ_SRC:%.c=build/fuzz/%)
 PYTHON  := /usr/bin/python3
 RUN_ARGS ?= -l 127.0.0.1
 
-.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps bench bench-rules
+.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps bench bench-rules deb
 
 all: build/socks5d build/pipoClient
 
@@ -159,6 +159,11 @@ install: build/socks5d build/pipoClient
 	install -m 0644 man/socks5d.8 $(DESTDIR)$(PREFIX)/share/man/man8/socks5d.8
 	install -m 0644 man/pipoClient.1 $(DESTDIR)$(PREFIX)/share/man/man1/pipoClient.1
 	install -m 0644 man/socks5d.conf.5 $(DESTDIR)$(PREFIX)/share/man/man5/socks5d.conf.5
+
+# The binary Debian package build/deb/socks5d_VERSION-REV_ARCH.deb (dpkg-deb;
+# packaging files in dist/debian/, script scripts/mkdeb.sh).
+deb: build/socks5d build/pipoClient
+	@VERSION=$(VERSION) ./scripts/mkdeb.sh
 
 clean:
 	rm -rf build
