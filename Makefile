@@ -35,8 +35,7 @@ FUZZ_BIN   := $(FUZZ_SRC:%.c=build/fuzz/%)
 PYTHON  := /usr/bin/python3
 RUN_ARGS ?= -l 127.0.0.1
 
-.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps bench bench-rules \
-        dante-gssapi
+.PHONY: all run test unit integration fuzz clang-check check-vm install clean deps bench bench-rules
 
 all: build/socks5d build/pipoClient
 
@@ -123,6 +122,7 @@ unit: $(UNIT_BIN)
 # Dante's socksify and sockd with GSS-API (Debian builds them without it),
 # from Debian's source package into build/dante-gss: about a minute on two
 # cores the first time, nothing once built.
+.PHONY: dante-gssapi
 dante-gssapi:
 	@./scripts/build-dante-gssapi.sh build/dante-gss
 
