@@ -17,6 +17,14 @@ haproxy dpkg-dev lintian adduser"
 
 # systemd-analyze (the unit file's check) and man (its Documentation= check).
 PKGS="$PKGS systemd man-db"
+# GSS-API (RFC 1961): the Kerberos library and headers socks5d builds
+# against, an MIT KDC for the tests (kdb5_util, krb5kdc; kadmin.local comes
+# with the admin server package), kinit, python3-gssapi for the tests' own
+# client, and what building Dante with GSS-API from Debian's source package
+# takes (scripts/build-dante-gssapi.sh: apt-get source needs dpkg-dev);
+# the tests run nc (netcat-openbsd: -N) under Dante's socksify.
+PKGS="$PKGS libkrb5-dev krb5-kdc krb5-admin-server krb5-user python3-gssapi
+dpkg-dev autoconf automake libtool libtool-bin flex bison netcat-openbsd"
 missing=""
 for p in $PKGS; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import s5lib  # noqa: E402
 from s5lib import Socks5d, free_port, free_port_both  # noqa: E402
+from krb5_realm import krb5_realm  # noqa: E402,F401  (session fixture)
 
 BIG_SIZE = 100 * 1024 * 1024
 INDEX_BODY = b"<html><body>hello from nginx behind socks5d</body></html>\n"
