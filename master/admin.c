@@ -439,7 +439,9 @@ void admin_process(struct admin_sess *s)
 				struct shown_name n;
 				log_warn("admin session of '%s' closed: unknown version-1 request type 0x%02x "
 				         "command 0x%02x", shown(s, &n), s->rd1.req.type, s->rd1.req.cmd);
-				sess_close(s);
+				/* The answers before it leave first, then the close. */
+				s->in_pos = s->in_len;
+				s->closing = true;
 				break;
 			}
 			if (rc != PIPO1_DONE)

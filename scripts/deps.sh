@@ -13,7 +13,7 @@ libcrypt-dev libsctp-dev lksctp-tools libcmocka-dev libedit-dev
 dovecot-pop3d dovecot-imapd dovecot-submissiond vsftpd libpam-pwdfile apache2-utils openssl
 nginx-light dnsmasq-base dnsdist unbound knot-resolver knot-resolver-module-http curl python3 python3-pytest python3-socks iproute2 util-linux
 dante-client tnftp nodejs prometheus python3-prometheus-client
-haproxy"
+haproxy dpkg-dev lintian adduser"
 
 # systemd-analyze (the unit file's check) and man (its Documentation= check).
 PKGS="$PKGS systemd man-db"

@@ -49,7 +49,7 @@ struct shm_user {
 };
 
 enum shm_counter {
-	M_CONN_TOTAL,       /* sessions accepted */
+	M_CONN_TOTAL,       /* sessions accepted (from a balancer: once its header names a client) */
 	M_REQUESTS,         /* SOCKS requests answered */
 	M_BYTES_UP,         /* client -> target */
 	M_BYTES_DOWN,       /* target -> client */

@@ -156,8 +156,10 @@ static void on_proxy(struct session *s)
 		return;
 	}
 	/* From here the client is the header's: rules, the per-source cap,
-	 * the anonymous policy, logs and listings all see it. */
+	 * the anonymous policy, logs, listings and the session counter all
+	 * see it. */
 	s->peer = hs->proxy.src;
+	shm_count(wk->slot, M_CONN_TOTAL, 1);
 	if (!worker_client_allowed(wk, &s->peer)) {
 		session_finalize(s);
 		return;

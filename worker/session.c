@@ -547,7 +547,10 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	}
 	list_insert_head(&wk->sessions, &s->link);
 	wk->nsessions++;
-	shm_count(wk->slot, M_CONN_TOTAL, 1);
+	/* From a balancer, the connection counts once its header names a
+	 * client (handshake.c): health checks are not client sessions. */
+	if (!proxied)
+		shm_count(wk->slot, M_CONN_TOTAL, 1);
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, 1);
 	shm_conn_opened(wk->seg);
 	handshake_begin(s);

@@ -69,7 +69,6 @@ class Danted:
         self.dir = Path(tempfile.mkdtemp(prefix="s5it-danted-"))
         self.log = self.dir / "danted.log"
         self.conf = self.dir / "danted.conf"
-        self.port = free_port_udp_tcp()
         extra = ""
         if enctypes:
             extra += "    gssapi.enctype: %s\n" % enctypes
@@ -78,7 +77,7 @@ class Danted:
         # gssapi.* must be in the client rule: the GSS-API negotiation
         # happens before socks rules are looked at. danted sets KRB5_KTNAME
         # itself from gssapi.keytab.
-        self.conf.write_text("""logoutput: {log}
+        self.conf_template = """logoutput: {log}
 debug: 1
 internal: 127.0.0.1 port = {port}
 external: 127.0.0.1
@@ -99,20 +98,38 @@ socks pass {{
     socksmethod: gssapi
     log: connect disconnect error
 }}
-""".format(log=self.log, port=self.port, keytab=realm.keytab, extra=extra))
+"""
+        self.realm = realm
+        self.dante = dante
+        self.extra = extra
+        # sockd cannot take port 0: a probed port, another one if sockd
+        # lost it to someone else meanwhile.
+        for attempt in range(3):
+            self.port = free_port_udp_tcp()
+            if self._start(last=attempt == 2):
+                return
+
+    def _start(self, last):
+        self.conf.write_text(self.conf_template.format(
+            log=self.log, port=self.port, keytab=self.realm.keytab, extra=self.extra))
         out = open(self.dir / "sockd.out", "wb")
         self.proc = subprocess.Popen(
-            [str(dante / "sbin" / "sockd"), "-f", str(self.conf),
+            [str(self.dante / "sbin" / "sockd"), "-f", str(self.conf),
              "-p", str(self.dir / "sockd.pid"), "-N", "1"],
-            env=realm.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            env=self.realm.env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
         out.close()
         deadline = time.monotonic() + 20
-        while not _listening(self.port):
+        while not _listening(self.port) or self.proc.poll() is not None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
+                if not last:
+                    return False
                 pytest.fail("sockd did not start (files in %s):\n%s\n%s" % (
-                    self.dir, (self.dir / "sockd.out").read_text(errors="replace"), self.log_text()))
+                    self.dir, (self.dir / "sockd.out").read_text(errors="replace"),
+                    self.log_text()))
             time.sleep(0.05)
+        return True
 
     def log_text(self):
         try:

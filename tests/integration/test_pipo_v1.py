@@ -314,6 +314,20 @@ def test_v1_unknown_request_closes_cleanly(admin_server, junk):
         assert c.q(Q_COUNT) == 1
 
 
+def test_v1_answers_before_an_unknown_request_are_sent(admin_server):
+    """Requests read together with an unknown one after them: their
+    answers leave first, then the session closes."""
+    srv = admin_server()
+    with v1(srv) as c:
+        c.send(v1_auth(ADMIN_USER, ADMIN_PASS))
+        assert c.recv(2) == b"\x01\x00"
+        c.send(bytes([QUERY, Q_COUNT, QUERY, Q_BUFFER, QUERY, 0x7F]))
+        assert c.read_answer(QUERY, Q_COUNT) == 1
+        assert c.read_answer(QUERY, Q_BUFFER) == 65536
+        assert c.eof_within(3)
+    assert srv.proc.alive()
+
+
 def test_v1_half_close_after_requests_answered(admin_server):
     srv = admin_server()
     with v1(srv) as c:

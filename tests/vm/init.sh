@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # /init of the SCTP test VM: load SCTP, bring up loopback, start socks5d
 # (release build) with an administrator, check its SCTP administration
-# endpoint with pipoClient and sctp_check, print VM-RESULT=PASS|FAIL and
+# endpoint with pipoClient, sctp_check (version 2) and pipo1_check (the
+# original protocol, version 1), print VM-RESULT=PASS|FAIL and
 # power off.  Every wait is bounded.
 /bin/busybox --install -s /bin
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -65,6 +66,8 @@ step "SCTP top --iterations 2" has "RATE" $C top --iterations 2 --interval 0.2
 step "SCTP wrong password exits 4" sh -c "PIPO_PASSWORD=nope $C stats; test \$? = 4"
 step "SCTP message boundaries (sctp_check)" /bin/sctp_check 127.0.0.1 8080 admin $PASS
 sed 's/^/vm:      | /' /tmp/step.out
+step "SCTP pipo version 1 (pipo1_check)" /bin/pipo1_check 127.0.0.1 8080 admin $PASS 1080
+sed 's/^/vm:      | /' /tmp/step.out
 
 # IPv6: a second server with its SCTP endpoint on ::1.
 ip -6 addr add ::1/128 dev lo 2>/dev/null
@@ -77,6 +80,7 @@ done
 step "SCTP over IPv6 (-L ::1)" has "workers:" $C -L ::1 -P 8081 server
 step "SCTP over IPv6 (-L [::1]) stats" has "connections_total" $C -L [::1] -P 8081 stats
 step "SCTP over IPv6 message boundaries" /bin/sctp_check ::1 8081 admin $PASS
+step "SCTP over IPv6 pipo version 1" /bin/pipo1_check ::1 8081 admin $PASS 1081
 
 kill %1 %2 2>/dev/null
 if [ $fails = 0 ]; then

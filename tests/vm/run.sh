@@ -33,6 +33,8 @@ make -s build/socks5d build/pipoClient || fail "build"
 CC=${CC:-cc}
 $CC -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -o "$VM/sctp_check" tests/vm/sctp_check.c \
 	admin/pipo.c shared/rfc1929.c || fail "build sctp_check"
+$CC -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -O2 -o "$VM/pipo1_check" tests/vm/pipo1_check.c \
+	|| fail "build pipo1_check"
 
 mods=()
 for m in udp_tunnel ip6_udp_tunnel crc32c_generic libcrc32c sctp; do
@@ -41,7 +43,8 @@ done
 python3 tests/vm/mkinitramfs.py "$VM/initramfs.cpio" --init tests/vm/init.sh \
 	--file /bin/busybox:/bin/busybox "${mods[@]}" \
 	--bin build/socks5d:/bin/socks5d --bin build/pipoClient:/bin/pipoClient \
-	--bin "$VM/sctp_check:/bin/sctp_check" || fail "initramfs"
+	--bin "$VM/sctp_check:/bin/sctp_check" --bin "$VM/pipo1_check:/bin/pipo1_check" \
+	|| fail "initramfs"
 
 # PVH boot of the uncompressed kernel; one vCPU (TCG is faster with one).
 timeout 150 "$QEMU" -M pc -cpu max -m 512 -smp 1 -nodefaults -no-user-config \
