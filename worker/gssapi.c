@@ -596,7 +596,10 @@ static bool wrap(struct session *s, bool conf, const void *p, size_t n, gss_buff
 }
 
 /* Unwrap the message in s->gss->msg into out; the protection used must
- * be the granted level's.  Counted. */
+ * be the granted level's, and a token the mechanism finds repeated, out
+ * of order or after a gap (when the client asked for replay and sequence
+ * detection) is refused like a bad one: the stream is not the client's.
+ * Counted. */
 static bool unwrap(struct session *s, gss_buffer_desc *out, bool want_conf)
 {
 	struct gss_sess *g = s->gss;
@@ -604,7 +607,9 @@ static bool unwrap(struct session *s, gss_buffer_desc *out, bool want_conf)
 	gss_buffer_desc in = {g->msg.len, g->msg.token};
 	int conf_state = 0;
 	OM_uint32 major = gss_unwrap(&minor, g->ctx, &in, out, &conf_state, NULL);
-	if (GSS_ERROR(major) || (want_conf && !conf_state)) {
+	if (GSS_ERROR(major) ||
+	    (major & (GSS_S_DUPLICATE_TOKEN | GSS_S_OLD_TOKEN | GSS_S_UNSEQ_TOKEN | GSS_S_GAP_TOKEN)) ||
+	    (want_conf && !conf_state)) {
 		gss_release_buffer(&minor, out);
 		return false;
 	}
