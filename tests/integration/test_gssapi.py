@@ -458,3 +458,45 @@ def test_a_replayed_or_reordered_message_ends_the_session(order, gss_proxy, krb5
     # What was relayed before the bad message may come back; nothing after.
     assert got in (b"", b"first", b"second"), got
     p.wait_stderr(r"GSS-API: bad token from the client")
+
+
+def test_names_in_a_forged_ticket_cannot_forge_log_lines(gss_proxy, krb5_realm):
+    """The ticket's server name travels in the clear: a client can put a
+    line break in it.  The mechanism's error text quotes that name; the
+    log line stays one line, its control bytes escaped."""
+    p = gss_proxy()
+    tok = gss_client.first_token(ccache=krb5_realm.ccache)
+    assert tok.count(b"localhost") == 1, tok
+    # A name no key has, and a ticket no key decrypts (a byte of its
+    # ciphertext flipped): the error names the server the ticket says.
+    forged = gss_client.corrupt(tok.replace(b"localhost", b"l\nFORGED\r"), len(tok) // 2)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    s.sendall(b"\x05\x01\x01")
+    assert recv_exact(s, 2) == b"\x05\x01"
+    s.sendall(struct.pack("!BBH", 1, 1, len(forged)) + forged)
+    assert recv_exact(s, 2) == b"\x01\xff"
+    s.close()
+    m = p.wait_stderr(r"GSS-API login from 127\.0\.0\.1 failed: .*")
+    assert "FORGED" in m.group(0), m.group(0)
+    assert not any(line.startswith("FORGED") for line in p.err_lines), p.err_lines[-5:]
+    assert not any("\r" in line for line in p.err_lines), p.err_lines[-5:]
+
+
+def test_a_ticket_renamed_in_the_clear_is_not_taken_for_the_service(gss_proxy, krb5_realm,
+                                                                    tmp_path):
+    """The ticket's server name is not under its encryption: a ticket for
+    host/localhost renamed rcmd/localhost still decrypts with the host
+    key of a mixed keytab.  The service is the key's, not the name's."""
+    kt = tmp_path / "mixed.keytab"
+    krb5_realm.kadmin("ktadd -k %s -norandkey rcmd/localhost host/localhost" % kt)
+    p = gss_proxy("--gssapi-keytab", str(kt))
+    c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache, service="host@localhost")
+    assert c.negotiate_method() == 0x01
+    tok = c.make_context()
+    assert tok.count(b"\x1b\x04host") == 1, tok  # the sname's first part
+    c.send_message(gss_client.MTYP_CONTEXT, tok.replace(b"\x1b\x04host", b"\x1b\x04rcmd"))
+    with pytest.raises((ServerAbort, ServerClosed)):
+        c.ctx.step(c.recv_message(gss_client.MTYP_CONTEXT))
+        c.negotiate_protection(2)
+    c.close()
+    p.wait_stderr(r"GSS-API login from 127\.0\.0\.1 failed")
