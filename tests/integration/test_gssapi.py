@@ -500,3 +500,26 @@ def test_a_ticket_renamed_in_the_clear_is_not_taken_for_the_service(gss_proxy, k
         c.negotiate_protection(2)
     c.close()
     p.wait_stderr(r"GSS-API login from 127\.0\.0\.1 failed")
+
+
+@pytest.mark.parametrize("level", [1, 2], ids=["integrity", "confidentiality"])
+def test_bind_under_protection_wraps_both_replies_and_the_relay(level, gss_proxy, krb5_realm):
+    p = gss_proxy()
+    c = negotiated(p.port, krb5_realm)
+    assert c.negotiate_protection(level) == level
+    rep, atyp, baddr, bport = c.request(2, "127.0.0.1", 0)
+    assert (rep, atyp) == (0, 1)
+    peer = socket.create_connection((socket.inet_ntop(socket.AF_INET, baddr), bport), timeout=10)
+    ver, rep2, _rsv, atyp2 = c.recv_exact(4)
+    assert (ver, rep2, atyp2) == (5, 0, 1)
+    c.recv_exact(6)
+    c.send(b"to the peer")
+    assert recv_exact(peer, 11) == b"to the peer"
+    peer.sendall(b"to the client")
+    assert c.recv_exact(13) == b"to the client"
+    peer.close()
+    c.sock.settimeout(10)
+    assert c.recv_all() == b""
+    c.close()
+    f = gss_records(p)[0]
+    assert (f[7], f[11], f[14]) == ("0", "bind", "gssapi/" + LEVELS[level]), f
