@@ -542,3 +542,66 @@ def test_a_rate_limit_paces_an_encapsulated_session(level, gss_proxy, krb5_realm
     assert took >= 0.4, took
     f = gss_records(p, echo_server.port)[0]
     assert (f[7], int(f[8]), int(f[9])) == ("0", len(payload), len(payload)), f
+
+
+def test_everything_pipelined_behind_the_context(gss_proxy, krb5_realm, echo_server):
+    """The protection message, the request, and 200 KB of data in several
+    messages (one holding the request's tail and data) sent at once, before
+    any answer: all of it is relayed, in order."""
+    p = gss_proxy()
+    c = negotiated(p.port, krb5_realm)
+    wrap = lambda b: c.ctx.wrap(b, True).message  # noqa: E731
+    msg = lambda t, tok: struct.pack("!BBH", 1, t, len(tok)) + tok  # noqa: E731
+    req = bytes([5, 1, 0, 1]) + socket.inet_aton(echo_server.host) + \
+        struct.pack("!H", echo_server.port)
+    payload = os.urandom(200000)
+    out = msg(2, wrap(b"\x02")) + msg(3, wrap(req[:5])) + msg(3, wrap(req[5:] + payload[:1000]))
+    for i in range(1000, len(payload), 30000):
+        out += msg(3, wrap(payload[i:i + 30000]))
+    c.sock.sendall(out)
+    assert c.ctx.unwrap(c.recv_message(2)).message == b"\x02"
+    c.level = 2
+    assert c.recv_exact(10)[:2] == b"\x05\x00"
+    assert c.recv_exact(len(payload)) == payload
+    c.close()
+
+
+def _login_flood(port, tokens, linger_reset):
+    """Each token on its own connection; returns the connections kept open
+    (those the source's cap of logins in progress let in)."""
+    socks = []
+    for tok in tokens:
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            s.sendall(b"\x05\x01\x01")
+            assert recv_exact(s, 2) == b"\x05\x01"
+            s.sendall(struct.pack("!BBH", 1, 1, len(tok)) + tok)
+        except (ConnectionError, AssertionError, EOFError):
+            s.close()
+            continue
+        if linger_reset:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+        else:
+            socks.append(s)
+    return socks
+
+
+def test_logins_abandoned_on_the_thread_and_a_stop_with_logins_in_flight(gss_proxy,
+                                                                          krb5_realm,
+                                                                          echo_server):
+    """Clients that reset right after their token leave jobs whose session
+    is gone; the worker still serves the next login.  A stop with jobs
+    queued and running exits cleanly (the fixture checks the sanitizers)."""
+    p = gss_proxy("-w", "1")
+    tokens = [gss_client.first_token(ccache=krb5_realm.ccache) for _ in range(150)]
+    _login_flood(p.port, tokens, linger_reset=True)
+    got = gss_client.echo_transfer("127.0.0.1", p.port, echo_server.host, echo_server.port, 2,
+                                   b"still served", ccache=krb5_realm.ccache)
+    assert got == b"still served"
+    tokens = [gss_client.first_token(ccache=krb5_realm.ccache) for _ in range(150)]
+    socks = _login_flood(p.port, tokens, linger_reset=False)
+    assert len(socks) >= 10
+    assert p.stop() == 0
+    for s in socks:
+        s.close()
