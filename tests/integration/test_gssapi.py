@@ -605,3 +605,67 @@ def test_logins_abandoned_on_the_thread_and_a_stop_with_logins_in_flight(gss_pro
     assert p.stop() == 0
     for s in socks:
         s.close()
+
+
+def _cut_at(c, stage, echo_server, end):
+    """Run the client up to stage, then end (b"" for EOF, or bytes to send
+    last, 01 FF for a client giving up) and close."""
+    def part(msg):
+        return msg[:len(msg) // 2]
+
+    if stage == "mid-context":
+        tok = c.make_context()
+        c.send_raw(part(struct.pack("!BBH", 1, 1, len(tok)) + tok))
+    else:
+        assert c.establish_context()
+        lv = c.ctx.wrap(b"\x02", False).message
+        pmsg = struct.pack("!BBH", 1, 2, len(lv)) + lv
+        if stage == "mid-protection":
+            c.send_raw(part(pmsg))
+        elif stage != "context-done":
+            c.send_raw(pmsg)
+            assert c.ctx.unwrap(c.recv_message(2)).message == b"\x02"
+            c.level = 2
+            req = bytes([5, 1, 0, 1]) + socket.inet_aton(echo_server.host) + \
+                struct.pack("!H", echo_server.port)
+            tok = c.ctx.wrap(req, True).message
+            rmsg = struct.pack("!BBH", 1, 3, len(tok)) + tok
+            if stage == "mid-request":
+                c.send_raw(part(rmsg))
+            elif stage != "level-done":
+                c.send_raw(rmsg)
+                assert c.recv_exact(10)[:2] == b"\x05\x00"
+                tok = c.ctx.wrap(b"data" * 100, True).message
+                dmsg = struct.pack("!BBH", 1, 3, len(tok)) + tok
+                if stage == "mid-data":
+                    c.send_raw(part(dmsg))
+                else:
+                    c.send_raw(dmsg)
+                    assert c.recv_exact(400) == b"data" * 100
+    if end:
+        c.send_raw(end)
+    c.sock.shutdown(socket.SHUT_WR)
+    c.sock.settimeout(10)
+    try:
+        while c.sock.recv(65536):
+            pass
+    except ConnectionError:
+        pass
+    c.close()
+
+
+@pytest.mark.parametrize("end", [b"", b"\x01\xff", b"\x05\x01\x00\x01"],
+                         ids=["eof", "give-up", "garbage"])
+def test_the_client_ending_at_every_stage(end, gss_proxy, krb5_realm, echo_server):
+    """EOF, 01 FF or bytes of another protocol at each stage, whole or in
+    the middle of a message: the session ends (the server closes), the
+    worker goes on serving, the sanitizers stay quiet (fixture)."""
+    p = gss_proxy("-w", "1")
+    for stage in ("mid-context", "context-done", "mid-protection", "level-done",
+                  "mid-request", "relaying", "mid-data"):
+        c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache)
+        assert c.negotiate_method() == 0x01
+        _cut_at(c, stage, echo_server, end)
+    got = gss_client.echo_transfer("127.0.0.1", p.port, echo_server.host, echo_server.port, 1,
+                                   b"alive", ccache=krb5_realm.ccache)
+    assert got == b"alive"
