@@ -982,6 +982,23 @@ static int pump_down(struct session *s, bool *moved)
 	}
 }
 
+/* A session waiting for its sockets keeps no message buffer it is not
+ * in the middle of: the client's raw bytes once parsed, the target's
+ * plaintext once wrapped, the codec's token between messages.  Memory
+ * follows the traffic in flight, not what a session once carried. */
+static void gss_trim(struct gss_sess *g)
+{
+	if (g->rd && g->rd_pos == g->rd_len) {
+		free(g->rd);
+		g->rd = NULL;
+		g->rd_pos = g->rd_len = 0;
+	}
+	free(g->plain);
+	g->plain = NULL;
+	if (g->msg.have == 0 || (g->msg.have == 4 && g->msg.got == g->msg.len))
+		rfc1961_free(&g->msg);
+}
+
 static void gss_relay(struct session *s)
 {
 	bool moved = false;
@@ -990,6 +1007,7 @@ static void gss_relay(struct session *s)
 		session_finalize(s);
 		return;
 	}
+	gss_trim(s->gss);
 	if (moved)
 		relay_moved(s, up0, down0);
 }
