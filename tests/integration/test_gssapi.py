@@ -8,6 +8,7 @@ access log, the rules, the user table and pipoClient; the keytab checks.
 """
 
 import json
+import signal
 import os
 import socket
 import struct
@@ -713,3 +714,36 @@ def test_idle_protected_sessions_keep_no_message_buffers(socks5d, krb5_realm, ec
     # Over 100 KiB a session (under ASan) when the buffers stayed, some 25
     # without them.
     assert after - before < n * 56, (before, after, (after - before) / n)
+
+
+def test_a_reload_without_the_keytab_stops_new_logins_not_sessions(socks5d, krb5_realm,
+                                                                   echo_server, tmp_path):
+    conf = tmp_path / "gss-reload.conf"
+    conf.write_text("gssapi-keytab = %s\n" % krb5_realm.keytab)
+    env = dict(krb5_realm.env)
+    env["KRB5_KTNAME"] = "FILE:/nonexistent/keytab"
+    p = socks5d("-f", str(conf), "--dns-server", "127.0.0.1:9", env=env)
+    c = gss_client.open_tunnel("127.0.0.1", p.port, echo_server.host, echo_server.port, 2,
+                               ccache=krb5_realm.ccache)
+    c.send(b"before")
+    assert c.recv_exact(6) == b"before"
+    # A login waiting for its protection level across the reload.
+    mid = negotiated(p.port, krb5_realm)
+    conf.write_text("\n")
+    p.send_signal(signal.SIGHUP)
+    end = time.monotonic() + 10
+    while True:
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(b"\x05\x01\x01")
+        got = recv_exact(s, 2)
+        s.close()
+        if got == b"\x05\xff":
+            break
+        assert got == b"\x05\x01" and time.monotonic() < end, got
+        time.sleep(0.1)
+    c.send(b"after")
+    assert c.recv_exact(5) == b"after"
+    c.close()
+    # Its context is established: the level is still negotiated.
+    assert mid.negotiate_protection(1) == 1
+    mid.close()
