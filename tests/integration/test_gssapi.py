@@ -747,3 +747,38 @@ def test_a_reload_without_the_keytab_stops_new_logins_not_sessions(socks5d, krb5
     # Its context is established: the level is still negotiated.
     assert mid.negotiate_protection(1) == 1
     mid.close()
+
+
+def test_an_idle_protected_session_times_out_and_a_trickle_does_not_keep_it(gss_proxy,
+                                                                            krb5_realm,
+                                                                            echo_server):
+    """Bytes of a message that never completes move nothing: they do not
+    keep a protected session from its idle timeout."""
+    p = gss_proxy("--idle-timeout", "2")
+    c = gss_client.open_tunnel("127.0.0.1", p.port, echo_server.host, echo_server.port, 1,
+                               ccache=krb5_realm.ccache)
+    c.send(b"ping")
+    assert c.recv_exact(4) == b"ping"
+    tok = c.ctx.wrap(b"never whole", False).message
+    msg = struct.pack("!BBH", 1, 3, len(tok)) + tok
+    t0 = time.monotonic()
+    c.sock.settimeout(1)
+    closed = False
+    for i in range(len(msg) - 1):
+        try:
+            c.sock.sendall(msg[i:i + 1])
+            if c.sock.recv(1) == b"":
+                closed = True
+                break
+        except socket.timeout:
+            pass
+        except ConnectionError:
+            closed = True
+            break
+        if time.monotonic() - t0 > 20:
+            break
+    took = time.monotonic() - t0
+    c.close()
+    assert closed
+    assert took >= 1.5, took  # the timeout, not a refusal of the bytes
+    assert int(gss_records(p, echo_server.port)[0][10]) >= 2000
