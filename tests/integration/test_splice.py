@@ -149,9 +149,9 @@ def test_credential_after_a_spliced_body_on_one_connection(admin_server, web):  
                        capture_output=True, timeout=90)
     assert r.returncode == 0, r.stderr
     assert r.stdout == b"1048576\nsecret page a\n", r.stdout
-    srv.proc.wait_log(lambda f: len(f) == 14 and f[2] == "A", count=1, timeout=10)
+    srv.proc.wait_log(lambda f: len(f) == 15 and f[2] == "A", count=1, timeout=10)
     time.sleep(0.2)
-    a = [f for f in (l.split("\t") for l in srv.proc.log_lines()) if len(f) == 14 and f[2] == "A"]
+    a = [f for f in (l.split("\t") for l in srv.proc.log_lines()) if len(f) == 15 and f[2] == "A"]
     assert len(a) == 1, "curl did not reuse the connection: %r" % a
     recs = [f for f in (l.split("\t") for l in srv.proc.log_lines()) if len(f) == 8 and f[2] == "P"]
     assert [r[6:] for r in recs] == [["bob", esc(USERS["bob"])]], recs
