@@ -89,6 +89,28 @@ struct gss_worker {
 	char cred_keytab[sizeof ((struct settings *)0)->gssapi_keytab];
 };
 
+/* n bytes of the mechanism's text into out, its control and non-ASCII
+ * bytes as \xNN: it quotes names from the client's token (the ticket's
+ * server name travels in the clear), and those go into log lines. */
+static size_t text_escape(char *out, size_t len, const char *in, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (size_t i = 0; i < n && o + 5 < len; i++) {
+		uint8_t c = (uint8_t)in[i];
+		if (c >= 0x20 && c < 0x7f) {
+			out[o++] = (char)c;
+		} else {
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[c >> 4];
+			out[o++] = hex[c & 15];
+		}
+	}
+	out[o] = '\0';
+	return o;
+}
+
 /* The mechanism's words for a status (major and minor), into out. */
 static void status_text(OM_uint32 major, OM_uint32 minor, char *out, size_t len)
 {
@@ -103,11 +125,12 @@ static void status_text(OM_uint32 major, OM_uint32 minor, char *out, size_t len)
 			gss_buffer_desc b = GSS_C_EMPTY_BUFFER;
 			if (GSS_ERROR(gss_display_status(&min2, code, type, GSS_C_NO_OID, &ctx, &b)))
 				break;
-			int n = snprintf(out + used, len - used, "%s%.*s", used ? ": " : "",
-			                 (int)b.length, (const char *)b.value);
+			if (used && len - used > 3) {
+				memcpy(out + used, ": ", 3);
+				used += 2;
+			}
+			used += text_escape(out + used, len - used, b.value, b.length);
 			gss_release_buffer(&min2, &b);
-			if (n > 0)
-				used += (size_t)n < len - used ? (size_t)n : len - used - 1;
 		} while (ctx);
 	}
 }
@@ -571,8 +594,9 @@ static void token_done(struct session *s, struct gss_job *j)
 	g->flags = j->flags;
 	snprintf(s->user, sizeof s->user, "%s", j->user);
 	s->gss_user = true;
-	log_debug("session %llu: GSS-API: %s is %s", (unsigned long long)s->id, g->principal,
-	          s->user);
+	char user[SESSION_USER_TEXT_MAX];
+	session_user_text(s, user);
+	log_debug("session %llu: GSS-API: %s is %s", (unsigned long long)s->id, g->principal, user);
 	rfc1961_expect(&g->msg, RFC1961_PROTECTION);
 	s->phase = PH_AUTH;
 	s->on_client = on_protection;
@@ -596,7 +620,10 @@ static bool wrap(struct session *s, bool conf, const void *p, size_t n, gss_buff
 }
 
 /* Unwrap the message in s->gss->msg into out; the protection used must
- * be the granted level's.  Counted. */
+ * be the granted level's, and a token the mechanism finds repeated, out
+ * of order or after a gap (when the client asked for replay and sequence
+ * detection) is refused like a bad one: the stream is not the client's.
+ * Counted. */
 static bool unwrap(struct session *s, gss_buffer_desc *out, bool want_conf)
 {
 	struct gss_sess *g = s->gss;
@@ -604,7 +631,9 @@ static bool unwrap(struct session *s, gss_buffer_desc *out, bool want_conf)
 	gss_buffer_desc in = {g->msg.len, g->msg.token};
 	int conf_state = 0;
 	OM_uint32 major = gss_unwrap(&minor, g->ctx, &in, out, &conf_state, NULL);
-	if (GSS_ERROR(major) || (want_conf && !conf_state)) {
+	if (GSS_ERROR(major) ||
+	    (major & (GSS_S_DUPLICATE_TOKEN | GSS_S_OLD_TOKEN | GSS_S_UNSEQ_TOKEN | GSS_S_GAP_TOKEN)) ||
+	    (want_conf && !conf_state)) {
 		gss_release_buffer(&minor, out);
 		return false;
 	}
@@ -953,6 +982,23 @@ static int pump_down(struct session *s, bool *moved)
 	}
 }
 
+/* A session waiting for its sockets keeps no message buffer it is not
+ * in the middle of: the client's raw bytes once parsed, the target's
+ * plaintext once wrapped, the codec's token between messages.  Memory
+ * follows the traffic in flight, not what a session once carried. */
+static void gss_trim(struct gss_sess *g)
+{
+	if (g->rd && g->rd_pos == g->rd_len) {
+		free(g->rd);
+		g->rd = NULL;
+		g->rd_pos = g->rd_len = 0;
+	}
+	free(g->plain);
+	g->plain = NULL;
+	if (g->msg.have == 0 || (g->msg.have == 4 && g->msg.got == g->msg.len))
+		rfc1961_free(&g->msg);
+}
+
 static void gss_relay(struct session *s)
 {
 	bool moved = false;
@@ -961,6 +1007,7 @@ static void gss_relay(struct session *s)
 		session_finalize(s);
 		return;
 	}
+	gss_trim(s->gss);
 	if (moved)
 		relay_moved(s, up0, down0);
 }

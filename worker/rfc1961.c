@@ -3,6 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The token buffer's first size: a Kerberos AP-REQ or a wrapped chunk of
+ * a few KiB fits without growing. */
+#define RFC1961_FIRST_CAP 2048
+
 void rfc1961_init(struct rfc1961_msg *m, uint8_t expect)
 {
 	memset(m, 0, sizeof *m);
@@ -56,15 +60,6 @@ int rfc1961_feed(struct rfc1961_msg *m, const uint8_t *in, size_t n, size_t *use
 				*used = i;
 				return fail(m, RFC1961_EMPTY_TOKEN);
 			}
-			if (m->len > m->cap) {
-				uint8_t *t = realloc(m->token, m->len);
-				if (!t) {
-					*used = i;
-					return fail(m, RFC1961_NO_MEMORY);
-				}
-				m->token = t;
-				m->cap = m->len;
-			}
 		}
 	}
 	if (m->have < 4) {
@@ -74,7 +69,24 @@ int rfc1961_feed(struct rfc1961_msg *m, const uint8_t *in, size_t n, size_t *use
 	size_t want = m->len - m->got;
 	if (want > n - i)
 		want = n - i;
-	memcpy(m->token + m->got, in + i, want);
+	/* The buffer grows with the bytes that came (doubling, at most to
+	 * the announced length), never ahead to what the header claims. */
+	if (m->got + want > m->cap) {
+		size_t cap = m->cap ? (size_t)m->cap * 2 : RFC1961_FIRST_CAP;
+		if (cap < m->got + want)
+			cap = m->got + want;
+		if (cap > m->len)
+			cap = m->len;
+		uint8_t *t = realloc(m->token, cap);
+		if (!t) {
+			*used = i;
+			return fail(m, RFC1961_NO_MEMORY);
+		}
+		m->token = t;
+		m->cap = (uint32_t)cap;
+	}
+	if (want)
+		memcpy(m->token + m->got, in + i, want);
 	m->got += (uint32_t)want;
 	*used = i + want;
 	return m->got == m->len ? RFC1961_DONE : RFC1961_MORE;

@@ -9,10 +9,9 @@
  *
  * The parser is fed byte slices of any size (one at a time works), keeps
  * its own bounded state and takes only the bytes of its message.  The
- * token goes into a buffer the parser allocates once its length is known
- * (at most RFC1961_TOKEN_MAX bytes) and reuses for the next message; a
- * caller that keeps the token takes it with rfc1961_take.  No I/O, no
- * globals.
+ * token goes into a buffer the parser grows as its bytes arrive (never
+ * ahead of them, at most RFC1961_TOKEN_MAX bytes) and reuses for the next
+ * message.  No I/O, no globals.
  */
 #ifndef SOCKS5D_RFC1961_H
 #define SOCKS5D_RFC1961_H

@@ -168,6 +168,41 @@ static void largest_token_is_taken_whole(void **state)
 	free(msg);
 }
 
+/* A header that announces 65,535 bytes costs no more memory than the
+ * bytes that actually came: a client that stops after it (or sends its
+ * token slowly) holds a buffer of what it sent, not of what it claimed. */
+static void announced_length_is_not_allocated_ahead(void **state)
+{
+	(void)state;
+	const uint8_t hdr[] = {0x01, 0x01, 0xff, 0xff, 0x60, 0x82};
+	struct rfc1961_msg m;
+	size_t used;
+	rfc1961_init(&m, RFC1961_AUTH);
+	assert_int_equal(rfc1961_feed(&m, hdr, sizeof hdr, &used), RFC1961_MORE);
+	assert_int_equal(used, sizeof hdr);
+	assert_true(m.cap <= 4096);
+	/* The rest, in pieces: the token is whole and exact. */
+	uint8_t *rest = malloc(RFC1961_TOKEN_MAX - 2);
+	assert_non_null(rest);
+	for (size_t i = 0; i < RFC1961_TOKEN_MAX - 2; i++)
+		rest[i] = (uint8_t)i;
+	size_t off = 0;
+	int rc = RFC1961_MORE;
+	while (rc == RFC1961_MORE) {
+		size_t k = RFC1961_TOKEN_MAX - 2 - off < 1000 ? RFC1961_TOKEN_MAX - 2 - off : 1000;
+		rc = rfc1961_feed(&m, rest + off, k, &used);
+		off += used;
+		assert_true(m.cap <= 2 * (off + 2) + 4096);
+	}
+	assert_int_equal(rc, RFC1961_DONE);
+	assert_int_equal(m.len, RFC1961_TOKEN_MAX);
+	assert_int_equal(m.token[0], 0x60);
+	assert_int_equal(m.token[1], 0x82);
+	assert_memory_equal(m.token + 2, rest, RFC1961_TOKEN_MAX - 2);
+	free(rest);
+	rfc1961_free(&m);
+}
+
 static void expect_changes_the_next_type(void **state)
 {
 	(void)state;
@@ -219,6 +254,7 @@ int main(void)
 	    cmocka_unit_test(failure_message_has_no_length),
 	    cmocka_unit_test(errors_stop_the_parser),
 	    cmocka_unit_test(largest_token_is_taken_whole),
+	    cmocka_unit_test(announced_length_is_not_allocated_ahead),
 	    cmocka_unit_test(expect_changes_the_next_type),
 	    cmocka_unit_test(random_bytes_never_crash_or_overconsume),
 	};
