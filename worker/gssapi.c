@@ -683,6 +683,18 @@ static void on_protection(struct session *s)
 		gss_fail(s, why);
 		return;
 	}
+	/* A protected stream is whole only when messages cannot be repeated,
+	 * reordered or dropped unseen: the context must detect replays and
+	 * gaps (Dante's client asks for both). */
+	const OM_uint32 seq = GSS_C_REPLAY_FLAG | GSS_C_SEQUENCE_FLAG;
+	if (level != GSS_LEVEL_CLEAR && (g->flags & seq) != seq) {
+		char why[320];
+		snprintf(why, sizeof why,
+		         "%.255s asked for protection %s without replay and sequence detection",
+		         g->principal, gss_level_name(level));
+		gss_fail(s, why);
+		return;
+	}
 	if (nec) {
 		const uint8_t msg[5] = {RFC1961_VERSION, RFC1961_PROTECTION, 0, 1, level};
 		rc = session_send_raw(s, msg, sizeof msg);
@@ -793,8 +805,30 @@ void gss_session_free(struct session *s)
 	if (!g)
 		return;
 	if (g->job) {
-		/* On the thread: the loop frees it, and the context, when it is back. */
-		g->job->s = NULL;
+		/* Still queued: it leaves the queue, and its place is free for
+		 * another login.  On the thread: the loop frees it, and the
+		 * context, when it is back. */
+		struct gss_worker *gw = s->wk->gss;
+		struct gss_job *j = g->job, **p;
+		bool queued = false;
+		pthread_mutex_lock(&gw->mu);
+		for (p = &gw->queue; *p; p = &(*p)->next)
+			if (*p == j) {
+				*p = j->next;
+				if (gw->qtail == &j->next)
+					gw->qtail = p;
+				queued = true;
+				break;
+			}
+		pthread_mutex_unlock(&gw->mu);
+		if (queued) {
+			gw->pending--;
+			g->ctx = j->ctx; /* back to the session: deleted below */
+			j->ctx = GSS_C_NO_CONTEXT;
+			free_job(j);
+		} else {
+			j->s = NULL;
+		}
 		g->job = NULL;
 	}
 	if (g->ctx != GSS_C_NO_CONTEXT)
@@ -1003,7 +1037,14 @@ static void gss_relay(struct session *s)
 {
 	bool moved = false;
 	uint64_t up0 = s->bytes_up, down0 = s->bytes_down;
-	if (pump_up(s, &moved) < 0 || pump_down(s, &moved) < 0 || (s->c_shut && s->t_shut)) {
+	/* A reply still queued (the client's socket was full) goes before
+	 * any relayed message. */
+	if (s->down && s->c_writable && session_send_raw(s, "", 0) < 0) {
+		session_finalize(s);
+		return;
+	}
+	if (pump_up(s, &moved) < 0 || (!s->down && pump_down(s, &moved) < 0) ||
+	    (s->c_shut && s->t_shut)) {
 		session_finalize(s);
 		return;
 	}

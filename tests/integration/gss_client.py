@@ -88,11 +88,13 @@ def _creds(ccache):
 
 def new_context(service="rcmd@localhost", creds=None, flags=None):
     """An initiator gssapi.SecurityContext for the host-based service name,
-    with mutual authentication, integrity and confidentiality by default."""
+    with mutual authentication, integrity, confidentiality, replay and
+    sequence detection by default (the flags Dante's client asks for)."""
     name = gssapi.Name(service, gssapi.NameType.hostbased_service)
     rf = gssapi.RequirementFlag
     if flags is None:
-        flags = [rf.mutual_authentication, rf.integrity, rf.confidentiality]
+        flags = [rf.mutual_authentication, rf.integrity, rf.confidentiality,
+                 rf.replay_detection, rf.out_of_sequence_detection]
     return gssapi.SecurityContext(name=name, usage="initiate", creds=creds, flags=flags)
 
 

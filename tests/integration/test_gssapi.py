@@ -782,3 +782,26 @@ def test_an_idle_protected_session_times_out_and_a_trickle_does_not_keep_it(gss_
     assert closed
     assert took >= 1.5, took  # the timeout, not a refusal of the bytes
     assert int(gss_records(p, echo_server.port)[0][10]) >= 2000
+
+
+def test_protection_needs_replay_and_sequence_detection(gss_proxy, krb5_realm, echo_server):
+    """Levels 1 and 2 protect the stream only if repeated, reordered or
+    dropped messages are seen: a context without replay and sequence
+    detection gets clear at most."""
+    import gssapi
+    rf = gssapi.RequirementFlag
+    bare = [rf.mutual_authentication, rf.integrity, rf.confidentiality]
+    p = gss_proxy()
+    for level in (1, 2):
+        c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache)
+        assert c.negotiate_method() == 0x01
+        assert c.establish_context(flags=bare)
+        assert_refused(c, c.negotiate_protection, level)
+    p.wait_stderr(r"asked for protection integrity without replay and sequence detection")
+    c = GssSocksClient("127.0.0.1", p.port, ccache=krb5_realm.ccache)
+    assert c.negotiate_method() == 0x01
+    assert c.establish_context(flags=bare)
+    assert c.negotiate_protection(0) == 0
+    assert c.connect(echo_server.host, echo_server.port)[0] == 0
+    c.close()
+
