@@ -454,7 +454,15 @@ static void gss_fail(struct session *s, const char *why)
 	char addr[64];
 	uint16_t port;
 	session_addr_text(&s->peer, addr, sizeof addr, &port);
-	log_info("GSS-API login from %s failed: %s", addr, why);
+	/* One line a second per worker at info; a flood's others at debug
+	 * (each one has its refusal record and is counted). */
+	struct worker *wk = s->wk;
+	if (wk->gss_fail_said_at + 1000 <= wk->loop.now) {
+		log_info("GSS-API login from %s failed: %s", addr, why);
+		wk->gss_fail_said_at = wk->loop.now;
+	} else {
+		log_debug("GSS-API login from %s failed: %s", addr, why);
+	}
 	shm_count(s->wk->slot, M_GSS_FAILURES, 1);
 	session_log_refusal(s->wk, &s->peer, g->principal[0] ? g->principal : NULL,
 	                    SESSION_REFUSED_AUTH, "gssapi", s->start_ms);

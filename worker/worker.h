@@ -43,6 +43,7 @@ struct worker {
 	struct resolver *resolver;
 	struct auth *auth;
 	struct gss_worker *gss; /* GSS-API's helper thread, once configured */
+	int64_t gss_fail_said_at; /* the last failed GSS-API login said at info */
 	struct rules *rules; /* compiled from the segment's text of generation rules_gen */
 	struct proxyproto_trust proxy_trust; /* from cfg.proxy_protocol */
 	uint64_t rules_gen;

@@ -805,3 +805,19 @@ def test_protection_needs_replay_and_sequence_detection(gss_proxy, krb5_realm, e
     assert c.connect(echo_server.host, echo_server.port)[0] == 0
     c.close()
 
+
+
+def test_a_flood_of_failed_logins_is_said_once_a_second(gss_proxy):
+    """Every failure has its refusal record; stderr says one a second
+    (per worker: one here)."""
+    p = gss_proxy(workers=1)
+    t0 = time.monotonic()
+    for _ in range(40):
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+        s.sendall(b"\x05\x01\x01\x01\x01\x00\x05junk!")
+        assert recv_exact(s, 4) == b"\x05\x01\x01\xff"
+        s.close()
+    p.wait_log(lambda f: len(f) == 15 and f[7] == "auth-failed" and f[14] == "gssapi", count=40)
+    elapsed = time.monotonic() - t0
+    said = [l for l in p.stderr_text().splitlines() if "GSS-API login from" in l]
+    assert 1 <= len(said) <= int(elapsed) + 1, (elapsed, said)
