@@ -496,6 +496,39 @@ def test_reinstall_and_upgrade_keep_a_modified_conffile(installed, tmp_path):
     assert_conffile_owned_by_service_user()
 
 
+def as_service_user(*argv):
+    return run(["setpriv", "--reuid", "socks5d", "--regid", "socks5d", "--clear-groups", "--"]
+               + list(argv))
+
+
+def test_service_user_cannot_make_a_reinstall_hand_it_a_file_of_roots(installed, tmp_path):
+    # The service user owns /etc/socks5d: it can put a link to any file of
+    # root's where the conffile was.  A reinstall (root's dpkg and postinst)
+    # must neither give that file to the user nor write through the link.
+    saved = CONF.read_bytes()
+    victim = tmp_path / "root-only"
+    victim.write_text("root's secret\n")
+    os.chmod(victim, 0o600)
+    r = as_service_user("ln", "-sfn", victim, CONF)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = dpkg("-i", installed)
+        st = os.stat(victim)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600), \
+            "the reinstall handed %s to the service user:\n%s%s" % (victim, r.stdout, r.stderr)
+        assert victim.read_text() == "root's secret\n"
+        assert r.returncode != 0 and str(CONF) in r.stderr, r.stdout + r.stderr
+    finally:
+        if CONF.is_symlink():
+            CONF.unlink()
+        CONF.write_bytes(saved)
+    # With the file back, the reinstall goes through and hands it back.
+    r = dpkg("--force-confdef", "--force-confold", "-i", installed)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert CONF.read_bytes() == saved
+    assert_conffile_owned_by_service_user()
+
+
 def test_purge_removes_the_user_group_and_configuration(installed):
     # leftovers of an interrupted rewrite by socks5d are removed too
     u = pwd.getpwnam("socks5d")
