@@ -248,6 +248,8 @@ def installed(deb, machine_lock):
         if group_exists():
             run(["groupdel", "socks5d"])
         shutil.rmtree(CONFDIR, ignore_errors=True)
+        if package_state():
+            dpkg("--purge", "socks5d")   # a purge that failed on what was in /etc/socks5d
         assert not package_state(), "socks5d still installed after the module's purge"
 
 
@@ -535,6 +537,10 @@ def test_purge_removes_the_user_group_and_configuration(installed):
     tmp = CONFDIR / "socks5d.conf.Ab12Cd"
     tmp.write_text("user = x:y\n")
     os.chown(tmp, u.pw_uid, u.pw_gid)
+    # and what the service user (it owns the directory) made there in their
+    # place cannot make the purge fail
+    r = as_service_user("mkdir", "-p", CONFDIR / "socks5d.conf.XyZ123" / "sub")
+    assert r.returncode == 0, r.stderr
     r = dpkg("--purge", "socks5d")
     assert r.returncode == 0, r.stdout + r.stderr
     assert not package_state()
