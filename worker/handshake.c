@@ -175,7 +175,7 @@ static void on_proxy(struct session *s)
 	} else {
 		s->peer = hs->proxy.src;
 	}
-	shm_count(wk->slot, M_CONN_TOTAL, 1);
+	session_counted(s);
 	if (!worker_client_allowed(wk, &s->peer)) {
 		session_finalize(s);
 		return;

@@ -237,6 +237,48 @@ def test_headers_without_a_client_close_the_connection(balanced, echo_server):
         s.close()
 
 
+def scrape_value(mport, name):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s not in the scrape" % name)
+
+
+def test_a_connection_is_an_open_session_once_its_header_names_a_client(balanced, echo_server):
+    """Open sessions agree with sessions_total: a balancer's connection
+    still waiting for its header, or a health check, is neither."""
+    mport = free_port()
+    p = balanced("anonymous = always\npass to 127.0.0.0/8\nworkers = 1\n",
+                 "--metrics", "127.0.0.1:%d" % mport, workers=None)
+    waiting = connect("127.0.0.1", p.port)          # no header yet
+    checks = []
+    for _ in range(3):                              # health checks, left open
+        c = connect("127.0.0.1", p.port)
+        c.sendall(v2_local())
+        checks.append(c)
+    try:
+        # accepted in order by the one worker: the session below is served
+        # after the connections above were accepted
+        s, r = connect_through(p.port, v1("203.0.113.7", 40123),
+                               (echo_server.host, echo_server.port))
+        assert r.rep == 0
+        assert scrape_value(mport, "socks5d_sessions_total") == 1
+        assert scrape_value(mport, "socks5d_sessions_open") == 1
+        assert scrape_value(mport, "socks5d_sessions_open_max") == 1
+        echo_once(s)
+    finally:
+        waiting.close()
+        for c in checks:
+            c.close()
+    deadline = time.monotonic() + 10
+    while scrape_value(mport, "socks5d_sessions_open") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scrape_value(mport, "socks5d_sessions_open") == 0
+
+
 def test_client_rules_are_decided_on_the_header_address(socks5d, echo_server, tmp_path):
     conf = tmp_path / "socks5d.conf"
     conf.write_text("proxy-protocol = 127.0.0.0/8\nanonymous = always\n"
