@@ -530,6 +530,22 @@ def test_service_user_cannot_make_a_reinstall_hand_it_a_file_of_roots(installed,
     assert CONF.read_bytes() == saved
     assert_conffile_owned_by_service_user()
 
+    # Links where dpkg puts its copies of the conffile are replaced, never
+    # written through, whether the local file is kept or the new one taken.
+    for n, keep in enumerate((True, False)):
+        for suffix in (".dpkg-dist", ".dpkg-new", ".dpkg-old", ".dpkg-tmp"):
+            r = as_service_user("ln", "-sfn", victim, str(CONF) + suffix)
+            assert r.returncode == 0, r.stderr
+        CONF.write_bytes(saved + b"# local\n")
+        up = repack(installed, tmp_path, control_fields(installed)["Version"] + "+links%d" % n,
+                    conf_extra="# newer default %d\n" % n)
+        r = dpkg("--force-confdef", "--force-confold" if keep else "--force-confnew", "-i", up)
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = os.stat(victim)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600), (keep, r.stdout)
+        assert victim.read_text() == "root's secret\n", keep
+        assert_conffile_owned_by_service_user()
+
 
 def test_purge_removes_the_user_group_and_configuration(installed):
     # leftovers of an interrupted rewrite by socks5d are removed too
