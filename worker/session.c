@@ -460,19 +460,19 @@ void session_abort_all(struct worker *wk)
 		session_finalize(list_entry(wk->sessions.next, struct session, link));
 }
 
+void session_authenticated(struct session *s)
+{
+	if (s->unauth)
+		auth_conn_done(s->wk->auth, &s->peer);
+	s->unauth = false;
+}
+
 void session_counted(struct session *s)
 {
 	shm_count(s->wk->slot, M_CONN_TOTAL, 1);
 	shm_gauge_add(s->wk->slot, G_CONN_CURRENT, 1);
 	shm_conn_opened(s->wk->seg);
 	s->counted = true;
-}
-
-void session_authenticated(struct session *s)
-{
-	if (s->unauth)
-		auth_conn_done(s->wk->auth, &s->peer);
-	s->unauth = false;
 }
 
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer, bool proxied)
