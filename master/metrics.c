@@ -123,20 +123,20 @@ static size_t utf8_len(const unsigned char *p, size_t left)
 	return n;
 }
 
-/* A label value: \ " and newline escaped as the format says, other
- * control bytes and bytes that are not UTF-8 as U+FFFD. */
+/* A user name as a label value: UTF-8 as it is, the backslash, control
+ * bytes and bytes that are not UTF-8 as \xHH (as the logs show them), so
+ * that two names never give one value; then \ and " escaped as the format
+ * says. */
 static void label_value(struct mbuf *b, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t left = strlen(s);
 	while (left) {
 		size_t n = utf8_len(p, left);
-		if (n == 1 && (*p == '\\' || *p == '"'))
-			mb_printf(b, "\\%c", *p);
-		else if (n == 1 && *p == '\n')
-			mb_printf(b, "\\n");
-		else if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f)))
-			mb_printf(b, "\xef\xbf\xbd");
+		if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f || *p == '\\')))
+			mb_printf(b, "\\\\x%02x", *p);
+		else if (n == 1 && *p == '"')
+			mb_printf(b, "\\\"");
 		else
 			mb_printf(b, "%.*s", (int)n, (const char *)p);
 		n = n ? n : 1;

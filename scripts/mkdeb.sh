@@ -67,7 +67,7 @@ install -d -m 0750 "$PKG/etc/socks5d"
 install -m 0640 dist/socks5d.conf "$PKG/etc/socks5d/socks5d.conf"
 
 install -m 0644 "$DEB/conffiles" "$PKG/DEBIAN/conffiles"
-for s in postinst prerm postrm; do
+for s in preinst postinst prerm postrm; do
 	install -m 0755 "$DEB/$s" "$PKG/DEBIAN/$s"
 done
 

@@ -158,8 +158,23 @@ static void on_proxy(struct session *s)
 	/* From here the client is the header's: rules, the per-source cap,
 	 * the anonymous policy, logs, listings and the session counter all
 	 * see it. */
-	s->peer = hs->proxy.src;
-	shm_count(wk->slot, M_CONN_TOTAL, 1);
+	/* A loopback client of a balancer on another host is on that host's
+	 * loopback, not ours: it is that host (the balancer's address, the
+	 * header's port), so it passes none of the policies kept for this
+	 * host's own loopback clients. */
+	if (socks5_is_loopback((const struct sockaddr *)&hs->proxy.src) &&
+	    !socks5_is_loopback((const struct sockaddr *)&s->peer)) {
+		uint16_t port = hs->proxy.src.ss_family == AF_INET
+		                    ? ((const struct sockaddr_in *)&hs->proxy.src)->sin_port
+		                    : ((const struct sockaddr_in6 *)&hs->proxy.src)->sin6_port;
+		if (s->peer.ss_family == AF_INET)
+			((struct sockaddr_in *)&s->peer)->sin_port = port;
+		else
+			((struct sockaddr_in6 *)&s->peer)->sin6_port = port;
+	} else {
+		s->peer = hs->proxy.src;
+	}
+	session_counted(s);
 	if (!worker_client_allowed(wk, &s->peer)) {
 		session_finalize(s);
 		return;

@@ -452,8 +452,10 @@ void session_finalize(struct session *s)
 	if (s->user_slot >= 0)
 		__atomic_fetch_sub(&wk->slot->user_conns[s->user_slot], 1, __ATOMIC_RELAXED);
 	limits_release(s);
-	shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
-	shm_conn_closed(wk->seg);
+	if (s->counted) {
+		shm_gauge_add(wk->slot, G_CONN_CURRENT, -1);
+		shm_conn_closed(wk->seg);
+	}
 	auth_cancel(wk->auth, s->auth_job);
 	session_authenticated(s); /* or gone: no longer counted either way */
 	resolver_cancel(s->query);
@@ -507,6 +509,14 @@ void session_authenticated(struct session *s)
 	s->unauth = false;
 }
 
+void session_counted(struct session *s)
+{
+	shm_count(s->wk->slot, M_CONN_TOTAL, 1);
+	shm_gauge_add(s->wk->slot, G_CONN_CURRENT, 1);
+	shm_conn_opened(s->wk->seg);
+	s->counted = true;
+}
+
 int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer, bool proxied)
 {
 	/* A source with too many sessions not yet authenticated gets no more
@@ -550,9 +560,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	/* From a balancer, the connection counts once its header names a
 	 * client (handshake.c): health checks are not client sessions. */
 	if (!proxied)
-		shm_count(wk->slot, M_CONN_TOTAL, 1);
-	shm_gauge_add(wk->slot, G_CONN_CURRENT, 1);
-	shm_conn_opened(wk->seg);
+		session_counted(s);
 	handshake_begin(s);
 	return 0;
 }

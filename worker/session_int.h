@@ -135,6 +135,7 @@ struct session {
 	uint64_t user_id;
 	uint64_t user_gen; /* credential generation the login was checked under */
 	bool unauth;       /* counted by auth_conn_open until authenticated or gone */
+	bool counted;      /* a session of the counters (session_counted) */
 	char user[SHM_USER_NAME_MAX + 1];
 
 	struct sockaddr_storage peer;
@@ -169,6 +170,9 @@ struct session {
 void session_finalize(struct session *s);
 /* The session no longer counts as not yet authenticated (flood guard). */
 void session_authenticated(struct session *s);
+/* The connection is a session: counted in sessions_total and the open
+ * sessions (a balancer's once its header names a client). */
+void session_counted(struct session *s);
 /* A state's timeout (counted in counter, logged as "<what> timeout"). */
 void session_timed_out(struct session *s, enum shm_counter counter, const char *what);
 /* Send msg (a failure: 05 FF, 01 01 or a SOCKS reply), then half-close and

@@ -248,6 +248,8 @@ def installed(deb, machine_lock):
         if group_exists():
             run(["groupdel", "socks5d"])
         shutil.rmtree(CONFDIR, ignore_errors=True)
+        if package_state():
+            dpkg("--purge", "socks5d")   # a purge that failed on what was in /etc/socks5d
         assert not package_state(), "socks5d still installed after the module's purge"
 
 
@@ -496,12 +498,65 @@ def test_reinstall_and_upgrade_keep_a_modified_conffile(installed, tmp_path):
     assert_conffile_owned_by_service_user()
 
 
+def as_service_user(*argv):
+    return run(["setpriv", "--reuid", "socks5d", "--regid", "socks5d", "--clear-groups", "--"]
+               + list(argv))
+
+
+def test_service_user_cannot_make_a_reinstall_hand_it_a_file_of_roots(installed, tmp_path):
+    # The service user owns /etc/socks5d: it can put a link to any file of
+    # root's where the conffile was.  A reinstall (root's dpkg and postinst)
+    # must neither give that file to the user nor write through the link.
+    saved = CONF.read_bytes()
+    victim = tmp_path / "root-only"
+    victim.write_text("root's secret\n")
+    os.chmod(victim, 0o600)
+    r = as_service_user("ln", "-sfn", victim, CONF)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = dpkg("-i", installed)
+        st = os.stat(victim)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600), \
+            "the reinstall handed %s to the service user:\n%s%s" % (victim, r.stdout, r.stderr)
+        assert victim.read_text() == "root's secret\n"
+        assert r.returncode != 0 and str(CONF) in r.stderr, r.stdout + r.stderr
+    finally:
+        if CONF.is_symlink():
+            CONF.unlink()
+        CONF.write_bytes(saved)
+    # With the file back, the reinstall goes through and hands it back.
+    r = dpkg("--force-confdef", "--force-confold", "-i", installed)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert CONF.read_bytes() == saved
+    assert_conffile_owned_by_service_user()
+
+    # Links where dpkg puts its copies of the conffile are replaced, never
+    # written through, whether the local file is kept or the new one taken.
+    for n, keep in enumerate((True, False)):
+        for suffix in (".dpkg-dist", ".dpkg-new", ".dpkg-old", ".dpkg-tmp"):
+            r = as_service_user("ln", "-sfn", victim, str(CONF) + suffix)
+            assert r.returncode == 0, r.stderr
+        CONF.write_bytes(saved + b"# local\n")
+        up = repack(installed, tmp_path, control_fields(installed)["Version"] + "+links%d" % n,
+                    conf_extra="# newer default %d\n" % n)
+        r = dpkg("--force-confdef", "--force-confold" if keep else "--force-confnew", "-i", up)
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = os.stat(victim)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o600), (keep, r.stdout)
+        assert victim.read_text() == "root's secret\n", keep
+        assert_conffile_owned_by_service_user()
+
+
 def test_purge_removes_the_user_group_and_configuration(installed):
     # leftovers of an interrupted rewrite by socks5d are removed too
     u = pwd.getpwnam("socks5d")
     tmp = CONFDIR / "socks5d.conf.Ab12Cd"
     tmp.write_text("user = x:y\n")
     os.chown(tmp, u.pw_uid, u.pw_gid)
+    # and what the service user (it owns the directory) made there in their
+    # place cannot make the purge fail
+    r = as_service_user("mkdir", "-p", CONFDIR / "socks5d.conf.XyZ123" / "sub")
+    assert r.returncode == 0, r.stderr
     r = dpkg("--purge", "socks5d")
     assert r.returncode == 0, r.stdout + r.stderr
     assert not package_state()

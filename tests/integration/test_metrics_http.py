@@ -316,12 +316,28 @@ def test_counters_rise_after_traffic_through_the_proxy(socks5d, tmp_path, mport,
     assert sample(text, "socks5d_replies_total", {"code": "0"}) == 1
     assert sample(text, "socks5d_user_bytes_total", {"user": "alice", "direction": "up"}) >= 5000
     assert sample(text, "socks5d_user_bytes_total", {"user": "alice", "direction": "down"}) >= 5000
-    # a name with a quote and a backslash is escaped as the format says
+    # a name with a quote and a backslash: the backslash as the logs show it
+    # (\x5c), then escaped as the format says
     assert sample(text, "socks5d_user_bytes_total",
-                  {"user": 'bo\\"b\\\\x', "direction": "up"}) == 0
+                  {"user": 'bo\\"b\\\\x5cx', "direction": "up"}) == 0
     r = subprocess.run([PROMTOOL, "check", "metrics"], input=text.encode(), capture_output=True,
                        timeout=30)
     assert r.returncode == 0, r.stdout.decode() + r.stderr.decode()
+
+
+def test_user_names_that_are_not_utf8_stay_apart(socks5d, tmp_path, mport):
+    # Two Latin-1 names, a backslash: each its own series, none mistaken for
+    # another (a scrape with two equal series loses one of them).
+    conf = tmp_path / "u.conf"
+    h = hash_password("pw").encode()
+    conf.write_bytes(b"user = caf\xe9:" + h + b"\nuser = caf\xe8:" + h +
+                     b"\nuser = caf\\xe9:" + h + b"\nuser = caf\xef\xbf\xbd:" + h +
+                     b"\nmetrics = 127.0.0.1:%d\n" % mport)
+    socks5d("-f", conf, "--dns-server", "127.0.0.1:53")
+    text = scrape(mport)
+    promtool_check(text)
+    users = [dict(k)["user"] for k in series(text, "socks5d_user_sessions")]
+    assert sorted(users) == sorted(["caf\\\\xe9", "caf\\\\xe8", "caf\\\\x5cxe9", "caf\ufffd"]), users
 
 
 @pytest.mark.parametrize("request_,status", [

@@ -188,6 +188,44 @@ def test_anonymous_policy_sees_the_header_address(socks5d):
     s.close()
 
 
+GREET_FROM = r"""
+import socket, sys
+src, port, header = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+s = socket.socket()
+s.settimeout(10)
+s.bind((src, 0))
+s.connect((src, port))
+s.sendall(header + b"\x05\x01\x00")
+print(s.recv(2).hex())
+"""
+
+
+def test_a_loopback_client_of_a_remote_balancer_is_not_ours(netns, socks5d):
+    """A balancer on another host that names a loopback client speaks of
+    its own host's loopback: that client must not pass this instance's
+    loopback policies (anonymous auto, the default rules)."""
+    balancer = "10.77.9.1"
+    netns.run("ip", "-n", netns.name, "addr", "add", balancer + "/32", "dev", "lo")
+    p = socks5d("--proxy-protocol", "127.0.0.1/32,%s/32" % balancer, "--dns-server", "127.0.0.1",
+                listen=("127.0.0.1", balancer), prefix=netns.prefix())
+
+    def greet(src, header):
+        r = subprocess.run(netns.prefix() + ["/usr/bin/python3", "-c", GREET_FROM, src,
+                                             str(p.port), header.hex()],
+                           capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr.decode()
+        return r.stdout.decode().strip()
+
+    for header in (v1("127.0.0.1", 40000), v2("127.0.0.1", 40000), v2("::1", 40000, dst="::1"),
+                   v1("::ffff:127.0.0.1", 40000, dst="::1")):
+        # anonymous auto: no method for a client that is not on loopback
+        assert greet(balancer, header) == "05ff", header
+        # from a balancer on this host's loopback, its loopback client is ours
+        assert greet("127.0.0.1", header) == "0500", header
+    f = p.wait_log(lambda f: len(f) > 7 and f[7] == "no-method")[0]
+    assert f[3] == balancer and f[4] == "40000", f
+
+
 def test_headers_without_a_client_close_the_connection(balanced, echo_server):
     """The balancer's own (loopback) address must not stand in for an
     unknown client: it would pass the anonymous and default policies."""
@@ -197,6 +235,48 @@ def test_headers_without_a_client_close_the_connection(balanced, echo_server):
         s.sendall(header + greeting((0x00,)))
         assert eof_within(s, 5)[0], header
         s.close()
+
+
+def scrape_value(mport, name):
+    import urllib.request
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport, timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError("%s not in the scrape" % name)
+
+
+def test_a_connection_is_an_open_session_once_its_header_names_a_client(balanced, echo_server):
+    """Open sessions agree with sessions_total: a balancer's connection
+    still waiting for its header, or a health check, is neither."""
+    mport = free_port()
+    p = balanced("anonymous = always\npass to 127.0.0.0/8\nworkers = 1\n",
+                 "--metrics", "127.0.0.1:%d" % mport, workers=None)
+    waiting = connect("127.0.0.1", p.port)          # no header yet
+    checks = []
+    for _ in range(3):                              # health checks, left open
+        c = connect("127.0.0.1", p.port)
+        c.sendall(v2_local())
+        checks.append(c)
+    try:
+        # accepted in order by the one worker: the session below is served
+        # after the connections above were accepted
+        s, r = connect_through(p.port, v1("203.0.113.7", 40123),
+                               (echo_server.host, echo_server.port))
+        assert r.rep == 0
+        assert scrape_value(mport, "socks5d_sessions_total") == 1
+        assert scrape_value(mport, "socks5d_sessions_open") == 1
+        assert scrape_value(mport, "socks5d_sessions_open_max") == 1
+        echo_once(s)
+    finally:
+        waiting.close()
+        for c in checks:
+            c.close()
+    deadline = time.monotonic() + 10
+    while scrape_value(mport, "socks5d_sessions_open") != 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert scrape_value(mport, "socks5d_sessions_open") == 0
 
 
 def test_client_rules_are_decided_on_the_header_address(socks5d, echo_server, tmp_path):
