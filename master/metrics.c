@@ -250,6 +250,8 @@ static void render_users(struct mbuf *b, struct shm_segment *seg)
 		label_value(b, copy[i].name);
 		mb_printf(b, "\"} %llu\n", (unsigned long long)shm_user_conns_sum(seg, i));
 	}
+	/* The copy holds the password hashes too. */
+	explicit_bzero(copy, sizeof seg->users);
 	free(copy);
 }
 
@@ -548,6 +550,21 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 		for (size_t i = 0; i < METRICS_CONNS_MAX && !c; i++)
 			if (mx->conns[i].fd < 0)
 				c = &mx->conns[i];
+		/* All taken: the oldest connection that has not sent a whole
+		 * request (or has had its answer) gives its place, so that idle
+		 * connections cannot keep a scraper out; only 16 answers being
+		 * sent at once make a newcomer wait (503). */
+		for (size_t i = 0; i < METRICS_CONNS_MAX && !(c && c->fd < 0); i++) {
+			struct metrics_conn *o = &mx->conns[i];
+			if (o->w.fn == on_writable)
+				continue;
+			if (!c || o->timer.deadline < c->timer.deadline)
+				c = o;
+		}
+		if (c && c->fd >= 0) {
+			log_debug("metrics: a new connection takes the place of an idle one");
+			conn_close(c);
+		}
 		if (!c) {
 			static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\n"
 			                           "Content-Length: 0\r\nConnection: close\r\n\r\n";

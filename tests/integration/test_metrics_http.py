@@ -404,13 +404,26 @@ def test_slowloris_is_closed_after_the_timeout(served, mport):
     assert time.monotonic() - t0 < 20
 
 
-def test_connections_are_bounded(served, mport):
-    idle = [connect("127.0.0.1", mport) for _ in range(16)]
+def test_idle_connections_cannot_keep_a_scraper_out(served, mport):
+    """16 connections that never send a request hold every slot; a
+    scrape still gets its answer, and the oldest idle connection gives its
+    place (it is closed), not a newer one."""
+    idle = []
+    for _ in range(16):
+        idle.append(connect("127.0.0.1", mport))
+        time.sleep(0.01)
     try:
         time.sleep(0.3)
-        resp = exchange(mport, SCRAPE)
-        status, fields, _ = split(resp)
-        assert status == 503 and fields["connection"] == "close"
+        status, _, body = split(exchange(mport, SCRAPE))
+        assert status == 200 and b"socks5d_sessions_total" in body
+        # The first is gone, the others still open.
+        for i, s in enumerate(idle):
+            s.settimeout(1.0 if i == 0 else 0.05)
+            try:
+                data = s.recv(1)
+            except socket.timeout:
+                data = None
+            assert (data == b"") == (i == 0), (i, data)
     finally:
         for s in idle:
             s.close()
