@@ -210,12 +210,27 @@ static void interleave(struct handshake *hs)
 	memcpy(hs->addrs, v, n * sizeof v[0]);
 }
 
+static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events);
+
+/* The events a connected target is watched for. */
+#define TARGET_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
+
+/* The first attempt watches its socket through the session's own target
+ * watch, registered with the target's events from the start: when it wins
+ * (nearly always: one address, or the first of several) the watch only
+ * changes hands, without an epoll_ctl.  Attempts started while it is held
+ * use their own watch and move to the session's when they win. */
+static struct loop_watch *attempt_watch(struct session *s, struct attempt *a)
+{
+	return s->tw.fn == on_attempt && s->tw.data == a ? &s->tw : &a->w;
+}
+
 static void close_attempt(struct session *s, struct attempt *a)
 {
 	if (a->fd < 0)
 		return;
 	loop_timer_stop(&a->timer);
-	loop_watch_close(&a->w, a->fd);
+	loop_watch_close(attempt_watch(s, a), a->fd);
 	a->fd = -1;
 	s->hs->in_flight--;
 }
@@ -275,10 +290,18 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
 	/* The first to connect wins; the others are closed. */
 	int fd = a->fd;
 	loop_timer_stop(&a->timer);
-	if (loop_watch_move(l, &a->w, &s->tw, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
-	                    session_target_event, s) < 0) {
-		attempt_failed(a, errno);
-		return;
+	if (w == &s->tw) {
+		w->fn = session_target_event;
+		w->data = s;
+	} else {
+		/* A later attempt won: the one holding the session's watch
+		 * goes first, so that the watch can be taken over. */
+		if (s->tw.fn == on_attempt)
+			close_attempt(s, s->tw.data);
+		if (loop_watch_move(l, &a->w, &s->tw, TARGET_EVENTS, session_target_event, s) < 0) {
+			attempt_failed(a, errno);
+			return;
+		}
 	}
 	a->fd = -1;
 	s->hs->in_flight--;
@@ -337,7 +360,9 @@ static void launch_next(struct session *s)
 		a->addr = idx;
 		a->match = m;
 		loop_timer_init(&a->timer, on_attempt_timeout, a);
-		if (loop_watch_add(&wk->loop, &a->w, fd, EPOLLOUT | EPOLLET, on_attempt, a) < 0) {
+		bool own = loop_watch_active(&s->tw);
+		if (loop_watch_add(&wk->loop, own ? &a->w : &s->tw, fd,
+		                   own ? EPOLLOUT | EPOLLET : TARGET_EVENTS, on_attempt, a) < 0) {
 			close(fd);
 			a->fd = -1;
 			continue;
