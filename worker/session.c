@@ -554,12 +554,6 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	shm_gauge_add(wk->slot, G_CONN_CURRENT, 1);
 	shm_conn_opened(wk->seg);
 	handshake_begin(s);
-	/* The listening sockets defer accepts until the first bytes are in
-	 * (worker.c): read them now, not after another trip through epoll.
-	 * A new socket is writable. */
-	s->c_readable = true;
-	s->c_writable = true;
-	s->on_client(s);
 	return 0;
 }
 

@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,9 +26,6 @@ _Static_assert(PROXYPROTO_TRUST_MAX == SETTINGS_MAX_PROXY_NETS,
                "every list the settings take fits the trust list");
 
 #define ACCEPT_BATCH 64
-/* TCP_DEFER_ACCEPT on the listening sockets, in seconds: the kernel rounds
- * it to one SYN-ACK retransmission. */
-#define LISTEN_DEFER_S 1
 #define ACCEPT_PAUSE_MS 100
 /* Descriptors kept free of sessions and pipes: listeners, control and log
  * pipes, DoH and DNS sockets, extra connection attempts. */
@@ -421,17 +417,8 @@ static int setup(struct worker *wk, const struct worker_args *a)
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < wk->fd_limit)
 		wk->fd_limit = (size_t)rl.rlim_cur;
 	wk->fd_reserve = wk->fd_limit / 4 < FD_RESERVE ? wk->fd_limit / 4 : FD_RESERVE;
-	for (size_t i = 0; i < a->nlisten; i++) {
+	for (size_t i = 0; i < a->nlisten; i++)
 		wk->listeners[wk->nlisteners++].fd = a->listen_fds[i];
-		/* A connection is accepted once its first bytes (the greeting,
-		 * or a balancer's PROXY header) have arrived, so the worker
-		 * wakes once for both and reads at once (session_start).  A
-		 * client that connects and says nothing is accepted when the
-		 * kernel's first SYN-ACK retransmission (after about a second)
-		 * is answered, and meets the handshake timeout from there. */
-		int secs = LISTEN_DEFER_S;
-		(void)setsockopt(a->listen_fds[i], IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof secs);
-	}
 	wk->listen_events = a->exclusive ? EPOLLIN | EPOLLEXCLUSIVE : EPOLLIN;
 	int rc = loop_init(&wk->loop);
 	if (rc < 0)

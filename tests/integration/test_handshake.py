@@ -152,10 +152,9 @@ def test_client_closing_mid_handshake_does_not_disturb_server(proxy, nginx):
 
 
 def test_client_silent_after_connecting_is_served_when_it_speaks(proxy, nginx):
-    # Accepts wait for the first bytes (TCP_DEFER_ACCEPT): a client that
-    # says nothing for longer than that wait is accepted all the same and
-    # served once it speaks; one that connects and closes at once leaves
-    # nothing behind.
+    # A client that says nothing for a while after connecting is served
+    # once it speaks; one that connects and closes at once leaves nothing
+    # behind.
     quiet = connect("127.0.0.1", proxy.port)
     gone = connect("127.0.0.1", proxy.port)
     gone.close()
