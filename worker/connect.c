@@ -215,11 +215,14 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events);
 /* The events a connected target is watched for. */
 #define TARGET_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
 
-/* The first attempt watches its socket through the session's own target
- * watch, registered with the target's events from the start: when it wins
- * (nearly always: one address, or the first of several) the watch only
- * changes hands, without an epoll_ctl.  Attempts started while it is held
- * use their own watch and move to the session's when they win. */
+/* An attempt that is alone (a destination's only address: a literal
+ * address or a name with one; or the last left after the others failed)
+ * watches its socket through the session's own target watch, registered
+ * with the target's events from the start: when it connects the watch only
+ * changes hands, without an epoll_ctl.  Where several attempts may race,
+ * each has its own watch and the winner moves to the session's: an event
+ * of a loser still in this batch then finds its watch closed, never the
+ * winner's. */
 static struct loop_watch *attempt_watch(struct session *s, struct attempt *a)
 {
 	return s->tw.fn == on_attempt && s->tw.data == a ? &s->tw : &a->w;
@@ -293,15 +296,9 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
 	if (w == &s->tw) {
 		w->fn = session_target_event;
 		w->data = s;
-	} else {
-		/* A later attempt won: the one holding the session's watch
-		 * goes first, so that the watch can be taken over. */
-		if (s->tw.fn == on_attempt)
-			close_attempt(s, s->tw.data);
-		if (loop_watch_move(l, &a->w, &s->tw, TARGET_EVENTS, session_target_event, s) < 0) {
-			attempt_failed(a, errno);
-			return;
-		}
+	} else if (loop_watch_move(l, &a->w, &s->tw, TARGET_EVENTS, session_target_event, s) < 0) {
+		attempt_failed(a, errno);
+		return;
 	}
 	a->fd = -1;
 	s->hs->in_flight--;
@@ -360,7 +357,8 @@ static void launch_next(struct session *s)
 		a->addr = idx;
 		a->match = m;
 		loop_timer_init(&a->timer, on_attempt_timeout, a);
-		bool own = loop_watch_active(&s->tw);
+		/* Alone: no other attempt in flight and none to come. */
+		bool own = hs->in_flight || hs->next_addr < hs->naddrs || loop_watch_active(&s->tw);
 		if (loop_watch_add(&wk->loop, own ? &a->w : &s->tw, fd,
 		                   own ? EPOLLOUT | EPOLLET : TARGET_EVENTS, on_attempt, a) < 0) {
 			close(fd);
