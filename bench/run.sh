@@ -2,8 +2,11 @@
 # Side-by-side benchmark on loopback: direct (no proxy), socks5d, Dante 1.4.2
 # (danted) and microsocks 1.0.3, all against one nginx, driven by
 # bench/loadgen.  Run as root (`make bench`, or bench/run.sh); about five
-# minutes, then bench/udp.sh (UDP=0 skips it) and bench/rules.sh (RULES=0
-# skips it), about five more.  It writes:
+# minutes, then bench/udp.sh (UDP=0 skips it), bench/rules.sh (RULES=0
+# skips it), bench/conn.sh with STRACE=1 (the connection cost and its system
+# calls; CONN=0 skips it) and bench/flat.sh (connection cost with 100,000
+# idle sessions held, login cost with 1,000 users; FLAT=0 skips it), about
+# twelve more.  It writes:
 #   build/bench/results.txt   one line per loadgen run (raw loadgen output
 #                             plus the proxy's CPU, memory and descriptors)
 #   build/bench/raw/          every loadgen's stdout/stderr, the proxies' logs
@@ -634,3 +637,5 @@ fi
 cat "$OUT/tables.md"
 [ "${UDP:-1}" = 0 ] || BENCH_CMD=$BENCH_CMD SOCKS5D=$SOCKS5D LOADGEN=$LOADGEN DURATION=$DURATION RUNS=$RUNS UPDATE_DOCS=$UPDATE_DOCS bench/udp.sh
 [ "${RULES:-1}" = 0 ] || bench/rules.sh
+[ "${CONN:-1}" = 0 ] || SOCKS5D=$SOCKS5D DURATION=$DURATION STRACE=1 bench/conn.sh
+[ "${FLAT:-1}" = 0 ] || SOCKS5D=$SOCKS5D DURATION=$DURATION bench/flat.sh

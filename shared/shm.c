@@ -142,12 +142,41 @@ uint64_t shm_settings_read(struct shm_segment *seg, struct settings *out)
 	return gen;
 }
 
+static uint32_t user_hash(const char *name)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 16777619u;
+	return h;
+}
+
+static void index_add(struct shm_segment *seg, int slot)
+{
+	uint32_t i = user_hash(seg->users[slot].name);
+	while (seg->user_index[i & (SHM_USER_INDEX - 1)])
+		i++;
+	seg->user_index[i & (SHM_USER_INDEX - 1)] = (uint16_t)(slot + 1);
+}
+
+/* After a deletion (rare: an administrator's act), the index is rebuilt
+ * rather than patched. */
+static void index_rebuild(struct shm_segment *seg)
+{
+	memset(seg->user_index, 0, sizeof seg->user_index);
+	for (int i = 0; i < SHM_MAX_USERS; i++)
+		if (seg->users[i].used)
+			index_add(seg, i);
+}
+
 static int find_user(struct shm_segment *seg, const char *name)
 {
-	for (int i = 0; i < SHM_MAX_USERS; i++)
-		if (seg->users[i].used && strcmp(seg->users[i].name, name) == 0)
-			return i;
-	return -ENOENT;
+	for (uint32_t i = user_hash(name);; i++) {
+		unsigned e = seg->user_index[i & (SHM_USER_INDEX - 1)];
+		if (!e)
+			return -ENOENT;
+		if (strcmp(seg->users[e - 1].name, name) == 0)
+			return (int)e - 1;
+	}
 }
 
 int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bool admin)
@@ -190,6 +219,7 @@ int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bo
 		for (int d = 0; d < 2; d++)
 			u->bytes_base[d] = shm_user_bytes_sum(seg, (uint32_t)slot, d);
 		u->used = 1;
+		index_add(seg, slot);
 		__atomic_store_n(&u->id, seg->next_user_id++, __ATOMIC_RELAXED);
 		__atomic_store_n(&seg->nusers, seg->nusers + 1, __ATOMIC_RELAXED);
 	}
@@ -207,6 +237,7 @@ int shm_user_del(struct shm_segment *seg, const char *name)
 		__atomic_store_n(&seg->users[slot].id, 0, __ATOMIC_RELAXED);
 		memset(seg->users[slot].hash, 0, SHM_HASH_MAX);
 		__atomic_store_n(&seg->nusers, seg->nusers - 1, __ATOMIC_RELAXED);
+		index_rebuild(seg);
 		seg->users_gen++;
 	}
 	shm_unlock(&seg->users_lock);

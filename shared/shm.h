@@ -33,6 +33,7 @@
 #define SHM_LAYOUT_VERSION 10u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
+#define SHM_USER_INDEX 2048 /* a power of two, at least twice SHM_MAX_USERS */
 #define SHM_USER_NAME_MAX 255 /* RFC 1929 ULEN is one octet */
 #define SHM_HASH_MAX 160
 #define SHM_RULES_MAX 4096
@@ -165,6 +166,9 @@ struct shm_segment {
 	uint64_t next_user_id;
 	uint32_t nusers;
 	struct shm_user users[SHM_MAX_USERS];
+	/* Names to slots (slot + 1, 0: empty), open addressing on a hash of
+	 * the name: a lookup reads one or two slots whatever the table holds. */
+	uint16_t user_index[SHM_USER_INDEX];
 
 	/* Access rules: the rule lines of the configuration file (the other
 	 * lines blanked, so that line numbers hold), published by the master

@@ -210,12 +210,30 @@ static void interleave(struct handshake *hs)
 	memcpy(hs->addrs, v, n * sizeof v[0]);
 }
 
+static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events);
+
+/* The events a connected target is watched for. */
+#define TARGET_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET)
+
+/* An attempt that is alone (a destination's only address: a literal
+ * address or a name with one; or the last left after the others failed)
+ * watches its socket through the session's own target watch, registered
+ * with the target's events from the start: when it connects the watch only
+ * changes hands, without an epoll_ctl.  Where several attempts may race,
+ * each has its own watch and the winner moves to the session's: an event
+ * of a loser still in this batch then finds its watch closed, never the
+ * winner's. */
+static struct loop_watch *attempt_watch(struct session *s, struct attempt *a)
+{
+	return s->tw.fn == on_attempt && s->tw.data == a ? &s->tw : &a->w;
+}
+
 static void close_attempt(struct session *s, struct attempt *a)
 {
 	if (a->fd < 0)
 		return;
 	loop_timer_stop(&a->timer);
-	loop_watch_close(&a->w, a->fd);
+	loop_watch_close(attempt_watch(s, a), a->fd);
 	a->fd = -1;
 	s->hs->in_flight--;
 }
@@ -275,8 +293,10 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
 	/* The first to connect wins; the others are closed. */
 	int fd = a->fd;
 	loop_timer_stop(&a->timer);
-	if (loop_watch_move(l, &a->w, &s->tw, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET,
-	                    session_target_event, s) < 0) {
+	if (w == &s->tw) {
+		w->fn = session_target_event;
+		w->data = s;
+	} else if (loop_watch_move(l, &a->w, &s->tw, TARGET_EVENTS, session_target_event, s) < 0) {
 		attempt_failed(a, errno);
 		return;
 	}
@@ -337,7 +357,10 @@ static void launch_next(struct session *s)
 		a->addr = idx;
 		a->match = m;
 		loop_timer_init(&a->timer, on_attempt_timeout, a);
-		if (loop_watch_add(&wk->loop, &a->w, fd, EPOLLOUT | EPOLLET, on_attempt, a) < 0) {
+		/* Alone: no other attempt in flight and none to come. */
+		bool own = hs->in_flight || hs->next_addr < hs->naddrs || loop_watch_active(&s->tw);
+		if (loop_watch_add(&wk->loop, own ? &a->w : &s->tw, fd,
+		                   own ? EPOLLOUT | EPOLLET : TARGET_EVENTS, on_attempt, a) < 0) {
 			close(fd);
 			a->fd = -1;
 			continue;

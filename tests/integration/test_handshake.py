@@ -151,6 +151,23 @@ def test_client_closing_mid_handshake_does_not_disturb_server(proxy, nginx):
         assert read_reply(s).rep == 0
 
 
+def test_client_silent_after_connecting_is_served_when_it_speaks(proxy, nginx):
+    # A client that says nothing for a while after connecting is served
+    # once it speaks; one that connects and closes at once leaves nothing
+    # behind.
+    quiet = connect("127.0.0.1", proxy.port)
+    gone = connect("127.0.0.1", proxy.port)
+    gone.close()
+    with quiet:
+        time.sleep(2.5)
+        quiet.sendall(greeting((0x00,)))
+        assert recv_exact(quiet, 2) == b"\x05\x00"
+        quiet.sendall(request("127.0.0.1", nginx.port))
+        assert read_reply(quiet).rep == 0
+        quiet.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        assert http_body(read_until_eof(quiet, 10))[1] == nginx.index_body
+
+
 def test_client_reset_mid_handshake_does_not_disturb_server(proxy, nginx):
     import struct
     for _ in range(5):

@@ -212,6 +212,45 @@ static void ids_are_never_reused(void **state)
 	}
 }
 
+/* The name index: every user is found at its own slot through adds,
+ * deletions and re-adds in a full table (probe chains that run past a
+ * deleted entry, names that collide). */
+static void users_found_by_name_through_churn(void **state)
+{
+	struct shm_segment *seg = *state;
+	char name[32];
+	int slot[SHM_MAX_USERS];
+	struct shm_user u;
+	for (int i = 0; i < SHM_MAX_USERS; i++) {
+		snprintf(name, sizeof name, "u%d", i);
+		slot[i] = shm_user_put(seg, name, "h", false);
+		assert_true(slot[i] >= 0);
+	}
+	for (int i = 0; i < SHM_MAX_USERS; i += 3) {
+		snprintf(name, sizeof name, "u%d", i);
+		assert_int_equal(shm_user_del(seg, name), 0);
+	}
+	for (int i = 0; i < SHM_MAX_USERS; i++) {
+		snprintf(name, sizeof name, "u%d", i);
+		if (i % 3 == 0) {
+			assert_int_equal(shm_user_get(seg, name, &u), -ENOENT);
+		} else {
+			assert_int_equal(shm_user_get(seg, name, &u), slot[i]);
+			assert_string_equal(u.name, name);
+		}
+	}
+	for (int i = 0; i < SHM_MAX_USERS; i += 3) {
+		snprintf(name, sizeof name, "v%d", i);
+		int sl = shm_user_put(seg, name, "h", false);
+		assert_true(sl >= 0);
+		assert_int_equal(shm_user_get(seg, name, &u), sl);
+		assert_string_equal(u.name, name);
+	}
+	assert_int_equal(shm_user_count(seg), SHM_MAX_USERS);
+	assert_int_equal(shm_user_get(seg, "u0", &u), -ENOENT);
+	assert_int_equal(shm_user_get(seg, "u1", &u), slot[1]);
+}
+
 static void table_full_is_enospc_and_updates_still_work(void **state)
 {
 	struct shm_segment *seg = *state;
@@ -734,6 +773,7 @@ int main(void)
 		T(delete_makes_the_user_dead_and_readd_gets_a_new_id),
 		T(alive_is_false_for_a_slot_out_of_range_or_a_wrong_id),
 		T(ids_are_never_reused),
+		T(users_found_by_name_through_churn),
 		T(table_full_is_enospc_and_updates_still_work),
 		T(name_length_must_be_1_to_255),
 		T(hash_must_fit_its_field),
