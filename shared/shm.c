@@ -152,10 +152,12 @@ static uint32_t user_hash(const char *name)
 
 static void index_add(struct shm_segment *seg, int slot)
 {
-	uint32_t i = user_hash(seg->users[slot].name);
-	while (seg->user_index[i & (SHM_USER_INDEX - 1)])
-		i++;
-	seg->user_index[i & (SHM_USER_INDEX - 1)] = (uint16_t)(slot + 1);
+	uint32_t h = user_hash(seg->users[slot].name);
+	for (uint32_t n = 0; n < SHM_USER_INDEX; n++)
+		if (!seg->user_index[(h + n) & (SHM_USER_INDEX - 1)]) {
+			seg->user_index[(h + n) & (SHM_USER_INDEX - 1)] = (uint16_t)(slot + 1);
+			return;
+		}
 }
 
 /* After a deletion (rare: an administrator's act), the index is rebuilt
@@ -168,15 +170,20 @@ static void index_rebuild(struct shm_segment *seg)
 			index_add(seg, i);
 }
 
+/* Bounded and checked: the index lives in memory every process can
+ * write, and a damaged one must not hang or mislead the master. */
 static int find_user(struct shm_segment *seg, const char *name)
 {
-	for (uint32_t i = user_hash(name);; i++) {
-		unsigned e = seg->user_index[i & (SHM_USER_INDEX - 1)];
+	uint32_t h = user_hash(name);
+	for (uint32_t n = 0; n < SHM_USER_INDEX; n++) {
+		unsigned e = seg->user_index[(h + n) & (SHM_USER_INDEX - 1)];
 		if (!e)
 			return -ENOENT;
-		if (strcmp(seg->users[e - 1].name, name) == 0)
+		if (e <= SHM_MAX_USERS && seg->users[e - 1].used &&
+		    strcmp(seg->users[e - 1].name, name) == 0)
 			return (int)e - 1;
 	}
+	return -ENOENT;
 }
 
 int shm_user_put(struct shm_segment *seg, const char *name, const char *hash, bool admin)
