@@ -2,7 +2,8 @@
  * relay: the last state of a session — bytes both ways between client and
  * target, through a relay buffer taken from the worker's pool only while
  * bytes are in flight, or zero-copy through a splice(2) pipe once a
- * direction carries bulk data that no dissector needs to see; the
+ * direction carries bulk data that no dissector needs to see, or inside
+ * the kernel once nothing needs to see any (worker/sockmap.c); the
  * credential dissector (worker/sniff.c) watches what is copied; the idle
  * timer ends a silent session.  A session under a rate limit reads no
  * more than the allowance it took from its entries' buckets
@@ -20,6 +21,7 @@
 #include "pipes.h"
 #include "session_int.h"
 #include "sniff.h"
+#include "sockmap.h"
 #include "worker.h"
 
 static void relay(struct session *s);
@@ -397,6 +399,9 @@ static void relay(struct session *s)
 	}
 	if (moved)
 		relay_moved(s, up0, down0);
+	/* From here the kernel may relay alone (sockmap = yes). */
+	if (s->wk->cfg.sockmap)
+		sockmap_try(s);
 }
 
 void relay_moved(struct session *s, uint64_t up0, uint64_t down0)

@@ -38,6 +38,7 @@ struct auth_job;
 struct resolver_query;
 struct udp_assoc;
 struct gss_sess;
+struct sockmap_sess;
 
 /* Greeting (<= 257) + auth (<= 513) + request (<= 262) fit, with room for
  * early data sent before the reply. */
@@ -120,6 +121,7 @@ struct session {
 	bool up_bulk, down_bulk;           /* a read filled the buffer: splice from now on */
 	bool urgent; /* TCP urgent data seen: copy from now on (splice stops at the mark) */
 	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
+	struct sockmap_sess *sm; /* in the kernel relay (worker/sockmap.c), or NULL */
 	bool sniff_wanted;   /* dissector on, state not allocated before the first byte */
 
 	/* One timer, on the list of the current state: handshake, linger or
