@@ -157,6 +157,8 @@ static const struct {
      "Sessions relayed inside the kernel (sockmap = yes)."},
     {M_SOCKMAP_FALLBACKS, "socks5d_sockmap_fallbacks_total",
      "Workers that could not load the kernel relay and relay by splice or copy."},
+    {M_SOCKMAP_HANDBACKS, "socks5d_sockmap_handbacks_total",
+     "Kernel-relayed sessions given back to the worker's relay: a slow reader let bytes pile up."},
     {M_AUTH_FAIL, "socks5d_auth_failures_total", "Username/password authentications failed."},
     {M_NO_METHOD, "socks5d_no_acceptable_method_total",
      "Greetings answered with no acceptable method."},

@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -412,6 +413,21 @@ void relay_moved(struct session *s, uint64_t up0, uint64_t down0)
 		__atomic_store_n(&ub[0], ub[0] + (s->bytes_up - up0), __ATOMIC_RELAXED);
 		__atomic_store_n(&ub[1], ub[1] + (s->bytes_down - down0), __ATOMIC_RELAXED);
 	}
+}
+
+void relay_take_back(struct session *s)
+{
+	/* Copy only: the sockets stay under the kernel relay's program, whose
+	 * bytes wait in the sockets' own queues, which splice would skip. */
+	s->splice = false;
+	s->on_client = s->on_target = relay;
+	s->timer.fn = on_idle_timeout;
+	s->c_readable = s->t_readable = s->c_writable = s->t_writable = true;
+	const uint32_t ev = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
+	(void)loop_watch_mod(&s->wk->loop, &s->cw, ev);
+	(void)loop_watch_mod(&s->wk->loop, &s->tw, ev);
+	relay_touch_idle(s);
+	relay(s);
 }
 
 void relay_enter(struct session *s, session_fn *fn)

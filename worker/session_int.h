@@ -299,6 +299,9 @@ void relay_touch_idle(struct session *s);
 void relay_enter(struct session *s, session_fn *fn);
 /* Bytes relayed since up0/down0: restart the idle timer, count per user. */
 void relay_moved(struct session *s, uint64_t up0, uint64_t down0);
+/* The kernel relay (worker/sockmap.c) gives the session back: the copying
+ * relay goes on from what the sockets hold. */
+void relay_take_back(struct session *s);
 /* Bytes just read from one side, for the credential dissector. */
 void relay_sniff(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n);
 /* Rate limits: the bytes direction d may read now (0: paused, a timer

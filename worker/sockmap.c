@@ -26,29 +26,48 @@
 /* Sockets per worker's maps at most: a worker with a larger descriptor
  * limit keeps its further sessions on splice. */
 #define SOCKMAP_SOCKETS_MAX (1u << 18)
-/* How soon a FIN looks again whether the bytes before it have left. */
-#define SOCKMAP_DRAIN_MS 1
+/* How soon a FIN, or a session handed back, looks again whether the
+ * bytes queued for the peer have left; the wait doubles up to the maximum
+ * while they have not. */
+#define SOCKMAP_POLL_MS 1
+#define SOCKMAP_POLL_MAX_MS 64
+/* Bytes read from one socket and not yet written to its peer above which
+ * the session goes back to the worker's relay (the program reports every
+ * 2 MiB a socket reads).  Taking a socket out of the program instead
+ * would be racy: a segment that arrives while it is being taken out is
+ * dropped by the kernel. */
+#define SOCKMAP_HOLD_BYTES (4u << 20)
 
 /* As bpf/relay.bpf.c. */
 struct sockmap_peer {
 	uint64_t peer;
 	uint64_t bytes;
+	uint64_t owner;
 };
 
 /* The worker process's program and maps (one worker per process). */
 static struct {
 	struct relay_bpf *skel;
-	int socks, dests, peers; /* map descriptors */
-	bool tried;              /* a load was tried: skel says how it went */
-} km = {NULL, -1, -1, -1, false};
+	int socks, dests, peers, held; /* map descriptors */
+	struct ring_buffer *marks;
+	struct loop_watch marks_w;
+	bool tried; /* a load was tried: skel says how it went */
+} km = {NULL, -1, -1, -1, -1, NULL, {0}, false};
 
 /* A session in the kernel relay; index 0 is the client, 1 the target. */
 struct sockmap_sess {
-	struct loop_timer drain; /* a FIN waits for the bytes before it */
+	struct loop_timer poll; /* a FIN or the hand-back waits for bytes to leave */
+	uint32_t poll_ms;
+	bool held;        /* bytes stay with their socket: going back to the worker */
+	bool handed_back; /* the worker's relay has it (the sockets stay in the maps) */
 	uint64_t cookie[2];
 	uint64_t base[2]; /* bytes written to each socket before it went in */
 	uint64_t seen[2]; /* bytes read from each socket, as last counted */
+	uint64_t out[2];  /* bytes written to each socket, at the last idle look */
 };
+
+static int on_mark(void *ctx, void *data, size_t size);
+static void on_marks(struct loop *l, struct loop_watch *w, uint32_t events);
 
 static int quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
@@ -58,7 +77,7 @@ static int quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
 	return 0;
 }
 
-static int km_load(const struct worker *wk, const char **what)
+static int km_load(struct worker *wk, const char **what)
 {
 	libbpf_set_print(quiet);
 	*what = "open";
@@ -73,6 +92,8 @@ static int km_load(const struct worker *wk, const char **what)
 		rc = bpf_map__set_max_entries(km.skel->maps.dests, max);
 	if (!rc)
 		rc = bpf_map__set_max_entries(km.skel->maps.peers, max);
+	if (!rc)
+		rc = bpf_map__set_max_entries(km.skel->maps.held, max);
 	*what = "load";
 	if (!rc)
 		rc = relay_bpf__load(km.skel);
@@ -81,11 +102,22 @@ static int km_load(const struct worker *wk, const char **what)
 		km.socks = bpf_map__fd(km.skel->maps.socks);
 		km.dests = bpf_map__fd(km.skel->maps.dests);
 		km.peers = bpf_map__fd(km.skel->maps.peers);
+		km.held = bpf_map__fd(km.skel->maps.held);
 		rc = bpf_prog_attach(bpf_program__fd(km.skel->progs.relay_verdict), km.socks,
 		                     BPF_SK_SKB_VERDICT, 0);
 	}
+	if (!rc) {
+		*what = "ring buffer";
+		int fd = bpf_map__fd(km.skel->maps.marks);
+		km.marks = ring_buffer__new(fd, on_mark, NULL, NULL);
+		rc = km.marks ? loop_watch_add(&wk->loop, &km.marks_w, fd, EPOLLIN,
+		                               on_marks, NULL)
+		              : -errno;
+	}
 	if (rc) {
 		rc = rc < 0 ? rc : -EINVAL;
+		ring_buffer__free(km.marks);
+		km.marks = NULL;
 		relay_bpf__destroy(km.skel);
 		km.skel = NULL;
 	}
@@ -142,12 +174,13 @@ static void km_remove(const uint64_t cookie[2])
 		(void)bpf_map_delete_elem(km.socks, &cookie[i]);
 		(void)bpf_map_delete_elem(km.dests, &cookie[i]);
 		(void)bpf_map_delete_elem(km.peers, &cookie[i]);
+		(void)bpf_map_delete_elem(km.held, &cookie[i]);
 	}
 }
 
 /* Both sockets in: first where bytes may be sent, then their routes, then
  * under the program.  0 or a negative errno (nothing left in the maps). */
-static int km_add(const int fd[2], uint64_t cookie[2])
+static int km_add(const int fd[2], uint64_t cookie[2], struct session *owner)
 {
 	for (int i = 0; i < 2; i++) {
 		socklen_t len = sizeof cookie[i];
@@ -160,7 +193,7 @@ static int km_add(const int fd[2], uint64_t cookie[2])
 		rc = bpf_map_update_elem(km.dests, &cookie[i], &v, BPF_NOEXIST);
 	}
 	for (int i = 0; i < 2 && !rc; i++) {
-		struct sockmap_peer p = {cookie[1 - i], 0};
+		struct sockmap_peer p = {cookie[1 - i], 0, (uint64_t)(uintptr_t)owner};
 		rc = bpf_map_update_elem(km.peers, &cookie[i], &p, BPF_NOEXIST);
 	}
 	for (int i = 0; i < 2 && !rc; i++) {
@@ -201,6 +234,9 @@ static bool pass_fin(struct session *s, int i)
 	struct sockmap_sess *sm = s->sm;
 	int src = i ? s->tfd : s->cfd, dst = i ? s->cfd : s->tfd;
 	bool *shut = i ? &s->c_shut : &s->t_shut;
+	/* Held: the worker's relay passes the FIN on, after the bytes. */
+	if (sm->held)
+		return false;
 	/* The verdict runs under the source's socket lock: once a call has
 	 * held that lock, the bytes that came before the FIN are counted. */
 	struct tcp_info ti;
@@ -241,14 +277,89 @@ static void sockmap_relay(struct session *s)
 		session_finalize(s);
 		return;
 	}
-	if (waiting && !loop_timer_active(&sm->drain))
-		loop_timer_start_at(&s->wk->misc_tl, &sm->drain, s->wk->loop.now + SOCKMAP_DRAIN_MS);
+	if (waiting && !loop_timer_active(&sm->poll)) {
+		sm->poll_ms = SOCKMAP_POLL_MS;
+		loop_timer_start_at(&s->wk->misc_tl, &sm->poll, s->wk->loop.now + sm->poll_ms);
+	}
 }
 
-static void on_drain(struct loop *l, struct loop_timer *t)
+/* Bytes read from socket i (as counted) not yet written to its peer. */
+static int64_t queued(struct session *s, int i)
+{
+	struct sockmap_sess *sm = s->sm;
+	uint64_t out;
+	if (written(i ? s->cfd : s->tfd, &out) < 0)
+		return 0;
+	return (int64_t)(counted(sm->cookie[i]) - (out - sm->base[1 - i]));
+}
+
+static void on_poll(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
-	sockmap_relay(t->data);
+	struct session *s = t->data;
+	struct sockmap_sess *sm = s->sm;
+	uint32_t ms = sm->poll_ms;
+	if (sm->held) {
+		/* Once every redirected byte has left, what the sockets kept
+		 * comes after it: the worker's relay takes over, copying (its
+		 * reads go through the sockets' own queues; splice would not). */
+		if (queued(s, 0) <= 0 && queued(s, 1) <= 0) {
+			collect(s);
+			sm->held = false;
+			sm->handed_back = true;
+			loop_timer_stop(&sm->poll);
+			relay_take_back(s);
+			return;
+		}
+	} else {
+		sockmap_relay(s);
+		if (s->cfd < 0 || !loop_timer_active(&sm->poll))
+			return;
+	}
+	loop_timer_stop(&sm->poll);
+	sm->poll_ms = ms * 2 < SOCKMAP_POLL_MAX_MS ? ms * 2 : SOCKMAP_POLL_MAX_MS;
+	loop_timer_start_at(&s->wk->misc_tl, &sm->poll, s->wk->loop.now + sm->poll_ms);
+}
+
+/* The program says socket `cookie` read another 2 MiB: when too much of
+ * it waits for the peer, both sockets keep their bytes from now on, and
+ * the session goes back to the worker's relay once the queued ones are
+ * out. */
+static int on_mark(void *ctx, void *data, size_t size)
+{
+	(void)ctx;
+	uint64_t cookie;
+	struct sockmap_peer p;
+	if (size < sizeof cookie)
+		return 0;
+	memcpy(&cookie, data, sizeof cookie);
+	if (bpf_map_lookup_elem(km.peers, &cookie, &p) < 0)
+		return 0; /* the session has ended */
+	struct session *s = (struct session *)(uintptr_t)p.owner;
+	struct sockmap_sess *sm = s->sm;
+	int i = cookie == sm->cookie[1];
+	if (sm->held || sm->handed_back || queued(s, i) <= (int64_t)SOCKMAP_HOLD_BYTES)
+		return 0;
+	uint32_t one = 1;
+	for (int k = 0; k < 2; k++)
+		if (bpf_map_update_elem(km.held, &sm->cookie[k], &one, BPF_ANY) < 0) {
+			session_finalize(s);
+			return 0;
+		}
+	sm->held = true;
+	shm_count(s->wk->slot, M_SOCKMAP_HANDBACKS, 1);
+	loop_timer_stop(&sm->poll);
+	sm->poll_ms = SOCKMAP_POLL_MS;
+	loop_timer_start_at(&s->wk->misc_tl, &sm->poll, s->wk->loop.now + sm->poll_ms);
+	return 0;
+}
+
+static void on_marks(struct loop *l, struct loop_watch *w, uint32_t events)
+{
+	(void)l;
+	(void)w;
+	(void)events;
+	(void)ring_buffer__consume(km.marks);
 }
 
 /* The idle timer: bytes moved since it was set restart it. */
@@ -256,8 +367,18 @@ static void on_idle(struct loop *l, struct loop_timer *t)
 {
 	(void)l;
 	struct session *s = t->data;
-	if (!collect(s))
+	struct sockmap_sess *sm = s->sm;
+	/* Bytes still leaving for a slow reader count as activity too. */
+	uint64_t out[2] = {sm->out[0], sm->out[1]};
+	(void)written(s->cfd, &out[0]);
+	(void)written(s->tfd, &out[1]);
+	bool wrote = out[0] != sm->out[0] || out[1] != sm->out[1];
+	sm->out[0] = out[0];
+	sm->out[1] = out[1];
+	if (!collect(s) && !wrote)
 		session_timed_out(s, M_IDLE_TIMEOUT, "idle");
+	else if (wrote)
+		relay_touch_idle(s);
 }
 
 bool sockmap_try(struct session *s)
@@ -274,12 +395,14 @@ bool sockmap_try(struct session *s)
 		return false;
 	int fd[2] = {s->cfd, s->tfd};
 	if (written(s->cfd, &sm->base[0]) < 0 || written(s->tfd, &sm->base[1]) < 0 ||
-	    km_add(fd, sm->cookie) < 0) {
+	    km_add(fd, sm->cookie, s) < 0) {
 		free(sm);
 		return false;
 	}
 	s->sm = sm;
-	loop_timer_init(&sm->drain, on_drain, s);
+	sm->out[0] = sm->base[0];
+	sm->out[1] = sm->base[1];
+	loop_timer_init(&sm->poll, on_poll, s);
 	s->timer.fn = on_idle;
 	s->on_client = s->on_target = sockmap_relay;
 	/* Bytes no longer wake the worker: only EOF and errors do. */
@@ -302,7 +425,7 @@ void sockmap_session_end(struct session *s)
 		return;
 	collect(s);
 	km_remove(sm->cookie);
-	loop_timer_stop(&sm->drain);
+	loop_timer_stop(&sm->poll);
 	free(sm);
 	s->sm = NULL;
 }
