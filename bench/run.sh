@@ -3,7 +3,8 @@
 # (danted) and microsocks 1.0.3, all against one nginx, driven by
 # bench/loadgen.  Run as root (`make bench`, or bench/run.sh); about five
 # minutes, then bench/udp.sh (UDP=0 skips it) and bench/rules.sh (RULES=0
-# skips it), about five more.  It writes:
+# skips it), about five more, and bench/sockmap.sh (SOCKMAP=0 skips it),
+# about three.  It writes:
 #   build/bench/results.txt   one line per loadgen run (raw loadgen output
 #                             plus the proxy's CPU, memory and descriptors)
 #   build/bench/raw/          every loadgen's stdout/stderr, the proxies' logs
@@ -634,3 +635,5 @@ fi
 cat "$OUT/tables.md"
 [ "${UDP:-1}" = 0 ] || BENCH_CMD=$BENCH_CMD SOCKS5D=$SOCKS5D LOADGEN=$LOADGEN DURATION=$DURATION RUNS=$RUNS UPDATE_DOCS=$UPDATE_DOCS bench/udp.sh
 [ "${RULES:-1}" = 0 ] || bench/rules.sh
+# The relays side by side (copy, splice, sockmap), machine CPU per GB.
+[ "${SOCKMAP:-1}" = 0 ] || [ "$(id -u)" != 0 ] || UPDATE_DOCS=$UPDATE_DOCS bench/sockmap.sh
