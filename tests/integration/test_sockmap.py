@@ -84,6 +84,23 @@ def test_upload_and_download_byte_identical_through_the_kernel(socks5d):
         src.close()
 
 
+def test_splice_off_keeps_sessions_on_the_copying_relay(socks5d):
+    """sockmap = yes applies only where splice would: with splice = no
+    every byte is copied by the worker."""
+    p = start(socks5d, *BASE, "--no-splice")
+    data = os.urandom(4 << 20)
+    src = ThreadedTarget(send_then_close(data))
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", src.port)
+        with s:
+            assert read_until_eof(s, 20) == data
+        p.wait_log(lambda f: len(f) == 15 and f[2] == "A")
+        assert metric(p, "socks5d_sockmap_sessions_total") == 0
+        assert metric(p, "socks5d_bytes_spliced_total") == 0
+    finally:
+        src.close()
+
+
 def test_half_close_by_the_client_first(socks5d):
     """The client shuts its sending down; the target reads to EOF, then
     answers (its bytes still go through the kernel) and closes."""
