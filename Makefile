@@ -7,14 +7,15 @@ CC      ?= cc
 VERSION := 0.1.0
 
 WARN    := -Wall -Wextra -Wshadow -Wformat=2 -Wundef -Werror
-CSTD    := -std=c11 -D_GNU_SOURCE $(shell pkg-config --cflags krb5-gssapi) -DSOCKS5D_VERSION='"$(VERSION)"'
+CSTD    := -std=c11 -D_GNU_SOURCE $(shell pkg-config --cflags krb5-gssapi) -DSOCKS5D_VERSION='"$(VERSION)"' \
+           -Ibuild/bpf
 DEPFLAGS = -MMD -MP
 # Release hardening, as Debian's dpkg-buildflags: fortified libc calls, a
 # stack protector, and relocations read-only after start (full RELRO).
 REL_CFLAGS  := -O2 -g -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 REL_LDFLAGS := -Wl,-z,relro -Wl,-z,now
 TEST_CFLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-LIBS    := -lcares -lcurl -lcrypt -lcrypto $(shell pkg-config --libs krb5-gssapi krb5) -pthread
+LIBS    := -lcares -lcurl -lcrypt -lcrypto $(shell pkg-config --libs krb5-gssapi krb5) -lbpf -pthread
 
 CORE_SRC   := $(wildcard shared/*.c worker/*.c admin/*.c)
 MASTER_SRC := $(wildcard master/*.c)
@@ -76,6 +77,19 @@ build/pipoClient: $(REL_CLIENT)
 
 build/test/pipoClient: $(TEST_CLIENT)
 	$(CC) $(TEST_CFLAGS) -o $@ $^ $(CLIENT_LIBS)
+
+# The kernel relay's BPF program (bpf/relay.bpf.c), built with clang's BPF
+# target and embedded in socks5d as a libbpf skeleton (worker/sockmap.c).
+BPF_CFLAGS := -O2 -g -Wall -Werror -I/usr/include/$(shell $(CC) -dumpmachine)
+build/bpf/relay.bpf.o: bpf/relay.bpf.c
+	@mkdir -p build/bpf
+	clang -target bpf $(BPF_CFLAGS) -c $< -o $@
+
+build/bpf/relay.skel.h: build/bpf/relay.bpf.o
+	bpftool gen skeleton $< name relay_bpf > $@.tmp && mv $@.tmp $@
+
+build/release/worker/sockmap.o build/test/worker/sockmap.o build/fuzz/obj/worker/sockmap.o: \
+    build/bpf/relay.skel.h
 
 build/release/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -153,7 +167,7 @@ check-vm:
 	@./tests/vm/run.sh
 
 # The code must stay warning-free under clang too.
-clang-check:
+clang-check: build/bpf/relay.skel.h
 	@for f in $(CORE_SRC) $(MASTER_SRC) $(CLIENT_SRC) bench/loadgen.c; do \
 	  clang $(CSTD) $(WARN) -fsyntax-only $$f || exit 1; done
 	@clang $(CSTD) $(WARN) -fsyntax-only bench/rules.c

@@ -25,6 +25,9 @@ PKGS="$PKGS systemd man-db"
 # the tests run nc (netcat-openbsd: -N) under Dante's socksify.
 PKGS="$PKGS libkrb5-dev krb5-kdc krb5-admin-server krb5-user python3-gssapi
 dpkg-dev autoconf automake libtool libtool-bin flex bison netcat-openbsd"
+# The kernel relay (sockmap = yes): libbpf and bpftool, which embeds the
+# BPF program that clang's BPF target builds as a skeleton.
+PKGS="$PKGS libbpf-dev bpftool"
 missing=""
 for p in $PKGS; do
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then

@@ -113,6 +113,10 @@ const struct setting_desc settings_table[] = {
     {"splice", SETTING_BOOL, 0, F(splice), 0, 1, NULL, "yes", NULL, 0, "yes|no",
      "relay bulk directions with splice(2) when nothing inspects the bytes", SETTING_RUNTIME,
      false, {"no-splice", 0, "no"}, PIPO_Q_SPLICE, PIPO_M_SPLICE},
+    {"sockmap", SETTING_BOOL, 0, F(sockmap), 0, 1, NULL, "no", NULL, 0, "yes|no",
+     "relay established sessions inside the kernel (BPF sockmap) when nothing inspects the "
+     "bytes and splice is on; needs CAP_BPF, else splice",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
     {"pipe-size", SETTING_U32, SETTING_UNIT_BYTES, F(pipe_size), 4096, 1048576, NULL, "1048576",
      NULL, 0, "BYTES", "splice pipe per busy direction", SETTING_RUNTIME, false, {0},
      PIPO_Q_PIPE_SIZE, PIPO_M_PIPE_SIZE},

@@ -59,6 +59,7 @@ struct settings {
 	uint8_t idle_cleanup;
 	uint8_t dissectors;
 	uint8_t splice; /* zero-copy relay through pipes when nothing inspects the bytes */
+	uint8_t sockmap; /* kernel-only relay (BPF sockmap) when nothing inspects the bytes */
 	uint8_t accept; /* enum accept_mode */
 	uint8_t anonymous; /* enum anon_policy */
 	uint8_t log_level; /* enum log_level */

@@ -71,6 +71,9 @@ enum shm_counter {
 	M_DOH_OUTAGES,      /* DoH endpoint found unusable (one per outage) */
 	M_DNS_TIMEOUTS,     /* lookups that ran out of time */
 	M_BYTES_SPLICED,    /* relayed bytes sent out of a pipe (zero-copy), both ways */
+	M_SOCKMAP_SESSIONS, /* sessions handed to the kernel relay (worker/sockmap.c) */
+	M_SOCKMAP_FALLBACKS, /* workers whose kernel relay could not load */
+	M_SOCKMAP_HANDBACKS, /* kernel-relayed sessions given back to the worker: bytes piled up */
 	M_AUTH_DELAYED,     /* logins held by the failure back-off */
 	M_AUTH_EVICTED,     /* queued password checks dropped for another source's */
 	M_AUTH_BACKOFF_FULL, /* back-off records replaced while they still held failures */

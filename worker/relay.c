@@ -2,7 +2,8 @@
  * relay: the last state of a session — bytes both ways between client and
  * target, through a relay buffer taken from the worker's pool only while
  * bytes are in flight, or zero-copy through a splice(2) pipe once a
- * direction carries bulk data that no dissector needs to see; the
+ * direction carries bulk data that no dissector needs to see, or inside
+ * the kernel once nothing needs to see any (worker/sockmap.c); the
  * credential dissector (worker/sniff.c) watches what is copied; the idle
  * timer ends a silent session.  A session under a rate limit reads no
  * more than the allowance it took from its entries' buckets
@@ -13,6 +14,7 @@
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -20,6 +22,7 @@
 #include "pipes.h"
 #include "session_int.h"
 #include "sniff.h"
+#include "sockmap.h"
 #include "worker.h"
 
 static void relay(struct session *s);
@@ -397,6 +400,9 @@ static void relay(struct session *s)
 	}
 	if (moved)
 		relay_moved(s, up0, down0);
+	/* From here the kernel may relay alone (sockmap = yes). */
+	if (s->wk->cfg.sockmap)
+		sockmap_try(s);
 }
 
 void relay_moved(struct session *s, uint64_t up0, uint64_t down0)
@@ -407,6 +413,21 @@ void relay_moved(struct session *s, uint64_t up0, uint64_t down0)
 		__atomic_store_n(&ub[0], ub[0] + (s->bytes_up - up0), __ATOMIC_RELAXED);
 		__atomic_store_n(&ub[1], ub[1] + (s->bytes_down - down0), __ATOMIC_RELAXED);
 	}
+}
+
+void relay_take_back(struct session *s)
+{
+	/* Copy only: the sockets stay under the kernel relay's program, whose
+	 * bytes wait in the sockets' own queues, which splice would skip. */
+	s->splice = false;
+	s->on_client = s->on_target = relay;
+	s->timer.fn = on_idle_timeout;
+	s->c_readable = s->t_readable = s->c_writable = s->t_writable = true;
+	const uint32_t ev = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI | EPOLLET;
+	(void)loop_watch_mod(&s->wk->loop, &s->cw, ev);
+	(void)loop_watch_mod(&s->wk->loop, &s->tw, ev);
+	relay_touch_idle(s);
+	relay(s);
 }
 
 void relay_enter(struct session *s, session_fn *fn)

@@ -25,6 +25,7 @@
 #include "gssapi.h"
 #include "session_int.h"
 #include "sniff.h"
+#include "sockmap.h"
 #include "udp.h"
 #include "worker.h"
 
@@ -441,6 +442,7 @@ void session_finalize(struct session *s)
 		s->rep = SOCKS5_REP_GENERAL_FAILURE;
 		shm_count(wk->slot, (enum shm_counter)(M_REPLY_0 + s->rep), 1);
 	}
+	sockmap_session_end(s); /* its bytes counted before the log */
 	if (s->requested)
 		access_log(s);
 	if (s->phase == PH_RELAY || s->phase == PH_UDP) {

@@ -38,6 +38,7 @@ struct auth_job;
 struct resolver_query;
 struct udp_assoc;
 struct gss_sess;
+struct sockmap_sess;
 
 /* Greeting (<= 257) + auth (<= 513) + request (<= 262) fit, with room for
  * early data sent before the reply. */
@@ -120,6 +121,7 @@ struct session {
 	bool up_bulk, down_bulk;           /* a read filled the buffer: splice from now on */
 	bool urgent; /* TCP urgent data seen: copy from now on (splice stops at the mark) */
 	struct sniff *sniff; /* credential dissector; NULL once it has nothing to find */
+	struct sockmap_sess *sm; /* in the kernel relay (worker/sockmap.c), or NULL */
 	bool sniff_wanted;   /* dissector on, state not allocated before the first byte */
 
 	/* One timer, on the list of the current state: handshake, linger or
@@ -301,6 +303,9 @@ void relay_touch_idle(struct session *s);
 void relay_enter(struct session *s, session_fn *fn);
 /* Bytes relayed since up0/down0: restart the idle timer, count per user. */
 void relay_moved(struct session *s, uint64_t up0, uint64_t down0);
+/* The kernel relay (worker/sockmap.c) gives the session back: the copying
+ * relay goes on from what the sockets hold. */
+void relay_take_back(struct session *s);
 /* Bytes just read from one side, for the credential dissector. */
 void relay_sniff(struct session *s, enum sniff_dir dir, const uint8_t *p, size_t n);
 /* Rate limits: the bytes direction d may read now (0: paused, a timer

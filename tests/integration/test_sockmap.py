@@ -1,0 +1,350 @@
+"""The kernel-only relay (sockmap = yes, worker/sockmap.c, bpf/relay.bpf.c):
+an established session's two sockets go into the worker's BPF socket hash
+and a stream verdict program sends each side's bytes out of the other.
+Checked black-box: transfers stay byte-identical both ways, half-closes
+pass in either order, many sessions run at once, the access log and the
+metrics count the bytes, the idle timeout still ends a silent session (and
+not a busy one), a worker without CAP_BPF says so once and splices, and a
+session a dissector still reads is not handed to the kernel.  The
+socks5d_sockmap_sessions_total metric proves which relay carried a session."""
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+from mail_servers import USERS, AuthNginx
+from s5lib import (ThreadedTarget, free_port, hash_sink_handler, read_until_eof, recv_exact,
+                   socks_connect_ok)
+
+BASE = ("--anonymous", "always", "--sockmap", "yes", "--no-dissectors")
+# Loading the program takes CAP_BPF, and the fallback test drops it from
+# the bounding set (CAP_SETPCAP): both need root.
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the kernel relay needs root (CAP_BPF)")
+
+
+def start(socks5d, *args, workers=1):
+    mport = free_port()
+    p = socks5d(*args, "--metrics", "127.0.0.1:%d" % mport, workers=workers)
+    p.mport = mport
+    return p
+
+
+def metric(p, name):
+    s = socket.create_connection(("127.0.0.1", p.mport), timeout=5)
+    with s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+        text = read_until_eof(s, 5).decode()
+    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    assert m, "no %s in the metrics" % name
+    return int(m.group(1))
+
+
+def a_line(p, client_port, timeout=10.0):
+    return p.wait_log(lambda f: len(f) == 15 and f[2] == "A" and f[4] == str(client_port),
+                      timeout=timeout)[0]
+
+
+def send_then_close(data):
+    def handler(c, a):
+        c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        c.recv(1)  # until the proxy closes
+    return handler
+
+
+def test_upload_and_download_byte_identical_through_the_kernel(socks5d):
+    p = start(socks5d, *BASE)
+    data = os.urandom(8 << 20)
+    sink = ThreadedTarget(hash_sink_handler)
+    src = ThreadedTarget(send_then_close(data))
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", sink.port)
+        with s:
+            up_port = s.getsockname()[1]
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            reply = read_until_eof(s, 30)
+        assert reply == ("%s %d\n" % (hashlib.sha256(data).hexdigest(), len(data))).encode()
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", src.port)
+        with s:
+            down_port = s.getsockname()[1]
+            got = read_until_eof(s, 30)
+        assert got == data
+        # The access log counts what the kernel moved, exactly.
+        f = a_line(p, up_port)
+        assert (int(f[8]), int(f[9])) == (len(data), len(reply)), f
+        f = a_line(p, down_port)
+        assert (int(f[8]), int(f[9])) == (0, len(data)), f
+        assert metric(p, "socks5d_sockmap_sessions_total") == 2
+        assert metric(p, "socks5d_bytes_spliced_total") == 0
+        assert metric(p, "socks5d_sockmap_fallbacks_total") == 0
+    finally:
+        sink.close()
+        src.close()
+
+
+def test_splice_off_keeps_sessions_on_the_copying_relay(socks5d):
+    """sockmap = yes applies only where splice would: with splice = no
+    every byte is copied by the worker."""
+    p = start(socks5d, *BASE, "--no-splice")
+    data = os.urandom(4 << 20)
+    src = ThreadedTarget(send_then_close(data))
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", src.port)
+        with s:
+            assert read_until_eof(s, 20) == data
+        p.wait_log(lambda f: len(f) == 15 and f[2] == "A")
+        assert metric(p, "socks5d_sockmap_sessions_total") == 0
+        assert metric(p, "socks5d_bytes_spliced_total") == 0
+    finally:
+        src.close()
+
+
+def test_half_close_by_the_client_first(socks5d):
+    """The client shuts its sending down; the target reads to EOF, then
+    answers (its bytes still go through the kernel) and closes."""
+    p = start(socks5d, *BASE)
+    tail = os.urandom(300000)
+
+    def echo_then_tail(c, a):
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            c.sendall(d)
+        c.sendall(tail)
+        c.shutdown(socket.SHUT_WR)
+
+    t = ThreadedTarget(echo_then_tail)
+    try:
+        for _ in range(5):  # the FIN races the kernel's send: several rounds
+            s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+            with s:
+                for i in range(3):
+                    s.sendall(b"ping%d" % i)
+                    assert recv_exact(s, 5, 5) == b"ping%d" % i
+                s.shutdown(socket.SHUT_WR)
+                assert read_until_eof(s, 10) == tail
+        assert metric(p, "socks5d_sockmap_sessions_total") == 5
+    finally:
+        t.close()
+
+
+def test_half_close_by_the_target_first(socks5d):
+    """The target sends and shuts its sending down, then reads what the
+    client sends after it saw the EOF."""
+    p = start(socks5d, *BASE)
+    first, second = os.urandom(2 << 20), os.urandom(2 << 20)
+    got = {}
+
+    def send_then_read(c, a):
+        c.sendall(first)
+        c.shutdown(socket.SHUT_WR)
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        got["h"], got["n"] = h.hexdigest(), n
+
+    t = ThreadedTarget(send_then_read)
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        with s:
+            assert read_until_eof(s, 20) == first
+            s.sendall(second)
+            s.shutdown(socket.SHUT_WR)
+            assert read_until_eof(s, 20) == b""
+        end = time.monotonic() + 10
+        while "n" not in got and time.monotonic() < end:
+            time.sleep(0.05)
+        assert got.get("n") == len(second) and got["h"] == hashlib.sha256(second).hexdigest()
+        assert metric(p, "socks5d_sockmap_sessions_total") == 1
+    finally:
+        t.close()
+
+
+def test_many_sessions_at_once(socks5d):
+    p = start(socks5d, *BASE, workers=2)
+    sink = ThreadedTarget(hash_sink_handler)
+    n, size = 40, 1 << 20
+    errors = []
+    go = threading.Barrier(n)
+
+    def one(i):
+        try:
+            data = os.urandom(size)
+            s, _ = socks_connect_ok(p.port, "127.0.0.1", sink.port)
+            with s:
+                go.wait(20)
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                want = ("%s %d\n" % (hashlib.sha256(data).hexdigest(), size)).encode()
+                r = read_until_eof(s, 30)
+                if r != want:
+                    errors.append((i, r))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append((i, e))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert not errors, errors[:3]
+        assert metric(p, "socks5d_sockmap_sessions_total") == n
+        lines = p.wait_log(lambda f: len(f) == 15 and f[2] == "A", count=n)
+        assert all(int(f[8]) == size for f in lines), [f[8] for f in lines]
+    finally:
+        sink.close()
+
+
+def test_idle_timeout_closes_a_silent_session_but_not_a_busy_one(socks5d):
+    p = start(socks5d, *BASE, "--idle-timeout", "1")
+
+    def echo(c, a):
+        while True:
+            d = c.recv(65536)
+            if not d:
+                return
+            c.sendall(d)
+
+    t = ThreadedTarget(echo)
+    try:
+        busy, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        silent, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        with busy, silent:
+            silent.sendall(b"x")
+            assert recv_exact(silent, 1, 5) == b"x"
+            silent_port = silent.getsockname()[1]
+            # Bytes every 0.3 s for 3.5 s: only the BPF counters see them.
+            for i in range(12):
+                busy.sendall(b"%03d" % i)
+                assert recv_exact(busy, 3, 5) == b"%03d" % i
+                time.sleep(0.3)
+            assert read_until_eof(silent, 10) == b""
+            f = a_line(p, silent_port)
+            assert (int(f[8]), int(f[9])) == (1, 1), f
+        assert metric(p, "socks5d_sockmap_sessions_total") == 2
+        assert metric(p, "socks5d_idle_timeouts_total") >= 1
+    finally:
+        t.close()
+
+
+def test_without_cap_bpf_says_so_once_and_splices(socks5d):
+    """A worker that may not load BPF programs (CAP_BPF and CAP_SYS_ADMIN
+    out of its bounding set) warns once, counts it, and splices."""
+    prefix = ["setpriv", "--bounding-set", "-bpf,-sys_admin,-perfmon", "--"]
+    mport = free_port()
+    p = socks5d(*BASE, "--metrics", "127.0.0.1:%d" % mport, workers=1, prefix=prefix)
+    p.mport = mport
+    data = os.urandom(4 << 20)
+    src = ThreadedTarget(send_then_close(data))
+    try:
+        for _ in range(3):
+            s, _ = socks_connect_ok(p.port, "127.0.0.1", src.port)
+            with s:
+                assert read_until_eof(s, 20) == data
+        p.wait_log(lambda f: len(f) == 15 and f[2] == "A", count=3)
+        warns = [l for l in p.stderr_text().splitlines() if "sockmap relay unavailable" in l]
+        assert len(warns) == 1, p.stderr_text()[-2000:]
+        assert "relaying by splice" in warns[0]
+        assert metric(p, "socks5d_sockmap_fallbacks_total") == 1
+        assert metric(p, "socks5d_sockmap_sessions_total") == 0
+        assert metric(p, "socks5d_bytes_spliced_total") > 0
+    finally:
+        src.close()
+
+
+@pytest.fixture(scope="module")
+def web():
+    n = AuthNginx()
+    yield n
+    n.close()
+
+
+def test_session_stays_with_the_dissector_while_it_looks(socks5d, web):
+    """Dissectors on: two requests with credentials on one keep-alive
+    connection give two records, so the second request's bytes were read
+    by the worker, not sent on by the kernel."""
+    p = start(socks5d, "--anonymous", "always", "--sockmap", "yes")
+    base = "http://127.0.0.1:%d/private/" % web.port
+    r = subprocess.run(["curl", "-sS", "--max-time", "20", "-x", "socks5://127.0.0.1:%d" % p.port,
+                        "-u", "bob:" + USERS["bob"], base + "b.txt", base + "a.txt"],
+                       capture_output=True, timeout=40)
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == [b"secret page a", b"secret page b"], r.stdout
+    p.wait_log(lambda f: len(f) == 15 and f[2] == "A" and f[6] == str(web.port))
+    recs = [l for l in p.log_lines() if l.split("\t")[2:3] == ["P"]]
+    assert len(recs) == 2, recs
+    assert metric(p, "socks5d_sockmap_sessions_total") == 0
+
+
+def test_session_goes_to_the_kernel_once_the_dissector_is_done(socks5d):
+    """Dissectors on, but bytes no dissector knows: the dissector gives up
+    on them and the session is handed to the kernel."""
+    p = start(socks5d, "--anonymous", "always", "--sockmap", "yes")
+    sink = ThreadedTarget(hash_sink_handler)
+    data = b"\x00\x01binary" + os.urandom(1 << 20)
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", sink.port)
+        with s:
+            s.sendall(data[:8])
+            time.sleep(0.2)
+            s.sendall(data[8:])
+            s.shutdown(socket.SHUT_WR)
+            assert read_until_eof(s, 20) == (
+                "%s %d\n" % (hashlib.sha256(data).hexdigest(), len(data))).encode()
+        assert metric(p, "socks5d_sockmap_sessions_total") == 1
+    finally:
+        sink.close()
+
+
+def test_slow_reader_holds_the_sender_back_and_gets_every_byte(socks5d):
+    """The kernel sends redirected bytes on without holding the sender
+    back: when too many bytes wait for the peer, the sockets keep theirs
+    and the session goes back to the worker's relay once the queued ones
+    have left.  A client that reads nothing for a while keeps the target's
+    sends bounded (without the hand-back the whole 256 MiB is gone in well
+    under a second), and then reads every byte in order."""
+    p = start(socks5d, *BASE)
+    size = 256 << 20
+    block = os.urandom(1 << 20)
+    sent = [0]
+
+    def flood(c, a):
+        for _ in range(size // len(block)):
+            c.sendall(block)
+            sent[0] += len(block)
+        c.shutdown(socket.SHUT_WR)
+        c.recv(1)
+
+    t = ThreadedTarget(flood)
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        with s:
+            time.sleep(2)
+            assert sent[0] < 96 << 20, "the target sent %d bytes to a client reading nothing" % sent[0]
+            h, n = hashlib.sha256(), 0
+            want = hashlib.sha256()
+            for _ in range(size // len(block)):
+                want.update(block)
+            s.settimeout(30)
+            while True:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                h.update(d)
+                n += len(d)
+        assert n == size and h.hexdigest() == want.hexdigest()
+        assert metric(p, "socks5d_sockmap_handbacks_total") == 1
+        assert metric(p, "socks5d_sockmap_sessions_total") == 1
+    finally:
+        t.close()
