@@ -198,7 +198,9 @@ static void peer_arrived(struct session *s, int fd, const struct sockaddr_storag
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	/* From here the session's destination is the peer that connected. */
-	session_addr_text(peer, s->dest, sizeof s->dest, &s->dport);
+	char dest[INET6_ADDRSTRLEN];
+	session_addr_text(peer, dest, sizeof dest, &s->dport);
+	(void)session_set_text(&s->dest, dest, strlen(dest));
 	shm_count(wk->slot, M_BIND_ACCEPTED, 1);
 	uint8_t out[SOCKS5_REPLY_MAX];
 	size_t n = socks5_reply_encode(out, SOCKS5_REP_SUCCEEDED, (const struct sockaddr *)peer);

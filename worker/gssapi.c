@@ -600,7 +600,10 @@ static void token_done(struct session *s, struct gss_job *j)
 	/* Complete: the client is who the ticket says. */
 	g->established = true;
 	g->flags = j->flags;
-	snprintf(s->user, sizeof s->user, "%s", j->user);
+	if (session_set_text(&s->user, j->user, strlen(j->user)) < 0) {
+		gss_fail(s, "out of memory");
+		return;
+	}
 	s->gss_user = true;
 	char user[SESSION_USER_TEXT_MAX];
 	session_user_text(s, user);

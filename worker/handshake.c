@@ -234,7 +234,7 @@ static void on_greeting(struct session *s)
 		s->phase = PH_AUTH;
 		s->on_client = on_auth;
 	} else {
-		snprintf(s->user, sizeof s->user, "anonymous");
+		(void)session_set_text(&s->user, "anonymous", 9);
 		session_authenticated(s);
 		s->phase = PH_REQUEST;
 		s->on_client = on_request;
@@ -304,7 +304,10 @@ static void auth_done(void *arg, bool ok)
 static void start_auth(struct session *s)
 {
 	struct handshake *hs = s->hs;
-	memcpy(s->user, hs->auth.user, sizeof s->user);
+	if (session_set_text(&s->user, hs->auth.user, strlen(hs->auth.user)) < 0) {
+		session_finalize(s);
+		return;
+	}
 	struct shm_user u;
 	int slot = shm_user_get(s->wk->seg, hs->auth.user, &u);
 	s->phase = PH_AUTH_WAIT;
@@ -387,11 +390,13 @@ static void start_request(struct session *s)
 	session_request_begin(s);
 	s->dport = r->port;
 	s->cmd = r->cmd;
+	char dest[SESSION_DEST_MAX + 1];
 	if (r->atyp == SOCKS5_ATYP_DOMAIN)
-		log_escape(s->dest, sizeof s->dest, (const uint8_t *)r->host, strlen(r->host));
+		log_escape(dest, sizeof dest, (const uint8_t *)r->host, strlen(r->host));
 	else
-		inet_ntop(r->atyp == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, s->dest,
-		          sizeof s->dest);
+		inet_ntop(r->atyp == SOCKS5_ATYP_IPV4 ? AF_INET : AF_INET6, r->addr, dest,
+		          sizeof dest);
+	(void)session_set_text(&s->dest, dest, strlen(dest)); /* no memory: logged as - */
 	if (!session_limits_admit(s))
 		return;
 	if (r->cmd == SOCKS5_CMD_BIND) {

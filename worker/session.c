@@ -327,9 +327,39 @@ void session_target_event(struct loop *l, struct loop_watch *w, uint32_t events)
 
 /* ---- life cycle --------------------------------------------------------- */
 
+/* "" and "anonymous" are never allocated. */
+static const char no_text[] = "";
+static const char anonymous[] = "anonymous";
+
+static void free_text(const char *t)
+{
+	if (t != no_text && t != anonymous)
+		free((char *)t);
+}
+
+int session_set_text(const char **field, const char *text, size_t n)
+{
+	char *copy = NULL;
+	if (n == 0 || (n == 9 && !memcmp(text, anonymous, 9))) {
+		free_text(*field);
+		*field = n ? anonymous : no_text;
+		return 0;
+	}
+	if (!(copy = malloc(n + 1)))
+		return -ENOMEM;
+	memcpy(copy, text, n);
+	copy[n] = '\0';
+	free_text(*field);
+	*field = copy;
+	return 0;
+}
+
 static void session_free(void *p)
 {
-	free(p);
+	struct session *s = p;
+	free_text(s->user);
+	free_text(s->dest);
+	free(s);
 }
 
 /* The command column of the access log. */
@@ -544,6 +574,7 @@ int session_start(struct worker *wk, int fd, const struct sockaddr_storage *peer
 	s->cfd = fd;
 	s->tfd = -1;
 	s->user_slot = -1;
+	s->user = s->dest = no_text;
 	s->method = 0xff;
 	s->rep = REP_NONE;
 	s->peer = *peer;
@@ -646,8 +677,8 @@ size_t session_list(struct worker *wk, uint64_t after, size_t max, struct ctrl_s
 			memcpy(o->addr, &s4->sin_addr, 4);
 			o->sport = ntohs(s4->sin_port);
 		}
-		snprintf(o->user, sizeof o->user, "%s", s->user);
-		snprintf(o->dest, sizeof o->dest, "%s", s->dest);
+		snprintf(o->user, sizeof o->user, "%.*s", (int)(sizeof o->user - 1), s->user);
+		snprintf(o->dest, sizeof o->dest, "%.*s", (int)(sizeof o->dest - 1), s->dest);
 		o->dport = s->dport;
 		o->cmd = s->cmd;
 		o->dgrams_up = s->dgrams_up;

@@ -138,10 +138,14 @@ struct session {
 	uint64_t user_gen; /* credential generation the login was checked under */
 	bool unauth;       /* counted by auth_conn_open until authenticated or gone */
 	bool counted;      /* a session of the counters (session_counted) */
-	char user[SHM_USER_NAME_MAX + 1];
+	/* The user's name and the destination as text: on the heap, as long as
+	 * they are (an idle session is mostly these and the socket pair, so
+	 * not 2 x 256 bytes each); "" before they are known.  Set with
+	 * session_set_text. */
+	const char *user;
 
 	struct sockaddr_storage peer;
-	char dest[256];
+	const char *dest;
 	uint16_t dport;
 	uint8_t cmd; /* the request's command (enum socks5_cmd); 0 before a request */
 	bool requested;
@@ -204,6 +208,11 @@ void session_addr_text(const struct sockaddr_storage *ss, char *out, size_t len,
 /* The method as the access log shows it: none, password, gssapi/LEVEL,
  * or - before one is chosen (out: room for the GSS-API text). */
 const char *session_method_text(const struct session *s, char *out, size_t len);
+/* The destination's longest text (escaped names are cut there). */
+#define SESSION_DEST_MAX 255
+/* *field = a heap copy of text (n bytes, n <= 255), freed with the
+ * session; on no memory it stays as it was and -ENOMEM is returned. */
+int session_set_text(const char **field, const char *text, size_t n);
 /* The user name as logs show it (escaped), or "anonymous". */
 #define SESSION_USER_TEXT_MAX (SHM_USER_NAME_MAX * 4 + 6)
 void session_user_text(const struct session *s, char out[SESSION_USER_TEXT_MAX]);
