@@ -348,3 +348,112 @@ def test_slow_reader_holds_the_sender_back_and_gets_every_byte(socks5d):
         assert metric(p, "socks5d_sockmap_sessions_total") == 1
     finally:
         t.close()
+
+
+def test_hand_back_with_bytes_in_flight_both_ways(socks5d):
+    """Both sides send 64 MiB at once while the client reads nothing for a
+    while: the session goes back to the worker's relay with bytes queued
+    both ways, and each side gets the other's bytes in order; the access
+    log counts them all."""
+    p = start(socks5d, *BASE)
+    size = 64 << 20
+    block = os.urandom(1 << 20)
+    want = hashlib.sha256()
+    for _ in range(size // len(block)):
+        want.update(block)
+    got = {}
+
+    def drain(c, key):
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        got[key] = (n, h.hexdigest())
+
+    def both(c, a):
+        th = threading.Thread(target=drain, args=(c, "target"))
+        th.start()
+        for _ in range(size // len(block)):
+            c.sendall(block)
+        c.shutdown(socket.SHUT_WR)
+        th.join(60)
+
+    def upload(s):
+        for _ in range(size // len(block)):
+            s.sendall(block)
+        s.shutdown(socket.SHUT_WR)
+
+    t = ThreadedTarget(both)
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        with s:
+            port = s.getsockname()[1]
+            up = threading.Thread(target=upload, args=(s,))
+            up.start()
+            time.sleep(2)
+            s.settimeout(60)
+            drain(s, "client")
+            up.join(60)
+        end = time.monotonic() + 30
+        while "target" not in got and time.monotonic() < end:
+            time.sleep(0.05)
+        assert got.get("client") == (size, want.hexdigest())
+        assert got.get("target") == (size, want.hexdigest())
+        f = a_line(p, port)
+        assert (int(f[8]), int(f[9])) == (size, size), f
+        assert metric(p, "socks5d_sockmap_handbacks_total") == 1
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("size", [3 << 20, 9 << 20], ids=["kept", "handed-back"])
+@pytest.mark.parametrize("way", ["down", "up"])
+def test_sender_closes_with_bytes_queued_for_a_slow_reader(socks5d, size, way):
+    """The sender writes everything and closes at once; the reader starts
+    late and reads slowly: every byte arrives before the EOF, with or
+    without the hand-back, and the access log counts them."""
+    p = start(socks5d, *BASE)
+    data = os.urandom(size)
+    want = (size, hashlib.sha256(data).hexdigest())
+    got = {}
+
+    def slow_read(c, key):
+        time.sleep(1.5)
+        c.settimeout(30)
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+            time.sleep(0.001)
+        got[key] = (n, h.hexdigest())
+
+    def target(c, a):
+        if way == "down":
+            c.sendall(data)
+        else:
+            slow_read(c, "target")
+
+    t = ThreadedTarget(target)
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        port = s.getsockname()[1]
+        with s:
+            if way == "down":
+                slow_read(s, "client")
+            else:
+                s.sendall(data)
+        end = time.monotonic() + 30
+        key = "client" if way == "down" else "target"
+        while key not in got and time.monotonic() < end:
+            time.sleep(0.05)
+        assert got.get(key) == want
+        f = a_line(p, port, 30)
+        assert int(f[9] if way == "down" else f[8]) == size, f
+    finally:
+        t.close()
