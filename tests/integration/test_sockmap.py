@@ -10,6 +10,7 @@ socks5d_sockmap_sessions_total metric proves which relay carried a session."""
 import hashlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -456,4 +457,54 @@ def test_sender_closes_with_bytes_queued_for_a_slow_reader(socks5d, size, way):
         f = a_line(p, port, 30)
         assert int(f[9] if way == "down" else f[8]) == size, f
     finally:
+        t.close()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="counts the worker's calls with strace")
+def test_stalled_readers_cost_the_worker_few_wake_ups(socks5d):
+    """A session waiting for bytes to leave towards a reader that reads
+    nothing (here: handed back, waiting for the queued bytes to go) looks
+    again less and less often while nothing moves: 20 such sessions cost
+    the worker a handful of looks a second, not 16 each."""
+    p = start(socks5d, *BASE)
+    block = os.urandom(1 << 20)
+    stop = threading.Event()
+
+    def flood(c, a):
+        try:
+            while not stop.is_set():
+                c.sendall(block)
+        except OSError:
+            pass
+
+    t = ThreadedTarget(flood)
+    clients = []
+    try:
+        for _ in range(20):
+            s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+            clients.append(s)
+        # The sessions in the kernel pile bytes up and are held (one that
+        # met a full pipe before it could go in stays on splice).
+        def held():
+            return metric(p, "socks5d_sockmap_handbacks_total")
+        end = time.monotonic() + 30
+        while held() < metric(p, "socks5d_sockmap_sessions_total") and time.monotonic() < end:
+            time.sleep(0.2)
+        assert held() >= 15, (held(), metric(p, "socks5d_sockmap_sessions_total"))
+        time.sleep(3)
+        (w,) = p.workers()
+        st = subprocess.Popen(["strace", "-c", "-f", "-p", str(w), "-e", "trace=getsockopt"],
+                              stderr=subprocess.PIPE, text=True)
+        time.sleep(5)
+        st.terminate()
+        out = st.communicate(timeout=20)[1]
+        m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?getsockopt$", out, re.M)
+        assert m, out
+        calls = int(m.group(1))
+        # 16 looks a second and 4 calls a look would be 6,400 calls.
+        assert calls < 1500, out
+    finally:
+        stop.set()
+        for s in clients:
+            s.close()
         t.close()
