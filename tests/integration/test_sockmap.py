@@ -49,8 +49,20 @@ def a_line(p, client_port, timeout=10.0):
                       timeout=timeout)[0]
 
 
-def send_then_close(data):
+def in_kernel(p, n, timeout=20.0):
+    """Wait until n sessions have gone to the kernel relay: bytes sent
+    before a session is there may be spliced (or, with a reader that
+    reads nothing, fill a pipe and keep it on splice for good)."""
+    end = time.monotonic() + timeout
+    while metric(p, "socks5d_sockmap_sessions_total") < n and time.monotonic() < end:
+        time.sleep(0.05)
+    assert metric(p, "socks5d_sockmap_sessions_total") >= n
+
+
+def send_then_close(data, first=None):
     def handler(c, a):
+        if first:
+            first()
         c.sendall(data)
         c.shutdown(socket.SHUT_WR)
         c.recv(1)  # until the proxy closes
@@ -61,11 +73,12 @@ def test_upload_and_download_byte_identical_through_the_kernel(socks5d):
     p = start(socks5d, *BASE)
     data = os.urandom(8 << 20)
     sink = ThreadedTarget(hash_sink_handler)
-    src = ThreadedTarget(send_then_close(data))
+    src = ThreadedTarget(send_then_close(data, lambda: in_kernel(p, 2)))
     try:
         s, _ = socks_connect_ok(p.port, "127.0.0.1", sink.port)
         with s:
             up_port = s.getsockname()[1]
+            in_kernel(p, 1)
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             reply = read_until_eof(s, 30)
@@ -321,6 +334,7 @@ def test_slow_reader_holds_the_sender_back_and_gets_every_byte(socks5d):
     sent = [0]
 
     def flood(c, a):
+        in_kernel(p, 1)
         for _ in range(size // len(block)):
             c.sendall(block)
             sent[0] += len(block)
@@ -377,6 +391,7 @@ def test_hand_back_with_bytes_in_flight_both_ways(socks5d):
     def both(c, a):
         th = threading.Thread(target=drain, args=(c, "target"))
         th.start()
+        in_kernel(p, 1)
         for _ in range(size // len(block)):
             c.sendall(block)
         c.shutdown(socket.SHUT_WR)
@@ -392,6 +407,7 @@ def test_hand_back_with_bytes_in_flight_both_ways(socks5d):
         s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
         with s:
             port = s.getsockname()[1]
+            in_kernel(p, 1)
             up = threading.Thread(target=upload, args=(s,))
             up.start()
             time.sleep(2)
@@ -468,9 +484,10 @@ def test_stalled_readers_cost_the_worker_few_wake_ups(socks5d):
     the worker a handful of looks a second, not 16 each."""
     p = start(socks5d, *BASE)
     block = os.urandom(1 << 20)
-    stop = threading.Event()
+    stop, go = threading.Event(), threading.Event()
 
     def flood(c, a):
+        go.wait(30)
         try:
             while not stop.is_set():
                 c.sendall(block)
@@ -483,14 +500,13 @@ def test_stalled_readers_cost_the_worker_few_wake_ups(socks5d):
         for _ in range(20):
             s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
             clients.append(s)
-        # The sessions in the kernel pile bytes up and are held (one that
-        # met a full pipe before it could go in stays on splice).
-        def held():
-            return metric(p, "socks5d_sockmap_handbacks_total")
+        in_kernel(p, 20)
+        go.set()
+        # Every session piles bytes up and is held.
         end = time.monotonic() + 30
-        while held() < metric(p, "socks5d_sockmap_sessions_total") and time.monotonic() < end:
+        while metric(p, "socks5d_sockmap_handbacks_total") < 20 and time.monotonic() < end:
             time.sleep(0.2)
-        assert held() >= 15, (held(), metric(p, "socks5d_sockmap_sessions_total"))
+        assert metric(p, "socks5d_sockmap_handbacks_total") == 20
         time.sleep(3)
         (w,) = p.workers()
         st = subprocess.Popen(["strace", "-c", "-f", "-p", str(w), "-e", "trace=getsockopt"],
