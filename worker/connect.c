@@ -305,7 +305,14 @@ static void on_attempt(struct loop *l, struct loop_watch *w, uint32_t events)
 	s->rule = a->match;
 	connect_close_attempts(s);
 	s->tfd = fd;
-	s->t_readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP)) != 0;
+	/* An attempt alone on the target watch has its edges delivered here
+	 * once (no epoll_ctl re-reports them): an EOF or urgent data that came
+	 * with the connect must be taken as session_target_event would. */
+	s->t_readable = (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLPRI)) != 0;
+	if (events & EPOLLPRI)
+		s->urgent = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP))
+		s->t_hup = true;
 	s->t_writable = true;
 	static const uint64_t bounds[] = SHM_CONNECT_LAT_BOUNDS_US;
 	int64_t us = now_us() - s->hs->connect_start_us;

@@ -28,9 +28,12 @@
 #define SOCKMAP_SOCKETS_MAX (1u << 18)
 /* How soon a FIN, or a session handed back, looks again whether the
  * bytes queued for the peer have left; the wait doubles up to the maximum
- * while they have not. */
+ * while they have not, and up to the stalled maximum while nothing at all
+ * has left since the last look (a reader that reads nothing: thousands of
+ * them must not keep the worker busy looking). */
 #define SOCKMAP_POLL_MS 1
 #define SOCKMAP_POLL_MAX_MS 64
+#define SOCKMAP_POLL_STALLED_MAX_MS 1024
 /* Bytes read from one socket and not yet written to its peer above which
  * the session goes back to the worker's relay (the program reports every
  * 2 MiB a socket reads).  Taking a socket out of the program instead
@@ -58,6 +61,7 @@ static struct {
 struct sockmap_sess {
 	struct loop_timer poll; /* a FIN or the hand-back waits for bytes to leave */
 	uint32_t poll_ms;
+	uint64_t polled;  /* bytes written to both sockets, at the last look */
 	bool held;        /* bytes stay with their socket: going back to the worker */
 	bool handed_back; /* the worker's relay has it (the sockets stay in the maps) */
 	uint64_t cookie[2];
@@ -316,8 +320,13 @@ static void on_poll(struct loop *l, struct loop_timer *t)
 		if (s->cfd < 0 || !loop_timer_active(&sm->poll))
 			return;
 	}
+	uint64_t out[2] = {0, 0};
+	(void)written(s->cfd, &out[0]);
+	(void)written(s->tfd, &out[1]);
+	uint32_t max = out[0] + out[1] == sm->polled ? SOCKMAP_POLL_STALLED_MAX_MS : SOCKMAP_POLL_MAX_MS;
+	sm->polled = out[0] + out[1];
 	loop_timer_stop(&sm->poll);
-	sm->poll_ms = ms * 2 < SOCKMAP_POLL_MAX_MS ? ms * 2 : SOCKMAP_POLL_MAX_MS;
+	sm->poll_ms = ms * 2 < max ? ms * 2 : max;
 	loop_timer_start_at(&s->wk->misc_tl, &sm->poll, s->wk->loop.now + sm->poll_ms);
 }
 

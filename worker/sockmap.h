@@ -13,8 +13,8 @@
  * log and the metrics.
  *
  * Where the program cannot be loaded (no CAP_BPF, a kernel without
- * sockmap), the worker says so once, counts M_SOCKMAP_FALLBACKS for each
- * session that wanted the kernel relay, and relays by splice or copy.
+ * sockmap), the worker says so once, counts M_SOCKMAP_FALLBACKS once (a
+ * worker whose relay could not load), and relays by splice or copy.
  *
  * One socket hash per worker process, created at the first session that
  * may use it and sized to the worker's descriptor limit.  Loop thread only.

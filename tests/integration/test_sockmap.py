@@ -10,6 +10,7 @@ socks5d_sockmap_sessions_total metric proves which relay carried a session."""
 import hashlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -48,8 +49,20 @@ def a_line(p, client_port, timeout=10.0):
                       timeout=timeout)[0]
 
 
-def send_then_close(data):
+def in_kernel(p, n, timeout=20.0):
+    """Wait until n sessions have gone to the kernel relay: bytes sent
+    before a session is there may be spliced (or, with a reader that
+    reads nothing, fill a pipe and keep it on splice for good)."""
+    end = time.monotonic() + timeout
+    while metric(p, "socks5d_sockmap_sessions_total") < n and time.monotonic() < end:
+        time.sleep(0.05)
+    assert metric(p, "socks5d_sockmap_sessions_total") >= n
+
+
+def send_then_close(data, first=None):
     def handler(c, a):
+        if first:
+            first()
         c.sendall(data)
         c.shutdown(socket.SHUT_WR)
         c.recv(1)  # until the proxy closes
@@ -60,11 +73,12 @@ def test_upload_and_download_byte_identical_through_the_kernel(socks5d):
     p = start(socks5d, *BASE)
     data = os.urandom(8 << 20)
     sink = ThreadedTarget(hash_sink_handler)
-    src = ThreadedTarget(send_then_close(data))
+    src = ThreadedTarget(send_then_close(data, lambda: in_kernel(p, 2)))
     try:
         s, _ = socks_connect_ok(p.port, "127.0.0.1", sink.port)
         with s:
             up_port = s.getsockname()[1]
+            in_kernel(p, 1)
             s.sendall(data)
             s.shutdown(socket.SHUT_WR)
             reply = read_until_eof(s, 30)
@@ -320,6 +334,7 @@ def test_slow_reader_holds_the_sender_back_and_gets_every_byte(socks5d):
     sent = [0]
 
     def flood(c, a):
+        in_kernel(p, 1)
         for _ in range(size // len(block)):
             c.sendall(block)
             sent[0] += len(block)
@@ -347,4 +362,165 @@ def test_slow_reader_holds_the_sender_back_and_gets_every_byte(socks5d):
         assert metric(p, "socks5d_sockmap_handbacks_total") == 1
         assert metric(p, "socks5d_sockmap_sessions_total") == 1
     finally:
+        t.close()
+
+
+def test_hand_back_with_bytes_in_flight_both_ways(socks5d):
+    """Both sides send 64 MiB at once while the client reads nothing for a
+    while: the session goes back to the worker's relay with bytes queued
+    both ways, and each side gets the other's bytes in order; the access
+    log counts them all."""
+    p = start(socks5d, *BASE)
+    size = 64 << 20
+    block = os.urandom(1 << 20)
+    want = hashlib.sha256()
+    for _ in range(size // len(block)):
+        want.update(block)
+    got = {}
+
+    def drain(c, key):
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+        got[key] = (n, h.hexdigest())
+
+    def both(c, a):
+        th = threading.Thread(target=drain, args=(c, "target"))
+        th.start()
+        in_kernel(p, 1)
+        for _ in range(size // len(block)):
+            c.sendall(block)
+        c.shutdown(socket.SHUT_WR)
+        th.join(60)
+
+    def upload(s):
+        for _ in range(size // len(block)):
+            s.sendall(block)
+        s.shutdown(socket.SHUT_WR)
+
+    t = ThreadedTarget(both)
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        with s:
+            port = s.getsockname()[1]
+            in_kernel(p, 1)
+            up = threading.Thread(target=upload, args=(s,))
+            up.start()
+            time.sleep(2)
+            s.settimeout(60)
+            drain(s, "client")
+            up.join(60)
+        end = time.monotonic() + 30
+        while "target" not in got and time.monotonic() < end:
+            time.sleep(0.05)
+        assert got.get("client") == (size, want.hexdigest())
+        assert got.get("target") == (size, want.hexdigest())
+        f = a_line(p, port)
+        assert (int(f[8]), int(f[9])) == (size, size), f
+        assert metric(p, "socks5d_sockmap_handbacks_total") == 1
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("size", [3 << 20, 9 << 20], ids=["kept", "handed-back"])
+@pytest.mark.parametrize("way", ["down", "up"])
+def test_sender_closes_with_bytes_queued_for_a_slow_reader(socks5d, size, way):
+    """The sender writes everything and closes at once; the reader starts
+    late and reads slowly: every byte arrives before the EOF, with or
+    without the hand-back, and the access log counts them."""
+    p = start(socks5d, *BASE)
+    data = os.urandom(size)
+    want = (size, hashlib.sha256(data).hexdigest())
+    got = {}
+
+    def slow_read(c, key):
+        time.sleep(1.5)
+        c.settimeout(30)
+        h, n = hashlib.sha256(), 0
+        while True:
+            d = c.recv(1 << 16)
+            if not d:
+                break
+            h.update(d)
+            n += len(d)
+            time.sleep(0.001)
+        got[key] = (n, h.hexdigest())
+
+    def target(c, a):
+        if way == "down":
+            c.sendall(data)
+        else:
+            slow_read(c, "target")
+
+    t = ThreadedTarget(target)
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+        port = s.getsockname()[1]
+        with s:
+            if way == "down":
+                slow_read(s, "client")
+            else:
+                s.sendall(data)
+        end = time.monotonic() + 30
+        key = "client" if way == "down" else "target"
+        while key not in got and time.monotonic() < end:
+            time.sleep(0.05)
+        assert got.get(key) == want
+        f = a_line(p, port, 30)
+        assert int(f[9] if way == "down" else f[8]) == size, f
+    finally:
+        t.close()
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="counts the worker's calls with strace")
+def test_stalled_readers_cost_the_worker_few_wake_ups(socks5d):
+    """A session waiting for bytes to leave towards a reader that reads
+    nothing (here: handed back, waiting for the queued bytes to go) looks
+    again less and less often while nothing moves: 20 such sessions cost
+    the worker a handful of looks a second, not 16 each."""
+    p = start(socks5d, *BASE)
+    block = os.urandom(1 << 20)
+    stop, go = threading.Event(), threading.Event()
+
+    def flood(c, a):
+        go.wait(30)
+        try:
+            while not stop.is_set():
+                c.sendall(block)
+        except OSError:
+            pass
+
+    t = ThreadedTarget(flood)
+    clients = []
+    try:
+        for _ in range(20):
+            s, _ = socks_connect_ok(p.port, "127.0.0.1", t.port)
+            clients.append(s)
+        in_kernel(p, 20)
+        go.set()
+        # Every session piles bytes up and is held.
+        end = time.monotonic() + 30
+        while metric(p, "socks5d_sockmap_handbacks_total") < 20 and time.monotonic() < end:
+            time.sleep(0.2)
+        assert metric(p, "socks5d_sockmap_handbacks_total") == 20
+        time.sleep(3)
+        (w,) = p.workers()
+        st = subprocess.Popen(["strace", "-c", "-f", "-p", str(w), "-e", "trace=getsockopt"],
+                              stderr=subprocess.PIPE, text=True)
+        time.sleep(5)
+        st.terminate()
+        out = st.communicate(timeout=20)[1]
+        m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?getsockopt$", out, re.M)
+        assert m, out
+        calls = int(m.group(1))
+        # 16 looks a second and 4 calls a look would be 6,400 calls.
+        assert calls < 1500, out
+    finally:
+        stop.set()
+        for s in clients:
+            s.close()
         t.close()
