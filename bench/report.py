@@ -92,6 +92,20 @@ class Results:
     def cpu_s_per_gb(self, wl, s):
         return self.med(wl, s, lambda r: float(r["cpu_ns"]) / float(r["bytes"]))
 
+    # the other ends of the path: nginx (its cgroup) and the client (loadgen's
+    # own user + system time), per GB or per connection
+    def nginx_s_per_gb(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["nginx_cpu_ns"]) / float(r["bytes"]))
+
+    def client_s_per_gb(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["cpu_us"]) * 1e3 / float(r["bytes"]))
+
+    def nginx_us_per_conn(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["nginx_cpu_ns"]) / 1000.0 / float(r["conns"]))
+
+    def client_us_per_conn(self, wl, s):
+        return self.med(wl, s, lambda r: float(r["cpu_us"]) / float(r["conns"]))
+
     # rate
     def rate(self, wl, s):
         return self.med(wl, s, lambda r: float(r["rate"]))
@@ -109,6 +123,10 @@ class Results:
 
 def ratio(a, b):
     return a / b if a is not None and b else None
+
+
+def total(*vals):
+    return None if any(v is None for v in vals) else sum(vals)
 
 
 def table(header, rows):
@@ -282,12 +300,26 @@ def main():
             if not res.has(wl, s):
                 continue
             g = res.gbps(wl, s)
+            proxy = 0.0 if s == "direct" else res.cpu_s_per_gb(wl, s)
+            ng, cl = res.nginx_s_per_gb(wl, s), res.client_s_per_gb(wl, s)
             rows.append([NAMES[s] + na_note(s), fmt(g), fmt(ratio(g, d)),
-                         "-" if s == "direct" else fmt(res.cpu_s_per_gb(wl, s)),
+                         "-" if s == "direct" else fmt(proxy), fmt(ng), fmt(cl),
+                         fmt(total(proxy, ng, cl)),
                          str(res.failed(wl, s)) if res.failed(wl, s) is not None else "n/a"])
+        ng, sd = res.nginx_s_per_gb(wl, "direct"), res.cpu_s_per_gb(wl, "socks5d")
+        floor = ""
+        if ng is not None and sd is not None:
+            floor = ("  Sending costs the sender: nginx, sending every byte once with sendfile, "
+                     "spends %s s per GB directly, which on loopback includes the client's TCP "
+                     "input.  A relay sends every byte once more, to the client; socks5d's %s s "
+                     "per GB is %s times what nginx's sending costs." % (fmt(ng), fmt(sd), fmt(sd / ng)))
         sections.append("### %s. Throughput, %s\n\n`loadgen -m bulk -c %s -d %s -p /big.bin` "
-                        "(1 GiB file, sendfile), %s.\n\n" % (wl, title, 1 if wl == "a" else 32, dur, med_word)
-                        + table(["system", "GB/s", "x direct", "proxy CPU s/GB", "failed fetches"], rows))
+                        "(1 GiB file, sendfile), %s.  CPU per GB moved of each end: the proxy "
+                        "(its cgroup), nginx (its cgroup) and the client (loadgen's own time); "
+                        "the sum is the machine's cost of the path.%s\n\n"
+                        % (wl, title, 1 if wl == "a" else 32, dur, med_word, floor)
+                        + table(["system", "GB/s", "x direct", "proxy CPU s/GB", "nginx s/GB",
+                                 "client s/GB", "sum s/GB", "failed fetches"], rows))
 
     # c, d: connection rate
     for wl, title, systems in (
@@ -301,15 +333,28 @@ def main():
             if not res.has(wl, s):
                 continue
             r = res.rate(wl, s)
+            proxy = 0.0 if s == "direct" else res.cpu_us_per_conn(wl, s)
+            ng, cl = res.nginx_us_per_conn(wl, s), res.client_us_per_conn(wl, s)
             rows.append([NAMES[s] + na_note(s), fmt(r, 0), fmt(ratio(r, d)),
                          fmt(res.p(wl, s, "p50_us")), fmt(res.p(wl, s, "p99_us")),
-                         "-" if s == "direct" else fmt(res.cpu_us_per_conn(wl, s), 1),
+                         "-" if s == "direct" else fmt(proxy, 1), fmt(ng, 1), fmt(cl, 1),
+                         fmt(total(proxy, ng, cl), 1),
                          str(res.failed(wl, s)) if res.failed(wl, s) is not None else "n/a"])
         extra = " -u USER:PASS" if wl == "d" else ""
-        note = ""
+        note = ("  CPU per connection of each end: the proxy (its cgroup), nginx (its cgroup) and "
+                "the client (loadgen's own time).")
+        ng, cl = res.nginx_us_per_conn("c", "direct"), res.client_us_per_conn("c", "direct")
+        sd = res.cpu_us_per_conn(wl, "socks5d" if wl == "c" else "socks5d-auth")
+        if wl == "c" and None not in (ng, cl, sd):
+            note += ("  A direct connection's two ends cost nginx %s µs and the client %s µs, "
+                     "%s µs together: a proxy hosts one end of each kind (it accepts the "
+                     "client's connection as nginx does and opens its own to nginx as the client "
+                     "does), plus the SOCKS exchange, so that sum is its floor on this machine; "
+                     "socks5d's %s µs is %s times it."
+                     % (fmt(ng, 1), fmt(cl, 1), fmt(ng + cl, 1), fmt(sd, 1), fmt(sd / (ng + cl))))
         if wl == "d":
             m = re.search(r"password hash (\S+),", metad.get("dante auth", ""))
-            note = ("  Dante checks the password against the system account on every connection "
+            note += ("  Dante checks the password against the system account on every connection "
                     "(its hash is %s, Debian 12's default for new passwords); socks5d keeps "
                     "yescrypt hashes too but remembers a password it has verified (a keyed hash per "
                     "user and worker), so only a worker's first login of a user pays for the hash; "
@@ -319,7 +364,7 @@ def main():
                         "x direct is against direct without a proxy), %s.%s\n\n"
                         % (wl, title, dur, extra, med_word, note)
                         + table(["system", "conn/s", "x direct", "p50 ms", "p99 ms", "proxy CPU µs/conn",
-                                 "failed"], rows))
+                                 "nginx µs/conn", "client µs/conn", "sum µs/conn", "failed"], rows))
 
     # e: idle sessions
     if any(r["wl"] == "e" for r in res.rows):

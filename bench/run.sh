@@ -16,7 +16,7 @@
 #   docs/performance.md       the section between <!-- bench:begin --> and
 #                             <!-- bench:end --> (the rest is left alone)
 #
-# Workloads (each RUNS times, default 2, reported as the median; the second
+# Workloads (each RUNS times, default 3, reported as the median; the second
 # round runs the systems in reverse order):
 #   a  bulk, 1 stream:     loadgen -m bulk -c 1  -p /big.bin   (1 GiB file)
 #   b  bulk, 32 streams:   loadgen -m bulk -c 32 -p /big.bin
@@ -27,13 +27,16 @@
 #   g  worker scaling: socks5d -w 1, 2, 4 on b and c
 #   h  accept strategy: socks5d -w 2 --accept exclusive vs reuseport on c
 # Proxy CPU comes from a cgroup v1 cpuacct group per proxy (the proxy and
-# every process it forks), memory is the sum of Private_Clean+Private_Dirty
+# every process it forks), nginx's likewise and the client's from loadgen
+# (its own user + system time), so that every run shows the cost of each
+# end of the path: a proxy hosts a server's end and a client's end of two
+# connections, and direct's nginx + client is that pair's cost.  Memory is the sum of Private_Clean+Private_Dirty
 # (smaps_rollup) over the group's processes, descriptors the sum of their
 # /proc/PID/fd entries.
 #
 # Environment (defaults in brackets):
 #   SOCKS5D [build/socks5d]  LOADGEN [build/loadgen]
-#   DURATION [5] seconds per bulk/rate run      RUNS [2]
+#   DURATION [5] seconds per bulk/rate run      RUNS [3]
 #   HOLD_N [2000] sessions in e                 BIG_N [100000] sessions in f (0 skips f)
 #   BIG_WORKERS [16] socks5d workers in f       BIG_RAMP [120] seconds to open them at most
 #   BIG_HOLD [10] seconds to hold them           BIG_ACCEPT [exclusive] socks5d --accept in f
@@ -51,7 +54,7 @@ T_START=$SECONDS
 SOCKS5D=${SOCKS5D:-build/socks5d}
 LOADGEN=${LOADGEN:-build/loadgen}
 DURATION=${DURATION:-5}
-RUNS=${RUNS:-2}
+RUNS=${RUNS:-3}
 HOLD_N=${HOLD_N:-2000}
 BIG_N=${BIG_N:-100000}
 BIG_WORKERS=${BIG_WORKERS:-16}
@@ -447,12 +450,14 @@ run_load() {
 		echo "wl=$wl sys=$sys run=$run na=1" >> "$RESULTS"
 		return
 	fi
-	local c0=- c1=- out rc=0 f="$RAW/$wl-$sys-$run"
+	local c0=- c1=- n0 n1 out rc=0 f="$RAW/$wl-$sys-$run"
 	[ "$sys" != direct ] && c0=$(group_cpu_ns "$sys")
+	n0=$(group_cpu_ns nginx)
 	echo "$LOADGEN" "$@" -t "$TARGETS" $(lg_args "$sys") > "$f.cmd"
 	# shellcheck disable=SC2046
 	bg timeout -k 3 $((${DURATION%.*} + 30)) "$LOADGEN" "$@" -t "$TARGETS" $(lg_args "$sys") >"$f.out" 2>"$f.err" || rc=$?
 	[ "$sys" != direct ] && c1=$(group_cpu_ns "$sys")
+	n1=$(group_cpu_ns nginx)
 	out=$(tail -n 1 "$f.out")
 	group_alive nginx || die "nginx exited during $wl $sys (see $RAW/nginx.err)"
 	if [ "$sys" != direct ] && ! group_alive "$sys"; then
@@ -462,8 +467,8 @@ run_load() {
 	fi
 	local cpu=-
 	[ "$c0" != - ] && cpu=$((c1 - c0))
-	echo "wl=$wl sys=$sys run=$run rc=$rc cpu_ns=$cpu $out" >> "$RESULTS"
-	log "$wl $sys #$run: ${out:-no output (rc $rc)} cpu_ns=$cpu"
+	echo "wl=$wl sys=$sys run=$run rc=$rc cpu_ns=$cpu nginx_cpu_ns=$((n1 - n0)) $out" >> "$RESULTS"
+	log "$wl $sys #$run: ${out:-no output (rc $rc)} cpu_ns=$cpu nginx_cpu_ns=$((n1 - n0))"
 }
 
 # HOLD_N sessions held through SYS: run_hold SYS RUN.  The proxy is started

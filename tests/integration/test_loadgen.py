@@ -36,6 +36,9 @@ def test_rate_mode_counts_connections_and_latency(proxy_with_user, nginx):
                   "-n", 200, "-p", "/index.html")
     assert int(out["conns"]) >= 200 and int(out["failed"]) == 0
     assert 0 < float(out["p50_us"]) <= float(out["p99_us"])
+    # its own CPU time: 200 connections cannot take no time, nor more than
+    # the run's wall-clock time on its one thread
+    assert 0 < float(out["cpu_us"]) <= float(out["seconds"]) * 1e6 + 20000
     # every connection is one access-log line of user bench with reply 0
     lines = proxy_with_user.wait_log(lambda f: f[1] == "bench" and f[7] == "0", count=200)
     assert len(lines) >= 200
@@ -48,6 +51,7 @@ def test_bulk_mode_moves_the_bytes(proxy_with_user, nginx):
                   "-p", "/" + os.path.basename(nginx.big_path))
     assert int(out["failed"]) == 0
     assert int(out["bytes"]) >= min(size, 1 << 20)
+    assert 0 < float(out["cpu_us"]) <= float(out["seconds"]) * 1e6 + 20000
 
 
 def test_hold_mode_holds_sessions_and_direct_mode_works(proxy_with_user, nginx):
