@@ -9,6 +9,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "../shared/names.h"
+
 const char *pc_bytes(char *buf, size_t cap, uint64_t v)
 {
 	static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
@@ -95,39 +97,6 @@ static void indent(struct pc_json *j)
 		fputs("  ", j->f);
 }
 
-/* Length of the valid UTF-8 sequence at s (0 if invalid). */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	size_t len;
-	uint32_t cp;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		len = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		len = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		len = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < len)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return len;
-}
-
 static void put_string(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -149,7 +118,7 @@ static void put_string(FILE *f, const char *s)
 			fprintf(f, "\\u%04x", c);
 			i++;
 		} else {
-			size_t k = utf8_len(p + i, n - i);
+			size_t k = names_utf8_len(p + i, n - i);
 			if (k == 0) {
 				fputs("\\ufffd", f);
 				i++;

@@ -15,6 +15,7 @@
 #include "../shared/clock.h"
 #include "../shared/httpreq.h"
 #include "../shared/log.h"
+#include "../shared/names.h"
 
 struct metrics_conn {
 	struct metrics *mx;
@@ -94,35 +95,6 @@ static void one(struct mbuf *b, const char *name, const char *type, const char *
 	mb_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t left)
-{
-	unsigned char c = p[0];
-	size_t n;
-	uint32_t cp;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, cp = c & 0x1fu;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, cp = c & 0x0fu;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, cp = c & 0x07u;
-	else
-		return 0;
-	if (left < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3fu);
-	}
-	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return n;
-}
-
 /* A user name as a label value: UTF-8 as it is, the backslash, control
  * bytes and bytes that are not UTF-8 as \xHH (as the logs show them), so
  * that two names never give one value; then \ and " escaped as the format
@@ -132,7 +104,7 @@ static void label_value(struct mbuf *b, const char *s)
 	const unsigned char *p = (const unsigned char *)s;
 	size_t left = strlen(s);
 	while (left) {
-		size_t n = utf8_len(p, left);
+		size_t n = names_utf8_len(p, left);
 		if (n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f || *p == '\\')))
 			mb_printf(b, "\\\\x%02x", *p);
 		else if (n == 1 && *p == '"')

@@ -21,4 +21,10 @@ const char *names_user_problem(const char *name, size_t len);
  * 1..255 bytes (RFC 1929 PLEN) without NUL. */
 const char *names_password_problem(const char *pw, size_t len);
 
+/* The length (1..4) of the valid UTF-8 sequence at p[0..left), left >= 1;
+ * 0 when it is not one (an overlong form, a surrogate, past U+10FFFF, a
+ * stray or missing continuation byte, or cut short by left).  For the
+ * escaping of names in the metrics' labels and pipoClient's JSON. */
+size_t names_utf8_len(const unsigned char *p, size_t left);
+
 #endif
