@@ -19,38 +19,17 @@ make -s build/loadgen
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-5}
 AUTH=${AUTH:-1}
-free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 WEB=$(free_port)
 head -c 100 /dev/zero | tr '\0' x > "$T/www/small"
 start_nginx "$WEB" 4096 "" small
 
 declare -A PORT MASTER
-# start NAME BINARY OPTIONS...: a proxy on a free port, ready when a request
-# through it succeeds.
+# start NAME BINARY OPTIONS...: -w 2, with the bench login for a NAME *auth
 start() {
-	local name=$1 bin=$2 auth=()
+	local name=$1 bin=$2 login=""
 	shift 2
-	PORT[$name]=$(free_port)
-	"$bin" -l 127.0.0.1 -p "${PORT[$name]}" -w 2 --dns-server 127.0.0.1:9 "$@" \
-		>/dev/null 2>"$T/$name.err" &
-	MASTER[$name]=$!
-	[[ $name == *auth ]] && auth=(-u bench:benchpass)
-	for _ in $(seq 100); do
-		./build/loadgen -m rate -c 1 -n 1 -d 2 -W -x "127.0.0.1:${PORT[$name]}" \
-			-t "127.0.0.1:$WEB" -p /small "${auth[@]}" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "conn.sh: $name did not start: $(tail -n 2 "$T/$name.err")" >&2
-	exit 1
-}
-cpu_ns() { # time on CPU of a master, its children and all their threads
-	local p f t=0
-	for p in "$1" $(cat "/proc/$1/task/"*/children); do
-		for f in /proc/"$p"/task/*/schedstat; do
-			t=$((t + $(cut -d' ' -f1 "$f" 2>/dev/null || echo 0)))
-		done
-	done
-	echo "$t"
+	[[ $name == *auth ]] && login=bench:benchpass
+	start_socks5d "$name" "$bin" "$login" "$WEB" -w 2 "$@"
 }
 
 SYSTEMS="new"
@@ -75,10 +54,10 @@ for i in $(seq "$RUNS"); do
 	for s in $order; do
 		auth=()
 		[[ $s == *auth ]] && auth=(-u bench:benchpass)
-		c0=$(cpu_ns "${MASTER[$s]}")
+		c0=$(tree_cpu_ns "${MASTER[$s]}")
 		out=$(./build/loadgen -m rate -c 64 -d "$DURATION" -W -x "127.0.0.1:${PORT[$s]}" \
 			-t "127.0.0.1:$WEB" -p /small "${auth[@]}")
-		c1=$(cpu_ns "${MASTER[$s]}")
+		c1=$(tree_cpu_ns "${MASTER[$s]}")
 		conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
 		rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
 		awk -v r="$rate" -v c="$conns" -v t="$((c1 - c0))" \

@@ -13,7 +13,6 @@
 make -s build/socks5d
 RUNS=${RUNS:-7}
 SIZE=${SIZE:-1G}
-free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 WEB=$(free_port)
 head -c "$SIZE" /dev/urandom > "$T/www/big.bin"
 BYTES=$(stat -c %s "$T/www/big.bin")

@@ -23,7 +23,6 @@ DURATION=${DURATION:-5}
 IDLE=${IDLE:-100000}
 USERS=${USERS:-1}
 NUSERS=${NUSERS:-1000}
-free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 log() { printf '[flat %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # A process may hold 20,000 descriptors here: the held sessions are spread
@@ -49,32 +48,10 @@ TARGETS=$(for i in $(seq 8); do printf '127.0.1.%d:%d,' "$i" "$WEB"; done)
 TARGETS=${TARGETS%,}
 
 declare -A PORT MASTER AUTH
-start() { # start NAME OPTIONS...: a proxy on a free port, ready when a request through it succeeds
-	local name=$1 auth=()
-	shift
-	PORT[$name]=$(free_port)
-	"$SOCKS5D" -l 127.0.0.1 -p "${PORT[$name]}" --dns-server 127.0.0.1:9 "$@" \
-		>/dev/null 2>"$T/$name.err" &
-	MASTER[$name]=$!
-	[ -n "${AUTH[$name]:-}" ] && auth=(-u "${AUTH[$name]}")
-	for _ in $(seq 100); do
-		./build/loadgen -m rate -c 1 -n 1 -d 2 -W -x "127.0.0.1:${PORT[$name]}" \
-			-t "127.0.0.1:$WEB" -p /small "${auth[@]}" >/dev/null 2>&1 && return 0
-		sleep 0.1
-	done
-	echo "flat.sh: $name did not start: $(tail -n 2 "$T/$name.err")" >&2
-	exit 1
+start() { # start NAME OPTIONS...: with the login of AUTH[NAME], if any
+	start_socks5d "$1" "$SOCKS5D" "${AUTH[$1]:-}" "$WEB" "${@:2}"
 }
 stop() { kill -TERM "${MASTER[$1]}" 2>/dev/null || true; wait "${MASTER[$1]}" 2>/dev/null || true; }
-cpu_ns() { # time on CPU of a master, its children and all their threads
-	local p f t=0
-	for p in "$1" $(cat "/proc/$1/task/"*/children); do
-		for f in /proc/"$p"/task/*/schedstat; do
-			t=$((t + $(cut -d' ' -f1 "$f" 2>/dev/null || echo 0)))
-		done
-	done
-	echo "$t"
-}
 # compare A B LABEL-A LABEL-B BOUND: alternate rate runs, print the rows
 compare() {
 	local a=$1 b=$2 i s order out c0 c1 conns rate auth
@@ -86,10 +63,10 @@ compare() {
 		for s in $order; do
 			auth=()
 			[ -n "${AUTH[$s]:-}" ] && auth=(-u "${AUTH[$s]}")
-			c0=$(cpu_ns "${MASTER[$s]}")
+			c0=$(tree_cpu_ns "${MASTER[$s]}")
 			out=$(./build/loadgen -m rate -c 64 -d "$DURATION" -W -x "127.0.0.1:${PORT[$s]}" \
 				-t "127.0.0.1:$WEB" -p /small "${auth[@]}")
-			c1=$(cpu_ns "${MASTER[$s]}")
+			c1=$(tree_cpu_ns "${MASTER[$s]}")
 			conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' <<<"$out")
 			rate=$(sed -n 's/.*rate=\([0-9]*\).*/\1/p' <<<"$out")
 			awk -v r="$rate" -v c="$conns" -v t="$((c1 - c0))" \

@@ -12,7 +12,6 @@
 make -s build/socks5d build/loadgen
 RUNS=${RUNS:-5}
 DURATION=${DURATION:-5}
-free_port() { /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 WEB=$(free_port)
 echo "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef012" > "$T/www/small"
 start_nginx "$WEB" 4096
