@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -650,6 +651,40 @@ static int check_gssapi(const struct settings *s)
 	return -EINVAL;
 }
 
+int master_check_congestion(const struct settings *s)
+{
+	const struct {
+		const char *key, *name;
+	} cc[] = {{"client-congestion", s->client_congestion},
+	          {"target-congestion", s->target_congestion}};
+	for (size_t i = 0; i < sizeof cc / sizeof cc[0]; i++) {
+		if (!cc[i].name[0])
+			continue;
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			log_error("%s %s: %s", cc[i].key, cc[i].name, strerror(errno));
+			return -EINVAL;
+		}
+		int rc = setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc[i].name, strlen(cc[i].name));
+		int e = errno;
+		close(fd);
+		if (rc == 0)
+			continue;
+		if (e == ENOENT)
+			log_error("%s %s: no such congestion control (net.ipv4.tcp_available_"
+			          "congestion_control lists those loaded)",
+			          cc[i].key, cc[i].name);
+		else if (e == EPERM)
+			log_error("%s %s: not allowed without CAP_NET_ADMIN (add it to "
+			          "net.ipv4.tcp_allowed_congestion_control)",
+			          cc[i].key, cc[i].name);
+		else
+			log_error("%s %s: %s", cc[i].key, cc[i].name, strerror(e));
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int master_reload(struct master *m)
 {
 	if (!m->opts->config_path) {
@@ -681,7 +716,7 @@ int master_reload(struct master *m)
 		user_list_free(&users);
 		user_list_free(&file_users);
 	}
-	if (rc == 0 && check_gssapi(&s) < 0) {
+	if (rc == 0 && (check_gssapi(&s) < 0 || master_check_congestion(&s) < 0)) {
 		user_list_free(&users);
 		user_list_free(&file_users);
 		limit_list_free(&limits);
@@ -1045,8 +1080,11 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		return rc;
 	if (s->run_as[0] && (rc = run_as(m, s)) < 0)
 		return rc;
-	/* Checked as the user the workers run as: they read the keytab. */
-	return check_gssapi(s);
+	/* Checked as the user the workers run as: they read the keytab and
+	 * set the congestion controls. */
+	if (check_gssapi(s) < 0)
+		return -EINVAL;
+	return master_check_congestion(s);
 }
 
 /* in_child: a worker leaving; the admin socket path is the master's to

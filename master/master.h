@@ -29,6 +29,11 @@ void master_apply(struct master *m, const struct settings *s);
 /* Reload the configuration file as SIGHUP does: 0, -ENOENT without a file,
  * -EINVAL when it is invalid (nothing changed). */
 int master_reload(struct master *m);
+
+/* The congestion controls named by client-congestion and target-congestion
+ * can be set on a socket by this process (run as the workers' user): 0, or
+ * -EINVAL after one error line naming the setting. */
+int master_check_congestion(const struct settings *s);
 /* The access rules in force, compiled (never NULL once running). */
 struct rules;
 const struct rules *master_rules(struct master *m);

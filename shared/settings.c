@@ -117,6 +117,15 @@ const struct setting_desc settings_table[] = {
      "relay established sessions inside the kernel (BPF sockmap) when nothing inspects the "
      "bytes and splice is on; needs CAP_BPF, else splice",
      SETTING_RUNTIME, false, {0}, NOPIPO},
+    {"client-congestion", SETTING_TOKEN, 0, F(client_congestion), 0, 0, NULL, NULL,
+     "the system's", 0, "NAME",
+     "TCP congestion control of the connections with clients (cubic, bbr, reno, ...: "
+     "net.ipv4.tcp_available_congestion_control)",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
+    {"target-congestion", SETTING_TOKEN, 0, F(target_congestion), 0, 0, NULL, NULL,
+     "the system's", 0, "NAME",
+     "TCP congestion control of the connections with targets (BIND's peers included)",
+     SETTING_RUNTIME, false, {0}, NOPIPO},
     {"pipe-size", SETTING_U32, SETTING_UNIT_BYTES, F(pipe_size), 4096, 1048576, NULL, "1048576",
      NULL, 0, "BYTES", "splice pipe per busy direction", SETTING_RUNTIME, false, {0},
      PIPO_Q_PIPE_SIZE, PIPO_M_PIPE_SIZE},
@@ -488,6 +497,17 @@ static int store(struct settings *s, const struct setting_desc *d, const char *v
 		memcpy(field, ports, sizeof ports);
 		break;
 	}
+	case SETTING_TOKEN:
+		if (strspn(value, "abcdefghijklmnopqrstuvwxyz0123456789_-") != strlen(value)) {
+			snprintf(err, errlen, "'%s' is not a name of lower-case letters, digits, '_' and '-'",
+			         value);
+			return -EINVAL;
+		}
+		if (d->min && !*value) {
+			snprintf(err, errlen, "the value is empty");
+			return -EINVAL;
+		}
+		goto copy;
 	case SETTING_URL:
 		if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0) {
 			snprintf(err, errlen, "'%s' is not an http:// or https:// URL", value);

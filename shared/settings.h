@@ -89,6 +89,10 @@ struct settings {
 	char metrics[SETTINGS_ADDR_MAX + 8]; /* the Prometheus endpoint ADDR:PORT, "" = none */
 	char gssapi_keytab[1024]; /* GSS-API (RFC 1961) keytab, "" = method off */
 	char gssapi_service[256]; /* the service (or service/host) of the keys accepted */
+	/* TCP congestion control (TCP_CONGESTION) of the connections with
+	 * clients and with targets, "" = the system's default */
+	char client_congestion[16];
+	char target_congestion[16];
 };
 
 enum setting_type {
@@ -106,6 +110,7 @@ enum setting_type {
 	SETTING_PORTS,   /* LOW-HIGH into uint16_t[2], or "ephemeral" (0, 0) */
 	SETTING_ENDPOINT, /* ADDR:PORT or [ADDR6]:PORT, the port required */
 	SETTING_CHOICE_SET, /* some of choices[], comma-separated, stored as a bit mask */
+	SETTING_TOKEN,   /* a kernel module's name: a-z, 0-9, '_' and '-'; "" unless min */
 };
 
 enum setting_unit {

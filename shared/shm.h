@@ -30,7 +30,7 @@
 #include "settings.h"
 
 #define SHM_MAGIC 0x6473356b636f7353ull /* "Ssocks5d" little-endian */
-#define SHM_LAYOUT_VERSION 12u
+#define SHM_LAYOUT_VERSION 13u
 #define SHM_MAX_WORKERS SETTINGS_MAX_WORKERS
 #define SHM_MAX_USERS 1024
 #define SHM_USER_INDEX 2048 /* a power of two, at least twice SHM_MAX_USERS */

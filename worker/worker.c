@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,17 @@ bool worker_client_allowed(struct worker *wk, const struct sockaddr_storage *pee
 	return true;
 }
 
+void worker_congestion(struct worker *wk, int fd, const char *name)
+{
+	if (!name[0] || setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, strlen(name)) == 0)
+		return;
+	int e = errno;
+	if (wk->last_congestion_warn && wk->loop.now - wk->last_congestion_warn < 60000)
+		return;
+	wk->last_congestion_warn = wk->loop.now;
+	log_warn("congestion control %s: %s; connections keep the system's", name, strerror(e));
+}
+
 static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 {
 	(void)events;
@@ -206,6 +218,7 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 			close(fd);
 			continue;
 		}
+		worker_congestion(wk, fd, wk->cfg.client_congestion);
 		if (session_start(wk, fd, &peer, proxied) < 0) {
 			log_warn("cannot start a session: out of memory");
 			close(fd);

@@ -60,6 +60,7 @@ struct worker {
 	bool accepting;
 	bool draining;
 	int64_t last_accept_warn;
+	int64_t last_congestion_warn;
 	int64_t last_auth_busy_warn;
 	int64_t last_proxy_warn; /* a trusted balancer without a valid PROXY header */
 	/* Failed logins: one line a second; the others are counted, and said
@@ -109,6 +110,11 @@ int worker_main(const struct worker_args *args);
 /* Whether the descriptor limit leaves n more beyond what the sessions (two
  * each), the splice pipes (two each) and the reserve need. */
 bool worker_fd_room(const struct worker *wk, size_t n);
+
+/* Set the congestion control `name` (client-congestion or
+ * target-congestion; "" = leave the system's) on a TCP socket; a failure
+ * is said once a minute and the socket keeps the system's. */
+void worker_congestion(struct worker *wk, int fd, const char *name);
 
 struct rbuf *worker_buf_get(struct worker *wk);
 void worker_buf_put(struct worker *wk, struct rbuf *b);

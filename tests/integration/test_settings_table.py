@@ -98,6 +98,7 @@ def samples(tmp_path):
         "connect-timeout": ("7s", 7), "idle-timeout": ("1h", 3600), "idle-cleanup": ("no", False),
         "grace": ("1", None), "buffer-size": ("32K", 32768), "splice": ("off", False),
         "sockmap": ("yes", True),
+        "client-congestion": ("reno", "reno"), "target-congestion": ("reno", "reno"),
         "pipe-size": ("256KiB", 262144), "dissectors": ("no", False),
         "log-level": ("info", "info"), "dns-server": ("127.0.0.1:5353", None),
         "dns-timeout": ("3", 3), "dns-cache-size": ("100", 100), "dns-fallback": ("no", False),

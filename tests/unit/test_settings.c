@@ -406,6 +406,27 @@ static void string_keys_reject_empty_and_overlong(void **state)
 	set_bad("doh-query", q);
 }
 
+static void congestion_keys_take_a_kernel_name_or_nothing(void **state)
+{
+	(void)state;
+	assert_string_equal(s.client_congestion, "");
+	assert_string_equal(s.target_congestion, "");
+	set_ok("client-congestion", "cubic");
+	assert_string_equal(s.client_congestion, "cubic");
+	set_ok("target-congestion", "bbr");
+	assert_string_equal(s.target_congestion, "bbr");
+	set_ok("target-congestion", "scalable_tcp-2");
+	set_ok("target-congestion", ""); /* back to the system's */
+	assert_string_equal(s.target_congestion, "");
+	set_bad("client-congestion", "Cubic");
+	set_bad("client-congestion", "bb r");
+	set_bad("client-congestion", "../x");
+	set_bad("client-congestion", "a.b");
+	set_ok("client-congestion", "abcdefghijklmno"); /* 15 bytes + NUL fill the field */
+	set_bad("client-congestion", "abcdefghijklmnop");
+	assert_string_equal(s.client_congestion, "abcdefghijklmno");
+}
+
 static void dns_server_takes_a_list_of_addresses_with_optional_ports(void **state)
 {
 	(void)state;
@@ -886,6 +907,7 @@ int main(void)
 		T(doh_url_rejects_other_schemes_and_overlong),
 		T(doh_url_of_1023_bytes_fits),
 		T(string_keys_reject_empty_and_overlong),
+		T(congestion_keys_take_a_kernel_name_or_nothing),
 		T(dns_server_takes_a_list_of_addresses_with_optional_ports),
 		T(dns_server_rejects_names_bad_ports_and_empty_items),
 		T(dns_server_rejects_a_list_longer_than_its_field),
