@@ -6,8 +6,11 @@
 # skips it), bench/conn.sh with STRACE=1 (the connection cost and its system
 # calls; CONN=0 skips it) and bench/flat.sh (connection cost with 100,000
 # idle sessions held, login cost with 1,000 users; FLAT=0 skips it), about
-# twelve more, and bench/sockmap.sh (copy, splice and the kernel relay side
-# by side; SOCKMAP=0 skips it), about three.  It writes:
+# twelve more, bench/sockmap.sh (copy, splice and the kernel relay side
+# by side; SOCKMAP=0 skips it), about three, and bench/congestion.sh (the
+# relay under the machine's TCP congestion control and under cubic, each in
+# a network namespace of its own; CONGESTION=0 skips it), about one.  It
+# writes:
 #   build/bench/results.txt   one line per loadgen run (raw loadgen output
 #                             plus the proxy's CPU, memory and descriptors)
 #   build/bench/raw/          every loadgen's stdout/stderr, the proxies' logs
@@ -647,3 +650,5 @@ cat "$OUT/tables.md"
 [ "${FLAT:-1}" = 0 ] || SOCKS5D=$SOCKS5D DURATION=$DURATION bench/flat.sh
 # The relays side by side (copy, splice, sockmap), machine CPU per GB.
 [ "${SOCKMAP:-1}" = 0 ] || [ "$(id -u)" != 0 ] || UPDATE_DOCS=$UPDATE_DOCS bench/sockmap.sh
+# The relay's cost under the machine's congestion control and under cubic.
+[ "${CONGESTION:-1}" = 0 ] || [ "$(id -u)" != 0 ] || UPDATE_DOCS=$UPDATE_DOCS RUNS=$RUNS bench/congestion.sh
