@@ -521,6 +521,7 @@ run_hold() {
 	echo "dante: $(/usr/sbin/danted -v 2>&1 | awk '{ print $1, $2; exit }' | sed 's/\.$//') (Debian $(dpkg-query -W -f '${Version}' dante-server 2>/dev/null))"
 	echo "microsocks: $(dpkg-query -W -f '${Version}' microsocks 2>/dev/null)"
 	echo "fd limit: $(ulimit -Hn) per process; fs.file-max $(sysctl -n fs.file-max); somaxconn $(sysctl -n net.core.somaxconn); ports $(sysctl -n net.ipv4.ip_local_port_range | tr '\t' '-')"
+	echo "tcp: congestion control $(sysctl -n net.ipv4.tcp_congestion_control), loopback qdisc $(tc qdisc show dev lo 2>/dev/null | awk 'NR == 1 { print $2 }'), TIME_WAIT at start $(awk '/^TCP:/ { for (i = 1; i < NF; i++) if ($i == "tw") print $(i + 1) }' /proc/net/sockstat) (max $(sysctl -n net.ipv4.tcp_max_tw_buckets))"
 	echo "cpu accounting: $([ $USE_CG = 1 ] && echo 'cgroup v1 cpuacct' || echo '/proc utime+stime')"
 	scheme=$(awk -F: -v u="$DANTE_USER" '$1 == u { split($2, f, "$"); print f[2] }' /etc/shadow 2>/dev/null)
 	case $scheme in y) scheme="yescrypt" ;; 6) scheme="sha512crypt" ;; 5) scheme="sha256crypt" ;; 2*) scheme="bcrypt" ;; esac
