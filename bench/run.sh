@@ -9,7 +9,7 @@
 # twelve more, bench/sockmap.sh (copy, splice and the kernel relay side
 # by side; SOCKMAP=0 skips it), about three, and bench/congestion.sh (the
 # relay under the machine's TCP congestion control and under cubic, each in
-# a network namespace of its own; CONGESTION=0 skips it), about one.  It
+# a network namespace of its own; CONGESTION=0 skips it), about three.  It
 # writes:
 #   build/bench/results.txt   one line per loadgen run (raw loadgen output
 #                             plus the proxy's CPU, memory and descriptors)
@@ -652,4 +652,4 @@ cat "$OUT/tables.md"
 # The relays side by side (copy, splice, sockmap), machine CPU per GB.
 [ "${SOCKMAP:-1}" = 0 ] || [ "$(id -u)" != 0 ] || UPDATE_DOCS=$UPDATE_DOCS bench/sockmap.sh
 # The relay's cost under the machine's congestion control and under cubic.
-[ "${CONGESTION:-1}" = 0 ] || [ "$(id -u)" != 0 ] || UPDATE_DOCS=$UPDATE_DOCS RUNS=$RUNS bench/congestion.sh
+[ "${CONGESTION:-1}" = 0 ] || [ "$(id -u)" != 0 ] || UPDATE_DOCS=$UPDATE_DOCS RUNS=$RUNS DURATION=$DURATION bench/congestion.sh

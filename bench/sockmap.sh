@@ -15,6 +15,17 @@
 # Run as root (the sockmap relay needs CAP_BPF).  Usage: bench/sockmap.sh
 # (UPDATE_DOCS=1 also writes the table into docs/performance.md, between
 # <!-- sockmap:begin --> and <!-- sockmap:end -->; make bench runs it so.)
+# CC=NAME runs it all inside a network namespace of its own whose default
+# TCP congestion control is NAME (the machine's is left alone).
+if [ -n "${CC:-}" ] && [ -z "${SOCKMAP_NS:-}" ]; then
+	ns=s5sm$$
+	ip netns add "$ns" || exit 1
+	trap 'ip netns del "$ns" 2>/dev/null' EXIT
+	ip -n "$ns" link set lo up &&
+		ip netns exec "$ns" sysctl -q -w net.ipv4.tcp_congestion_control="$CC" || exit 1
+	SOCKMAP_NS=$ns ip netns exec "$ns" "$0" "$@"
+	exit $?
+fi
 . "$(dirname "$0")/common.sh"
 make -s build/socks5d build/loadgen
 DURATION=${DURATION:-3}
@@ -121,7 +132,7 @@ cat "$T/table.md"
 if [ "${UPDATE_DOCS:-0}" = 1 ]; then
 	{
 		echo "<!-- sockmap:begin -->"
-		echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs: \`bench/sockmap.sh\` (DURATION=$DURATION ROUNDS=$ROUNDS), medians [range]"
+		echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs, congestion control $(sysctl -n net.ipv4.tcp_congestion_control): \`bench/sockmap.sh\` (DURATION=$DURATION ROUNDS=$ROUNDS), medians [range]"
 		echo
 		cat "$T/table.md"
 		echo "<!-- sockmap:end -->"

@@ -482,7 +482,7 @@ uint8_t admin_cmd_modify(const struct admin_ctx *a, uint8_t cmd, struct pipo_cur
 			return rc == -ENOENT ? PIPO_E_NOT_FOUND : PIPO_E_INVALID;
 		/* A name the kernel does not have is refused here, once, rather
 		 * than warned about by every worker. */
-		if (strstr(name, "-congestion") && master_check_congestion(&cfg) < 0)
+		if (master_check_congestion(a->m, &cfg, master_settings(a->m)) < 0)
 			return PIPO_E_INVALID;
 		pipo_put_u16(b, (uint16_t)strlen(msg));
 		pipo_put_bytes(b, msg, strlen(msg));

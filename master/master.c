@@ -651,36 +651,66 @@ static int check_gssapi(const struct settings *s)
 	return -EINVAL;
 }
 
-int master_check_congestion(const struct settings *s)
+/* Whether name is one of the words of /proc/sys/net/ipv4/<file>. */
+static bool in_ipv4_list(const char *file, const char *name)
 {
+	char path[96], text[1024];
+	snprintf(path, sizeof path, "/proc/sys/net/ipv4/%s", file);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return false;
+	size_t n = fread(text, 1, sizeof text - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	for (char *save, *w = strtok_r(text, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save))
+		if (strcmp(w, name) == 0)
+			return true;
+	return false;
+}
+
+int master_check_congestion(const struct master *m, const struct settings *s,
+                            const struct settings *running)
+{
+	/* The workers give up every capability in these cases (run_worker),
+	 * and without CAP_NET_ADMIN the kernel takes only the allowed names. */
+	bool unprivileged = m->dropped || geteuid() != 0;
 	const struct {
-		const char *key, *name;
-	} cc[] = {{"client-congestion", s->client_congestion},
-	          {"target-congestion", s->target_congestion}};
+		const char *key, *name, *was;
+	} cc[] = {{"client-congestion", s->client_congestion,
+	           running ? running->client_congestion : NULL},
+	          {"target-congestion", s->target_congestion,
+	           running ? running->target_congestion : NULL}};
 	for (size_t i = 0; i < sizeof cc / sizeof cc[0]; i++) {
-		if (!cc[i].name[0])
+		/* Unset, or in force already: a name that the kernel stopped
+		 * taking since is the workers' to say, and must not block
+		 * every other change. */
+		if (!cc[i].name[0] || (cc[i].was && strcmp(cc[i].name, cc[i].was) == 0))
 			continue;
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (fd < 0) {
-			log_error("%s %s: %s", cc[i].key, cc[i].name, strerror(errno));
-			return -EINVAL;
-		}
-		int rc = setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc[i].name, strlen(cc[i].name));
-		int e = errno;
-		close(fd);
-		if (rc == 0)
-			continue;
-		if (e == ENOENT)
+		/* Before any setsockopt: with CAP_NET_ADMIN the kernel would load
+		 * a module tcp_NAME for a name it does not have. */
+		if (!in_ipv4_list("tcp_available_congestion_control", cc[i].name)) {
 			log_error("%s %s: no such congestion control (net.ipv4.tcp_available_"
 			          "congestion_control lists those loaded)",
 			          cc[i].key, cc[i].name);
-		else if (e == EPERM)
-			log_error("%s %s: not allowed without CAP_NET_ADMIN (add it to "
+			return -EINVAL;
+		}
+		if (unprivileged && !in_ipv4_list("tcp_allowed_congestion_control", cc[i].name)) {
+			log_error("%s %s: workers without CAP_NET_ADMIN may not set it (add it to "
 			          "net.ipv4.tcp_allowed_congestion_control)",
 			          cc[i].key, cc[i].name);
-		else
+			return -EINVAL;
+		}
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int rc = fd < 0 ? -1
+		                : setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, cc[i].name,
+		                             strlen(cc[i].name));
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		if (rc < 0) {
 			log_error("%s %s: %s", cc[i].key, cc[i].name, strerror(e));
-		return -EINVAL;
+			return -EINVAL;
+		}
 	}
 	return 0;
 }
@@ -716,7 +746,7 @@ int master_reload(struct master *m)
 		user_list_free(&users);
 		user_list_free(&file_users);
 	}
-	if (rc == 0 && (check_gssapi(&s) < 0 || master_check_congestion(&s) < 0)) {
+	if (rc == 0 && (check_gssapi(&s) < 0 || master_check_congestion(m, &s, &m->cfg) < 0)) {
 		user_list_free(&users);
 		user_list_free(&file_users);
 		limit_list_free(&limits);
@@ -1084,7 +1114,7 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 	 * set the congestion controls. */
 	if (check_gssapi(s) < 0)
 		return -EINVAL;
-	return master_check_congestion(s);
+	return master_check_congestion(m, s, NULL);
 }
 
 /* in_child: a worker leaving; the admin socket path is the master's to

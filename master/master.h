@@ -30,10 +30,13 @@ void master_apply(struct master *m, const struct settings *s);
  * -EINVAL when it is invalid (nothing changed). */
 int master_reload(struct master *m);
 
-/* The congestion controls named by client-congestion and target-congestion
- * can be set on a socket by this process (run as the workers' user): 0, or
- * -EINVAL after one error line naming the setting. */
-int master_check_congestion(const struct settings *s);
+/* The congestion controls that s names in client-congestion and
+ * target-congestion, where they differ from running (NULL: all), are ones
+ * the workers can set: loaded, allowed where the workers have no
+ * CAP_NET_ADMIN, and taken by a socket of this process (run as the
+ * workers' user).  0, or -EINVAL after one error line naming the setting. */
+int master_check_congestion(const struct master *m, const struct settings *s,
+                            const struct settings *running);
 /* The access rules in force, compiled (never NULL once running). */
 struct rules;
 const struct rules *master_rules(struct master *m);

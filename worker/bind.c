@@ -197,7 +197,7 @@ static void peer_arrived(struct session *s, int fd, const struct sockaddr_storag
 		return;
 	int one = 1;
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-	worker_congestion(wk, fd, wk->cfg.target_congestion);
+	worker_congestion(wk, fd, true);
 	/* From here the session's destination is the peer that connected. */
 	char dest[INET6_ADDRSTRLEN];
 	session_addr_text(peer, dest, sizeof dest, &s->dport);

@@ -347,7 +347,7 @@ static void launch_next(struct session *s)
 			address_failed(s, sa, errno);
 			continue;
 		}
-		worker_congestion(wk, fd, wk->cfg.target_congestion);
+		worker_congestion(wk, fd, true);
 		int rc = bind_source(s, fd, sa->ss_family, &m);
 		if (rc < 0) {
 			address_failed(s, sa, -rc);

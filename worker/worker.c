@@ -170,15 +170,24 @@ bool worker_client_allowed(struct worker *wk, const struct sockaddr_storage *pee
 	return true;
 }
 
-void worker_congestion(struct worker *wk, int fd, const char *name)
+void worker_congestion(struct worker *wk, int fd, bool target)
 {
-	if (!name[0] || setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, strlen(name)) == 0)
+	const char *name = target ? wk->cfg.target_congestion : wk->cfg.client_congestion;
+	if (!name[0])
+		return;
+	/* A name that failed is not tried on every connection: a root
+	 * worker's kernel would look for a module each time. */
+	char *failed = wk->congestion_failed[target];
+	int64_t *at = &wk->congestion_failed_at[target];
+	if (*at && wk->loop.now - *at < 60000 && strcmp(failed, name) == 0)
+		return;
+	if (setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, name, strlen(name)) == 0)
 		return;
 	int e = errno;
-	if (wk->last_congestion_warn && wk->loop.now - wk->last_congestion_warn < 60000)
-		return;
-	wk->last_congestion_warn = wk->loop.now;
-	log_warn("congestion control %s: %s; connections keep the system's", name, strerror(e));
+	*at = wk->loop.now ? wk->loop.now : 1;
+	snprintf(failed, sizeof wk->congestion_failed[0], "%s", name);
+	log_warn("%s %s: %s; connections keep the system's for a minute",
+	         target ? "target-congestion" : "client-congestion", name, strerror(e));
 }
 
 static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
@@ -218,7 +227,7 @@ static void on_accept(struct loop *l, struct loop_watch *w, uint32_t events)
 			close(fd);
 			continue;
 		}
-		worker_congestion(wk, fd, wk->cfg.client_congestion);
+		worker_congestion(wk, fd, false);
 		if (session_start(wk, fd, &peer, proxied) < 0) {
 			log_warn("cannot start a session: out of memory");
 			close(fd);

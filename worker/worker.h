@@ -60,7 +60,8 @@ struct worker {
 	bool accepting;
 	bool draining;
 	int64_t last_accept_warn;
-	int64_t last_congestion_warn;
+	int64_t congestion_failed_at[2]; /* client, target: when the name failed */
+	char congestion_failed[2][16];   /* that name */
 	int64_t last_auth_busy_warn;
 	int64_t last_proxy_warn; /* a trusted balancer without a valid PROXY header */
 	/* Failed logins: one line a second; the others are counted, and said
@@ -111,10 +112,11 @@ int worker_main(const struct worker_args *args);
  * each), the splice pipes (two each) and the reserve need. */
 bool worker_fd_room(const struct worker *wk, size_t n);
 
-/* Set the congestion control `name` (client-congestion or
- * target-congestion; "" = leave the system's) on a TCP socket; a failure
- * is said once a minute and the socket keeps the system's. */
-void worker_congestion(struct worker *wk, int fd, const char *name);
+/* Set the congestion control of client-congestion (target false) or
+ * target-congestion on a TCP socket; unset, nothing.  A name the kernel
+ * refuses is said, and not tried again for a minute (the sockets keep the
+ * system's meanwhile). */
+void worker_congestion(struct worker *wk, int fd, bool target);
 
 struct rbuf *worker_buf_get(struct worker *wk);
 void worker_buf_put(struct worker *wk, struct rbuf *b);

@@ -4,16 +4,20 @@ the kernel with ss(8); the system's default where unset; a name the kernel
 does not have is refused at start, by pipoClient set and at reload."""
 
 import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from admin_lib import admin_server, run_client  # noqa: F401 (a fixture)
-from s5lib import (connect, deadline_loop, echo_roundtrip, free_port, handshake, read_reply,
-                   request, socks5d_binary, socks_connect_ok)
+from admin_lib import ADMIN_PASS, ADMIN_USER, admin_server, run_client  # noqa: F401 (a fixture)
+from s5lib import (connect, deadline_loop, echo_roundtrip, free_port, handshake, hash_password,
+                   read_reply, request, socks5d_binary, socks_connect_ok)
 
 SYSCTL = "/proc/sys/net/ipv4/"
 
@@ -55,7 +59,18 @@ def proxy_sides(proxy_port, client, target_port):
             algorithms("dport = :%d" % target_port))
 
 
-def test_both_sides_get_their_congestion_control(socks5d, echo_server):
+@pytest.mark.parametrize("side", ["client", "target"])
+def test_each_side_gets_its_own_congestion_control(socks5d, echo_server, side):
+    a, d = others()[0], system_default()
+    p = socks5d("--%s-congestion" % side, a)
+    s, _ = socks_connect_ok(p.port, "127.0.0.1", echo_server.port)
+    with s:
+        echo_roundtrip(s, b"x" * 1000)
+        want = ([a], [d]) if side == "client" else ([d], [a])
+        assert proxy_sides(p.port, s, echo_server.port) == want
+
+
+def test_both_sides_set_at_once(socks5d, echo_server):
     a, b = others()[0], others()[-1]
     p = socks5d("--client-congestion", a, "--target-congestion", b)
     s, _ = socks_connect_ok(p.port, "127.0.0.1", echo_server.port)
@@ -157,3 +172,98 @@ def test_reload_with_unknown_name_keeps_the_running_one(socks5d, tmp_path, echo_
     with s:
         echo_roundtrip(s, b"w")
         assert proxy_sides(p.port, s, echo_server.port)[1] == [a]
+
+
+@pytest.fixture
+def one_not_allowed():
+    """An algorithm that is loaded but, for a while, not in
+    net.ipv4.tcp_allowed_congestion_control (what a process without
+    CAP_NET_ADMIN may set); the machine's list is put back afterwards."""
+    path = SYSCTL + "tcp_allowed_congestion_control"
+    with open(path) as f:
+        saved = f.read().strip()
+    x = others()[0]
+    rest = [a for a in saved.split() if a != x] or [system_default()]
+    with open(path, "w") as f:
+        f.write(" ".join(rest))
+    try:
+        yield x
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)
+
+
+def start_args(tmp_path, *extra):
+    return [socks5d_binary(), "-l", "127.0.0.1", "-p", str(free_port()), "-w", "1",
+            "-P", str(free_port()), "--admin-socket", str(tmp_path / "a.sock"),
+            "--dns-server", "127.0.0.1:9", *extra]
+
+
+def test_a_name_unprivileged_workers_may_not_set_is_refused(tmp_path, one_not_allowed):
+    x = one_not_allowed
+    # run-as: the workers give up every capability
+    r = subprocess.run(start_args(tmp_path, "--run-as", "nobody", "--client-congestion", x),
+                       capture_output=True, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 78, err
+    assert "client-congestion %s: workers without CAP_NET_ADMIN may not set it" % x in err
+    # started as another user with CAP_NET_ADMIN in its ambient set: the
+    # master keeps it, the workers drop it, so the master's own socket
+    # proves nothing and the allowed list decides
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                        "--inh-caps=+net_admin", "--ambient-caps=+net_admin",
+                        *start_args(tmp_path, "--target-congestion", x)],
+                       capture_output=True, timeout=20)
+    err = r.stderr.decode()
+    assert r.returncode == 78, err
+    assert "target-congestion %s: workers without CAP_NET_ADMIN may not set it" % x in err
+
+
+def test_root_workers_may_set_a_name_not_in_the_allowed_list(socks5d, echo_server,
+                                                             one_not_allowed):
+    x = one_not_allowed
+    p = socks5d("--client-congestion", x)
+    s, _ = socks_connect_ok(p.port, "127.0.0.1", echo_server.port)
+    with s:
+        echo_roundtrip(s, b"r")
+        assert proxy_sides(p.port, s, echo_server.port)[0] == [x]
+
+
+def test_a_name_refused_since_does_not_block_other_changes(admin_server, echo_server):
+    """The kernel stops taking the name in force (here: it leaves the allowed
+    list of unprivileged workers): other settings still change, by pipoClient
+    and by reload, and the workers say so once and keep the system's."""
+    x = others()[0]
+    # a directory the master, as nobody, can read the file again in
+    d = Path(tempfile.mkdtemp(prefix="s5-cc-"))
+    os.chmod(d, 0o755)
+    conf = d / "cc.conf"
+    conf.write_text("anonymous = always\nrun-as = nobody\nclient-congestion = %s\n"
+                    "admin = %s:%s\n" % (x, ADMIN_USER, hash_password(ADMIN_PASS)))
+    os.chmod(conf, 0o644)
+    srv = admin_server(config=conf)
+    path = SYSCTL + "tcp_allowed_congestion_control"
+    with open(path) as f:
+        saved = f.read().strip()
+    try:
+        with open(path, "w") as f:
+            f.write(" ".join([a for a in saved.split() if a != x] or [system_default()]))
+        r = run_client("set", "buffer-size", "32K", server=srv)
+        assert r.returncode == 0, r.err
+        n = srv.proc.n_err()
+        conf.write_text(conf.read_text() + "idle-timeout = 10m\n")
+        srv.proc.send_signal(signal.SIGHUP)
+        srv.proc.wait_stderr(r"configuration \S+ (not )?reloaded", timeout=5, start=n)
+        assert "not reloaded" not in "\n".join(srv.proc.err_lines[n:]), srv.proc.err_lines[n:]
+        for _ in range(3):
+            s, _ = socks_connect_ok(srv.port, "127.0.0.1", echo_server.port)
+            with s:
+                echo_roundtrip(s, b"k")
+                assert proxy_sides(srv.port, s, echo_server.port)[0] == [system_default()]
+        srv.proc.wait_stderr(r"client-congestion %s: Operation not permitted; connections keep "
+                             r"the system's for a minute" % x, timeout=5, start=n)
+    finally:
+        with open(path, "w") as f:
+            f.write(saved)
+        srv.stop()
+        shutil.rmtree(d)
