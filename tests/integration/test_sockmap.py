@@ -13,8 +13,10 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from mail_servers import USERS, AuthNginx
@@ -524,3 +526,159 @@ def test_stalled_readers_cost_the_worker_few_wake_ups(socks5d):
         for s in clients:
             s.close()
         t.close()
+
+
+def proc_status(pid):
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.split()
+    return fields
+
+
+def workers_of(p, n, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        w = p.workers()
+        if len(w) == n:
+            return w
+        time.sleep(0.05)
+    raise AssertionError("wanted %d workers, have %r" % (n, p.workers()))
+
+
+def uploads(p, sink, n, size=2 << 20):
+    """n sessions at once, each an upload checked by its hash."""
+    errors = []
+
+    def one():
+        try:
+            data = os.urandom(size)
+            s, _ = socks_connect_ok(p.port, "127.0.0.1", sink.port)
+            with s:
+                time.sleep(0.3)  # in the kernel before the bytes come
+                s.sendall(data)
+                s.shutdown(socket.SHUT_WR)
+                want = ("%s %d\n" % (hashlib.sha256(data).hexdigest(), len(data))).encode()
+                assert read_until_eof(s, 30) == want
+        except Exception as e:  # noqa: BLE001 (reported below)
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=one) for _ in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors
+
+
+def test_run_as_workers_relay_in_the_kernel_without_capabilities(socks5d):
+    """The master loads each worker's program and maps while it is still
+    root; the workers run as nobody with no capability at all and put
+    their sessions in the kernel through the map descriptors."""
+    p = start(socks5d, *BASE, "--run-as", "nobody:nogroup", workers=2)
+    p.wait_stderr(r"running as uid 65534 gid 65534")
+    pids = workers_of(p, 2)
+    for pid in [p.pid] + pids:
+        st = proc_status(pid)
+        assert st["Uid"] == ["65534"] * 4, (pid, st["Uid"])
+        assert int(st["CapEff"][0], 16) == 0 and int(st["CapPrm"][0], 16) == 0, st
+    sink = ThreadedTarget(hash_sink_handler)
+    data = os.urandom(8 << 20)
+    src = ThreadedTarget(send_then_close(data, lambda: in_kernel(p, 1)))
+    try:
+        s, _ = socks_connect_ok(p.port, "127.0.0.1", src.port)
+        with s:
+            assert read_until_eof(s, 30) == data
+        # Enough sessions at once that both workers take some.
+        uploads(p, sink, 8)
+        assert metric(p, "socks5d_sockmap_sessions_total") == 9
+        assert metric(p, "socks5d_sockmap_fallbacks_total") == 0
+        assert metric(p, "socks5d_bytes_spliced_total") == 0
+        assert "sockmap relay unavailable" not in p.stderr_text()
+    finally:
+        sink.close()
+        src.close()
+
+
+def test_run_as_worker_restarted_reuses_its_slots_program(socks5d):
+    """A worker that dies is restarted as nobody: it takes the program and
+    maps its slot was given at start, emptied of the dead one's sessions."""
+    p = start(socks5d, *BASE, "--run-as", "nobody:nogroup", workers=1)
+    sink = ThreadedTarget(hash_sink_handler)
+    try:
+        uploads(p, sink, 2)
+        assert metric(p, "socks5d_sockmap_sessions_total") == 2
+        old = workers_of(p, 1)[0]
+        os.kill(old, 9)
+        end = time.monotonic() + 10
+        while time.monotonic() < end and p.workers() in ([], [old]):
+            time.sleep(0.05)
+        assert p.workers() not in ([], [old])
+        time.sleep(0.5)
+        uploads(p, sink, 2)
+        # The counts of the dead worker's slot went with it.
+        assert metric(p, "socks5d_sockmap_sessions_total") >= 2
+        assert metric(p, "socks5d_sockmap_fallbacks_total") == 0
+        assert metric(p, "socks5d_bytes_spliced_total") == 0
+    finally:
+        sink.close()
+
+
+def test_sockmap_turned_on_by_a_reload_under_run_as_falls_back_once(socks5d):
+    """Started with sockmap = no and run-as, no program was loaded while
+    root was held; a reload that turns it on reaches workers that can no
+    longer load one: each says so once, counts it, and splices."""
+    # a directory the unprivileged master can read on reload
+    d = Path(tempfile.mkdtemp(prefix="s5-sockmap-"))
+    os.chmod(d, 0o755)
+    cfg = d / "socks5d.conf"
+    cfg.write_text("sockmap = no\n")
+    os.chmod(cfg, 0o644)
+    p = start(socks5d, "-f", str(cfg), "--anonymous", "always", "--no-dissectors",
+              "--run-as", "nobody:nogroup", workers=1)
+    p.wait_stderr(r"running as uid 65534 gid 65534")
+    cfg.write_text("sockmap = yes\n")
+    p.send_signal(1)
+    p.wait_stderr(r"configuration \S+ reloaded \(")
+    data = os.urandom(4 << 20)
+    src = ThreadedTarget(send_then_close(data))
+    try:
+        for _ in range(3):
+            s, _ = socks_connect_ok(p.port, "127.0.0.1", src.port)
+            with s:
+                assert read_until_eof(s, 20) == data
+        p.wait_log(lambda f: len(f) == 15 and f[2] == "A", count=3)
+        warns = [l for l in p.stderr_text().splitlines() if "sockmap relay unavailable" in l]
+        assert len(warns) == 1, p.stderr_text()[-2000:]
+        assert "needs CAP_BPF and CAP_NET_ADMIN" in warns[0] and "relaying by splice" in warns[0]
+        assert metric(p, "socks5d_sockmap_fallbacks_total") == 1
+        assert metric(p, "socks5d_sockmap_sessions_total") == 0
+        assert metric(p, "socks5d_bytes_spliced_total") > 0
+    finally:
+        src.close()
+        shutil.rmtree(d)
+
+
+def test_service_user_with_bpf_capabilities_relays_in_the_kernel(socks5d):
+    """As under the systemd unit with the sockmap drop-in: started as the
+    service user with CAP_BPF and CAP_NET_ADMIN as ambient capabilities
+    (and CAP_NET_BIND_SERVICE).  The workers give every capability up and
+    still relay in the kernel."""
+    caps = "+bpf,+net_admin,+net_bind_service"
+    prefix = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+              "--inh-caps", caps, "--ambient-caps", caps, "--"]
+    mport = free_port()
+    p = socks5d(*BASE, "--metrics", "127.0.0.1:%d" % mport, workers=2, prefix=prefix)
+    p.mport = mport
+    for pid in workers_of(p, 2):
+        st = proc_status(pid)
+        assert st["Uid"] == ["65534"] * 4, (pid, st["Uid"])
+        assert int(st["CapEff"][0], 16) == 0 and int(st["CapPrm"][0], 16) == 0, st
+    sink = ThreadedTarget(hash_sink_handler)
+    try:
+        uploads(p, sink, 6)
+        assert metric(p, "socks5d_sockmap_sessions_total") == 6
+        assert metric(p, "socks5d_sockmap_fallbacks_total") == 0
+    finally:
+        sink.close()
