@@ -434,6 +434,15 @@ static int on_mark(void *ctx, void *data, size_t size)
 			session_finalize(s);
 			return 0;
 		}
+	/* A verdict that looked before the flags were set may still be about
+	 * to count and redirect its batch; it runs under its socket's lock, so
+	 * once each socket's lock has been taken, every batch redirected is
+	 * counted, and the hand-back cannot come before it has left. */
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+	(void)getsockopt(s->cfd, IPPROTO_TCP, TCP_INFO, &ti, &len);
+	len = sizeof ti;
+	(void)getsockopt(s->tfd, IPPROTO_TCP, TCP_INFO, &ti, &len);
 	sm->held = true;
 	shm_count(s->wk->slot, M_SOCKMAP_HANDBACKS, 1);
 	loop_timer_stop(&sm->poll);
