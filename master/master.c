@@ -25,6 +25,7 @@
 #include "../shared/log.h"
 #include "../shared/rules.h"
 #include "../worker/gssapi.h"
+#include "../worker/sockmap.h"
 #include "../worker/worker.h"
 #include "admin.h"
 #include "metrics.h"
@@ -93,6 +94,9 @@ struct master {
 	struct loop_timer sd_timer;
 	bool sd_ready;
 	uint32_t sd_serving; /* the count last put in STATUS= */
+	/* sockmap = yes at start: each worker slot's BPF program and maps,
+	 * loaded before root is given up (a worker may not load them). */
+	struct relay_bpf *kits[SHM_MAX_WORKERS];
 };
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -356,7 +360,9 @@ static _Noreturn void run_worker(struct master *m, uint32_t i, size_t row, int c
 			close_row(m, r);
 	/* Only the master binds: a worker of a switched master, or of one
 	 * started unprivileged with capabilities (systemd's
-	 * AmbientCapabilities=), keeps none. */
+	 * AmbientCapabilities=), keeps none: the kernel relay is loaded
+	 * before that. */
+	sockmap_at_fork(m->kits, SHM_MAX_WORKERS, i, m->cfg.sockmap);
 	if ((m->dropped || geteuid() != 0) && privs_drop_all_caps() < 0) {
 		log_error("worker %u: cannot give up its capabilities: %s", i, strerror(errno));
 		exit(EXIT_OSERR);
@@ -1108,6 +1114,9 @@ static int setup(struct master *m, const struct settings *s, const struct user_l
 		log_error("administration is off: %s", strerror(-rc));
 	if (s->metrics[0] && (rc = metrics_open(&m->loop, m->seg, s->metrics, &m->metrics)) < 0)
 		return rc;
+	if (s->sockmap)
+		for (uint32_t i = 0; i < s->workers && i < SHM_MAX_WORKERS; i++)
+			m->kits[i] = sockmap_preload();
 	if (s->run_as[0] && (rc = run_as(m, s)) < 0)
 		return rc;
 	/* Checked as the user the workers run as: they read the keytab and
@@ -1137,9 +1146,12 @@ static void teardown(struct master *m, bool in_child)
 	user_list_free(&m->file_users);
 	limit_list_free(&m->limits);
 	close_listeners(m);
-	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++)
+	for (uint32_t i = 0; i < SHM_MAX_WORKERS; i++) {
 		if (m->workers[i].ctrl_fd >= 0)
 			close(m->workers[i].ctrl_fd);
+		sockmap_unload(m->kits[i]);
+		m->kits[i] = NULL;
+	}
 	if (m->sig_fd >= 0)
 		close(m->sig_fd);
 	sdnotify_close(&m->sd);

@@ -16,6 +16,7 @@
 #include <linux/sockios.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "../shared/log.h"
@@ -54,8 +55,11 @@ static struct {
 	int socks, dests, peers, held; /* map descriptors */
 	struct ring_buffer *marks;
 	struct loop_watch marks_w;
-	bool tried; /* a load was tried: skel says how it went */
-} km = {NULL, -1, -1, -1, -1, NULL, {0}, false};
+	bool tried;     /* a load was tried: skel says how it went */
+	bool told;      /* a failed load was said and counted */
+	int err;        /* how it failed: a negative errno */
+	const char *what; /* the step that failed */
+} km = {NULL, -1, -1, -1, -1, NULL, {0}, false, false, 0, ""};
 
 /* A session in the kernel relay; index 0 is the client, 1 the target. */
 struct sockmap_sess {
@@ -81,66 +85,141 @@ static int quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
 	return 0;
 }
 
-static int km_load(struct worker *wk, const char **what)
+/* Opened, loaded and attached to its socket hash: the steps that take
+ * CAP_BPF and CAP_NET_ADMIN.  Sized to the process's descriptor limit. */
+static int kit_load(struct relay_bpf **out, const char **what)
 {
 	libbpf_set_print(quiet);
 	*what = "open";
-	km.skel = relay_bpf__open();
-	if (!km.skel)
+	struct relay_bpf *skel = relay_bpf__open();
+	if (!skel)
 		return -errno;
-	uint32_t max = wk->fd_limit < SOCKMAP_SOCKETS_MAX ? (uint32_t)wk->fd_limit : SOCKMAP_SOCKETS_MAX;
+	struct rlimit rl;
+	uint32_t max = SOCKMAP_SOCKETS_MAX;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < max)
+		max = (uint32_t)rl.rlim_cur;
 	if (max < 2)
 		max = 2;
-	int rc = bpf_map__set_max_entries(km.skel->maps.socks, max);
+	int rc = bpf_map__set_max_entries(skel->maps.socks, max);
 	if (!rc)
-		rc = bpf_map__set_max_entries(km.skel->maps.dests, max);
+		rc = bpf_map__set_max_entries(skel->maps.dests, max);
 	if (!rc)
-		rc = bpf_map__set_max_entries(km.skel->maps.peers, max);
+		rc = bpf_map__set_max_entries(skel->maps.peers, max);
 	if (!rc)
-		rc = bpf_map__set_max_entries(km.skel->maps.held, max);
+		rc = bpf_map__set_max_entries(skel->maps.held, max);
 	*what = "load";
 	if (!rc)
-		rc = relay_bpf__load(km.skel);
+		rc = relay_bpf__load(skel);
 	if (!rc) {
 		*what = "attach";
-		km.socks = bpf_map__fd(km.skel->maps.socks);
-		km.dests = bpf_map__fd(km.skel->maps.dests);
-		km.peers = bpf_map__fd(km.skel->maps.peers);
-		km.held = bpf_map__fd(km.skel->maps.held);
-		rc = bpf_prog_attach(bpf_program__fd(km.skel->progs.relay_verdict), km.socks,
-		                     BPF_SK_SKB_VERDICT, 0);
-	}
-	if (!rc) {
-		*what = "ring buffer";
-		int fd = bpf_map__fd(km.skel->maps.marks);
-		km.marks = ring_buffer__new(fd, on_mark, NULL, NULL);
-		rc = km.marks ? loop_watch_add(&wk->loop, &km.marks_w, fd, EPOLLIN,
-		                               on_marks, NULL)
-		              : -errno;
+		rc = bpf_prog_attach(bpf_program__fd(skel->progs.relay_verdict),
+		                     bpf_map__fd(skel->maps.socks), BPF_SK_SKB_VERDICT, 0);
 	}
 	if (rc) {
-		rc = rc < 0 ? rc : -EINVAL;
+		relay_bpf__destroy(skel);
+		return rc < 0 ? rc : -EINVAL;
+	}
+	*out = skel;
+	return 0;
+}
+
+struct relay_bpf *sockmap_preload(void)
+{
+	struct relay_bpf *skel = NULL;
+	const char *what;
+	int rc = kit_load(&skel, &what);
+	if (rc < 0)
+		log_debug("sockmap relay not loaded ahead (BPF %s: %s)", what, strerror(-rc));
+	return skel;
+}
+
+void sockmap_unload(struct relay_bpf *skel)
+{
+	relay_bpf__destroy(skel);
+}
+
+/* The process's own program and maps from now on.  A set loaded ahead
+ * may have served a worker that died: entries of its sessions go (their
+ * sockets left the socket hashes as they closed), so that a mark it left
+ * in the ring finds no session. */
+static void km_take(struct relay_bpf *skel)
+{
+	km.skel = skel;
+	km.tried = true;
+	km.socks = bpf_map__fd(skel->maps.socks);
+	km.dests = bpf_map__fd(skel->maps.dests);
+	km.peers = bpf_map__fd(skel->maps.peers);
+	km.held = bpf_map__fd(skel->maps.held);
+	int maps[2] = {km.peers, km.held};
+	for (int i = 0; i < 2; i++) {
+		uint64_t key;
+		while (bpf_map_get_next_key(maps[i], NULL, &key) == 0 &&
+		       bpf_map_delete_elem(maps[i], &key) == 0)
+			;
+	}
+}
+
+void sockmap_at_fork(struct relay_bpf **kits, size_t n, size_t mine, bool enabled)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (i == mine && enabled && kits[i])
+			km_take(kits[i]);
+		else
+			relay_bpf__destroy(kits[i]);
+		kits[i] = NULL;
+	}
+	if (!enabled || km.skel)
+		return;
+	struct relay_bpf *skel = NULL;
+	km.tried = true;
+	km.err = kit_load(&skel, &km.what);
+	if (km.err == 0)
+		km_take(skel);
+}
+
+/* The marks ring, watched by the worker's loop: a map descriptor's work,
+ * which takes no capability. */
+static int km_watch(struct worker *wk)
+{
+	km.what = "ring buffer";
+	int fd = bpf_map__fd(km.skel->maps.marks);
+	km.marks = ring_buffer__new(fd, on_mark, NULL, NULL);
+	int rc = km.marks ? loop_watch_add(&wk->loop, &km.marks_w, fd, EPOLLIN, on_marks, NULL)
+	                  : -errno;
+	if (rc) {
 		ring_buffer__free(km.marks);
 		km.marks = NULL;
 		relay_bpf__destroy(km.skel);
 		km.skel = NULL;
 	}
-	return rc;
+	return rc < 0 ? rc : rc ? -EINVAL : 0;
 }
 
-/* The program and maps, loaded at the first session that asks; a worker
- * whose kernel or privileges refuse says so once and counts it. */
+/* The program and maps, loaded ahead (by the master before it gave up
+ * root, or by the worker before it gave up its capabilities) or else at
+ * the first session that asks; a worker whose kernel or privileges refuse
+ * says so once and counts it. */
 static bool km_ready(struct worker *wk)
 {
-	if (km.tried)
-		return km.skel != NULL;
-	km.tried = true;
-	const char *what;
-	int rc = km_load(wk, &what);
-	if (rc == 0)
+	if (km.marks)
 		return true;
-	log_warn("sockmap relay unavailable (BPF %s: %s%s): relaying by %s instead", what,
-	         strerror(-rc), rc == -EPERM ? ", needs CAP_BPF and CAP_NET_ADMIN" : "",
+	if (!km.tried) {
+		km.tried = true;
+		struct relay_bpf *skel = NULL;
+		km.err = kit_load(&skel, &km.what);
+		if (km.err == 0)
+			km_take(skel);
+	}
+	if (km.skel && !km.marks) {
+		km.err = km_watch(wk);
+		if (km.err == 0)
+			return true;
+	}
+	if (km.told)
+		return false;
+	km.told = true;
+	log_warn("sockmap relay unavailable (BPF %s: %s%s): relaying by %s instead", km.what,
+	         strerror(-km.err), km.err == -EPERM ? ", needs CAP_BPF and CAP_NET_ADMIN" : "",
 	         wk->cfg.splice ? "splice" : "copy");
 	shm_count(wk->slot, M_SOCKMAP_FALLBACKS, 1);
 	return false;
@@ -355,6 +434,15 @@ static int on_mark(void *ctx, void *data, size_t size)
 			session_finalize(s);
 			return 0;
 		}
+	/* A verdict that looked before the flags were set may still be about
+	 * to count and redirect its batch; it runs under its socket's lock, so
+	 * once each socket's lock has been taken, every batch redirected is
+	 * counted, and the hand-back cannot come before it has left. */
+	struct tcp_info ti;
+	socklen_t len = sizeof ti;
+	(void)getsockopt(s->cfd, IPPROTO_TCP, TCP_INFO, &ti, &len);
+	len = sizeof ti;
+	(void)getsockopt(s->tfd, IPPROTO_TCP, TCP_INFO, &ti, &len);
 	sm->held = true;
 	shm_count(s->wk->slot, M_SOCKMAP_HANDBACKS, 1);
 	loop_timer_stop(&sm->poll);
