@@ -18,10 +18,10 @@ head -c "$SIZE" /dev/urandom > "$T/www/big.bin"
 BYTES=$(stat -c %s "$T/www/big.bin")
 start_nginx "$WEB" 64
 
-start_proxy() { # $1: port, rest: extra options; prints the worker's pid
+start_proxy() { # $1: port, rest: extra options; prints the master's and the worker's pid
 	local port=$1
 	shift
-	./build/socks5d -l 127.0.0.1 -p "$port" -w 1 "$@" >/dev/null 2>&1 &
+	./build/socks5d -l 127.0.0.1 -p "$port" -w 1 --dns-server 127.0.0.1:9 "$@" >/dev/null 2>&1 &
 	local master=$!
 	local worker=""
 	for _ in $(seq 50); do
@@ -29,14 +29,17 @@ start_proxy() { # $1: port, rest: extra options; prints the worker's pid
 		[ -n "$worker" ] && curl -s -o /dev/null -x "socks5://127.0.0.1:$port" "http://127.0.0.1:$WEB/" && break
 		sleep 0.1
 	done
-	echo "$worker"
+	echo "$master $worker"
 }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 P_ON=$(free_port)
 P_OFF=$(free_port)
-W_ON=$(start_proxy "$P_ON")
-W_OFF=$(start_proxy "$P_OFF" -N)
+read -r M_ON W_ON <<<"$(start_proxy "$P_ON")"
+read -r M_OFF W_OFF <<<"$(start_proxy "$P_OFF" -N)"
+# Started inside $( ): not jobs of this shell, so common.sh's clean-up
+# would not stop them.
+trap 'kill "$M_ON" "$M_OFF" 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$T"' EXIT
 HZ=$(getconf CLK_TCK)
 
 : > "$T/on"

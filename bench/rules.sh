@@ -47,6 +47,9 @@ P_NONE=$(free_port)
 P_RULES=$(free_port)
 M_NONE=$(start_proxy "$P_NONE" "$T/none.conf")
 M_RULES=$(start_proxy "$P_RULES" "$T/rules.conf")
+# Started inside $( ): not jobs of this shell, so common.sh's clean-up
+# would not stop them.
+trap 'kill "$M_NONE" "$M_RULES" 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$T"' EXIT
 grep -q "1001 rules\|ready" "$T/err.$P_RULES" || true
 HZ=$(getconf CLK_TCK)
 : > "$T/none"
