@@ -352,6 +352,14 @@ def main():
                      "does), plus the SOCKS exchange, so that sum is its floor on this machine; "
                      "socks5d's %s µs is %s times it."
                      % (fmt(ng, 1), fmt(cl, 1), fmt(ng + cl, 1), fmt(sd, 1), fmt(sd / (ng + cl))))
+            ng2, cl2 = res.nginx_us_per_conn("c", "socks5d"), res.client_us_per_conn("c", "socks5d")
+            if None not in (ng2, cl2):
+                note += ("  Through socks5d the same two ends cost more (nginx %s µs, the client %s "
+                         "µs, %s µs together: at the lower rate each wake-up finds fewer "
+                         "connections), so in that run the proxy's %s µs is %s times what its "
+                         "peers spend on one end of the same kinds each."
+                         % (fmt(ng2, 1), fmt(cl2, 1), fmt(ng2 + cl2, 1), fmt(sd, 1),
+                            fmt(sd / (ng2 + cl2))))
         if wl == "d":
             m = re.search(r"password hash (\S+),", metad.get("dante auth", ""))
             note += ("  Dante checks the password against the system account on every connection "
