@@ -443,6 +443,13 @@ class Socks5d:
         self._err_thread.join(5)
         if self._out_thread is not None:
             self._out_thread.join(5)
+        # The pipes' ends in this process: left open, every instance of a
+        # long test run cost two descriptors, and the run's process passed
+        # the 1,024 that select() can watch.  A reader still blocked (a
+        # leftover worker holds the other end) keeps its pipe.
+        for f, t in ((self.proc.stderr, self._err_thread), (self.proc.stdout, self._out_thread)):
+            if f is not None and (t is None or not t.is_alive()):
+                f.close()
         shutil.rmtree(self.runtime_dir, ignore_errors=True)
         return self.returncode
 
