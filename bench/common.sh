@@ -1,7 +1,8 @@
-# Sourced by the single-purpose bench scripts (bufsize.sh, conn.sh,
-# dissect.sh, flat.sh, rules.sh, sockmap.sh, splice.sh): strict mode, the repository root as working directory, a
-# scratch directory $T (with $T/www for nginx to serve) that is removed, and
-# every background job killed, when the script exits.
+# Sourced by the single-purpose bench scripts (bufsize.sh, congestion.sh,
+# conn.sh, dissect.sh, flat.sh, rules.sh, sockmap.sh, splice.sh): strict
+# mode, the repository root as working directory, a scratch directory $T
+# (with $T/www for nginx to serve) that is removed, and every background
+# job killed, when the script exits.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 T=$(mktemp -d)
