@@ -482,6 +482,16 @@ class Socks5d:
             self.returncode, err[-4000:])
 
 
+def proc_status(pid):
+    """/proc/PID/status as {field: [words]}."""
+    fields = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            fields[k] = v.split()
+    return fields
+
+
 def cpu_seconds(pid):
     """utime+stime of a process in seconds."""
     with open("/proc/%d/stat" % pid) as f:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from admin_lib import ADMIN_PASS, ADMIN_USER, INVALID, M_RELOAD, admin_server  # noqa: F401
-from s5lib import (Socks5d, free_port, hash_password, recv_exact, socks5d_binary,
+from s5lib import (Socks5d, free_port, hash_password, proc_status, recv_exact, socks5d_binary,
                    socks_connect_ok)
 
 
@@ -90,15 +90,6 @@ def test_config_user_name_with_a_control_byte_refused_at_start(tmp_path):
     err = r.stderr.decode()
     assert "%s:1: user: the user name contains a control byte" % cfg in err, err
     assert "\x1b" not in err
-
-
-def proc_status(pid):
-    fields = {}
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            fields[k] = v.split()
-    return fields
 
 
 def test_run_as_drops_root_in_master_and_workers(socks5d, echo_server):
