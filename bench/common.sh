@@ -67,3 +67,20 @@ tree_cpu_ns() {
 	done
 	echo "$t"
 }
+
+# doc_block NAME HEADING TABLE: replace what lies between <!-- NAME:begin -->
+# and <!-- NAME:end --> in docs/performance.md with HEADING, a blank line
+# and the file TABLE; fails, naming the marker, where the file has none.
+doc_block() {
+	/usr/bin/python3 - "$1" "$2" "$3" docs/performance.md <<'PY'
+import sys
+name, heading, table, path = sys.argv[1:]
+begin, end = "<!-- %s:begin -->" % name, "<!-- %s:end -->" % name
+doc = open(path).read()
+if begin not in doc or end not in doc:
+    sys.exit("%s has no %s ... %s markers" % (path, begin, end))
+block = "%s\n%s\n\n%s\n%s" % (begin, heading, open(table).read().rstrip("\n"), end)
+doc = doc[:doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+open(path, "w").write(doc)
+PY
+}

@@ -138,20 +138,5 @@ for cc, st, s in sorted(seen, key=lambda k: (k[0] != sys.argv[2], k[0], int(k[1]
 PY
 cat "$T/table.md"
 if [ "${UPDATE_DOCS:-0}" = 1 ]; then
-	{
-		echo "<!-- congestion:begin -->"
-		echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs: \`bench/congestion.sh\` (CCS=\"${CCS% }\" RUNS=$RUNS DURATION=$DURATION), medians"
-		echo
-		cat "$T/table.md"
-		echo "<!-- congestion:end -->"
-	} > "$T/block.md"
-	/usr/bin/python3 - "$T/block.md" docs/performance.md <<'PY'
-import re, sys
-block = open(sys.argv[1]).read().rstrip("\n")
-doc = open(sys.argv[2]).read()
-if "<!-- congestion:begin -->" not in doc:
-    sys.exit("docs/performance.md has no <!-- congestion:begin --> marker")
-new = re.sub(r"<!-- congestion:begin -->.*?<!-- congestion:end -->", lambda m: block, doc, flags=re.S)
-open(sys.argv[2], "w").write(new)
-PY
+	doc_block congestion "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs: \`bench/congestion.sh\` (CCS=\"${CCS% }\" RUNS=$RUNS DURATION=$DURATION), medians" "$T/table.md"
 fi

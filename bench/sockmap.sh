@@ -130,18 +130,5 @@ awk -v d="$DURATION" -v hz="$HZ" '
 } > "$T/table.md"
 cat "$T/table.md"
 if [ "${UPDATE_DOCS:-0}" = 1 ]; then
-	{
-		echo "<!-- sockmap:begin -->"
-		echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs, congestion control $(sysctl -n net.ipv4.tcp_congestion_control): \`bench/sockmap.sh\` (DURATION=$DURATION ROUNDS=$ROUNDS), medians [range]"
-		echo
-		cat "$T/table.md"
-		echo "<!-- sockmap:end -->"
-	} > "$T/block.md"
-	/usr/bin/python3 - "$T/block.md" docs/performance.md <<'PY'
-import re, sys
-block = open(sys.argv[1]).read().rstrip("\n")
-doc = open(sys.argv[2]).read()
-new = re.sub(r"<!-- sockmap:begin -->.*?<!-- sockmap:end -->", lambda m: block, doc, flags=re.S)
-open(sys.argv[2], "w").write(new)
-PY
+	doc_block sockmap "$(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $(nproc) CPUs, congestion control $(sysctl -n net.ipv4.tcp_congestion_control): \`bench/sockmap.sh\` (DURATION=$DURATION ROUNDS=$ROUNDS), medians [range]" "$T/table.md"
 fi
